@@ -1,0 +1,47 @@
+//! Counters of what lowkey is doing, read by the `STATUS=` line and the idle exit.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+use tokio::sync::Notify;
+
+#[derive(Default)]
+pub struct Activity {
+    /// Open HTTP connections.
+    pub connections: AtomicUsize,
+    /// Accepted events waiting for their run.
+    pub queued: AtomicUsize,
+    /// Agent runs in flight.
+    pub running: AtomicUsize,
+    /// The source and time of the last accepted event.
+    last_event: Mutex<Option<(String, Instant)>>,
+    /// Woken on every change, so watchers need not poll.
+    pub changed: Notify,
+}
+
+impl Activity {
+    pub fn add(&self, counter: &AtomicUsize, delta: isize) {
+        if delta >= 0 {
+            counter.fetch_add(delta as usize, Ordering::SeqCst);
+        } else {
+            counter.fetch_sub(delta.unsigned_abs(), Ordering::SeqCst);
+        }
+        self.changed.notify_waiters();
+    }
+
+    pub fn event_accepted(&self, source: &str) {
+        *self.last_event.lock().expect("activity lock") = Some((source.to_owned(), Instant::now()));
+        self.changed.notify_waiters();
+    }
+
+    pub fn last_event(&self) -> Option<(String, Instant)> {
+        self.last_event.lock().expect("activity lock").clone()
+    }
+
+    /// No connection open and no work queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.connections.load(Ordering::SeqCst) == 0
+            && self.queued.load(Ordering::SeqCst) == 0
+            && self.running.load(Ordering::SeqCst) == 0
+    }
+}

@@ -1,0 +1,264 @@
+//! The command line: argument parsing, and each subcommand mapped to an exit code.
+
+use crate::config::{self, ConfigError, Severity};
+use crate::daemon::{self, DaemonError};
+use crate::init::{self, InitError};
+use crate::store::Home;
+use crate::{log, session, view};
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes, from sysexits(3) where one fits. Scripts may rely on them.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// A runtime failure: cannot bind, cannot write the state folder, ...
+    pub const FAILURE: u8 = 1;
+    /// Bad arguments (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// `sessions show`: no such session.
+    pub const NO_INPUT: u8 = 66;
+    /// `init`: a config already exists.
+    pub const CANT_CREATE: u8 = 73;
+    /// The state folder cannot be read or written.
+    pub const IO: u8 = 74;
+    /// The config is missing, unreadable or invalid.
+    pub const CONFIG: u8 = 78;
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  1   runtime failure (e.g. the listen address is taken)
+  2   bad command-line arguments
+  66  sessions show: no such session
+  73  init: a config already exists (never overwritten)
+  74  the state folder cannot be read or written
+  78  the config is missing or invalid (lowkey check lists every problem)
+
+Environment:
+  LOWKEY_HOME  state folder (default ~/.lowkey)
+  LOWKEY_LOG   log filter (default info), e.g. debug or lowkey=debug";
+
+/// lowkey: authenticated webhooks become durable sessions that an agent works on.
+#[derive(Debug, Parser)]
+#[command(name = "lowkey", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The config file [default: $LOWKEY_HOME/config.json].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: take webhooks, store them, run agents (what the systemd units run).
+    ///
+    /// With no config yet, creates a working starter setup first (as `lowkey init`).
+    Serve {
+        /// Address to listen on when systemd passes no socket [default: config `listen`, 127.0.0.1:7433].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Create the state folder and a config with a fresh API key; never overwrites.
+    Init,
+    /// Validate the config and print every problem, like `nginx -t`.
+    Check,
+    /// Read the sessions webhooks created.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List sessions, most recently active first, with full ids.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one session as a readable transcript.
+    Show {
+        /// The session id, as `sessions list` prints it.
+        id: String,
+        /// Print the transcript's lines as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The clap definition, for the man page and shell completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let home = Home::new(config::default_home());
+    let config_path = cli.config.clone().unwrap_or_else(|| home.config());
+    let code = match cli.command {
+        Command::Serve { listen } => serve(home, config_path, cli.config.is_none(), listen),
+        Command::Init => init_command(&home, &config_path),
+        Command::Check => check(&config_path),
+        Command::Sessions { command } => sessions(&home, command),
+    };
+    ExitCode::from(code)
+}
+
+fn serve(home: Home, config_path: PathBuf, default_config: bool, listen: Option<SocketAddr>) -> u8 {
+    log::init();
+    if default_config && !config_path.exists() {
+        match init::init(&home, &config_path) {
+            Ok(created) => {
+                tracing::info!(path = %created.config.display(), "no config yet: created a starter setup with a demo source and agent");
+                // The key goes to a person at a terminal only, never to the journal.
+                if std::io::stderr().is_terminal() && !log::stderr_is_journal() {
+                    let addr = listen.map_or_else(|| config::DEFAULT_LISTEN.to_owned(), |a| a.to_string());
+                    eprintln!("\n{}\n", init::first_webhook_hint(&created.api_key, &addr));
+                } else {
+                    tracing::info!("the API key is in {}", created.config.display());
+                }
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                return exit::IO;
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let opts = daemon::Options {
+        home,
+        config_path,
+        listen,
+    };
+    match runtime.block_on(daemon::serve(opts)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!("{e}");
+            match e {
+                DaemonError::Config(_) => exit::CONFIG,
+                DaemonError::Store(_) => exit::IO,
+                _ => exit::FAILURE,
+            }
+        }
+    }
+}
+
+fn init_command(home: &Home, config_path: &std::path::Path) -> u8 {
+    match init::init(home, config_path) {
+        Ok(created) => {
+            println!("Created {} (mode 0600) and {} (mode 0700).\n", created.config.display(), home.root.display());
+            println!("{}", init::first_webhook_hint(&created.api_key, config::DEFAULT_LISTEN));
+            println!("\nNext: add your agents and webhook sources to the config, then run `lowkey check`.");
+            exit::OK
+        }
+        Err(e @ InitError::Exists(_)) => {
+            eprintln!("lowkey init: {e}");
+            exit::CANT_CREATE
+        }
+        Err(e) => {
+            eprintln!("lowkey init: {e}");
+            exit::IO
+        }
+    }
+}
+
+fn check(config_path: &std::path::Path) -> u8 {
+    match config::load(config_path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                println!("{w}");
+            }
+            let c = &loaded.config;
+            println!(
+                "{}: ok ({} source{}, {} agent{}, {} warning{})",
+                config_path.display(),
+                c.sources.len(),
+                if c.sources.len() == 1 { "" } else { "s" },
+                c.agents.len(),
+                if c.agents.len() == 1 { "" } else { "s" },
+                loaded.warnings.len(),
+                if loaded.warnings.len() == 1 { "" } else { "s" },
+            );
+            exit::OK
+        }
+        Err(ConfigError::Invalid { path, problems }) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
+            println!("{}: {errors} error{}, {} warning{}", path.display(),
+                if errors == 1 { "" } else { "s" },
+                problems.len() - errors,
+                if problems.len() - errors == 1 { "" } else { "s" });
+            exit::CONFIG
+        }
+        Err(e @ ConfigError::Read { .. }) => {
+            println!("error: {e}; run `lowkey init` to create one");
+            exit::CONFIG
+        }
+        Err(e) => {
+            println!("error: {e}");
+            exit::CONFIG
+        }
+    }
+}
+
+fn sessions(home: &Home, command: SessionsCommand) -> u8 {
+    match command {
+        SessionsCommand::List { json } => match view::list(&home.sessions()) {
+            Ok(rows) if json => {
+                println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+                exit::OK
+            }
+            Ok(rows) => {
+                if rows.is_empty() {
+                    println!("no sessions yet in {}", home.sessions().display());
+                } else {
+                    print!("{}", view::render_list(&rows));
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("lowkey: cannot read {}: {e}", home.sessions().display());
+                exit::IO
+            }
+        },
+        SessionsCommand::Show { id, json } => {
+            if !config::is_path_safe_id(&id, config::MAX_SESSION_ID_LEN) {
+                eprintln!("lowkey: \"{id}\" is not a session id; `lowkey sessions list` prints them");
+                return exit::NO_INPUT;
+            }
+            let path = home.session_file(&id);
+            match session::read(&path) {
+                Ok(lines) if json => {
+                    println!("{}", serde_json::to_string_pretty(&lines).expect("lines serialize"));
+                    exit::OK
+                }
+                Ok(lines) => {
+                    print!("{}", view::render_show(&lines));
+                    exit::OK
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!("lowkey: no session \"{id}\" in {}; `lowkey sessions list` prints the ids", home.sessions().display());
+                    exit::NO_INPUT
+                }
+                Err(e) => {
+                    eprintln!("lowkey: cannot read {}: {e}", path.display());
+                    exit::IO
+                }
+            }
+        }
+    }
+}

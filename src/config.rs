@@ -1,0 +1,709 @@
+//! The box config, `$LOWKEY_HOME/config.json`: parsed strictly, then validated.
+//!
+//! Parsing turns the JSON text into values; validation walks every key and collects every
+//! problem it finds, each naming its key and the fix, so `lowkey check` can print them all
+//! at once instead of making the user fix one error per run.
+
+use crate::secret::Secret;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_TIMEOUT_SEC: u64 = 1800;
+pub const DEFAULT_MAX_CONCURRENT: usize = 1;
+/// The `target` that makes a fresh session per event.
+pub const NEW_SESSION: &str = "new_session";
+
+const TOP_KEYS: &[&str] = &[
+    "apiKey",
+    "listen",
+    "defaultAgent",
+    "agents",
+    "webhooks",
+    "maxBodyBytes",
+    "idleExitSec",
+];
+const AGENT_KEYS: &[&str] = &["command", "timeoutSec", "maxConcurrent", "env"];
+const SOURCE_KEYS: &[&str] = &["project", "agent", "target"];
+
+/// A validated config. Everything in it has been checked; the server never re-validates.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    pub api_key: Secret,
+    /// Used only when systemd passed no sockets.
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    /// Exit after this long without work, only when socket-activated.
+    pub idle_exit: Option<Duration>,
+    pub agents: BTreeMap<String, Arc<Agent>>,
+    pub sources: BTreeMap<String, Source>,
+}
+
+#[derive(Debug)]
+pub struct Agent {
+    pub name: String,
+    /// argv; run without a shell.
+    pub command: Vec<String>,
+    pub timeout: Duration,
+    /// How many runs of this agent may be in flight at once, across all sessions.
+    pub max_concurrent: usize,
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+pub struct Source {
+    pub name: String,
+    pub project: PathBuf,
+    /// Resolved agent name (the source's own, or `defaultAgent`); always in `agents`.
+    pub agent: String,
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    NewSession,
+    Session(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One thing wrong with the config: where (a dotted key path) and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{level}: {}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: not valid JSON: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{} is not a valid config:\n{}", path.display(), list(problems))]
+    Invalid {
+        path: PathBuf,
+        /// Errors and warnings together, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A config that passed validation, with the warnings it still deserves.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Problem>,
+}
+
+/// Where lowkey keeps its state: `$LOWKEY_HOME`, else `~/.lowkey`.
+pub fn default_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("LOWKEY_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home);
+    }
+    home_dir().join(".lowkey")
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+    let root: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })?;
+    let mut v = Validator::default();
+    let config = v.config(path, &root);
+    let has_error = v.problems.iter().any(|p| p.severity == Severity::Error);
+    match config {
+        Some(config) if !has_error => Ok(Loaded {
+            config,
+            warnings: v.problems,
+        }),
+        _ => Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems: v.problems,
+        }),
+    }
+}
+
+/// Source names and session ids become file names, so they are kept to a safe alphabet:
+/// an ASCII letter or digit first, then letters, digits, `-`, `_` and `.`.
+pub fn is_path_safe_id(id: &str, max_len: usize) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && id.len() <= max_len
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+pub const MAX_SOURCE_LEN: usize = 64;
+pub const MAX_SESSION_ID_LEN: usize = 128;
+
+/// The known key closest to a misspelt one, if any is close enough to be what was meant.
+pub fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    let fold = |s: &str| {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-'))
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
+    let folded = fold(unknown);
+    known
+        .iter()
+        .map(|k| {
+            let d = if fold(k) == folded {
+                0
+            } else {
+                strsim::damerau_levenshtein(&folded, &fold(k))
+            };
+            (d, *k)
+        })
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn did_you_mean(unknown: &str, known: &[&str]) -> String {
+    match suggest(unknown, known) {
+        Some(k) => format!("did you mean `{k}`?"),
+        None => format!("known keys: {}", known.join(", ")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawAgent {
+    command: Vec<String>,
+    timeout_sec: Option<u64>,
+    max_concurrent: Option<u64>,
+    env: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSource {
+    project: Option<String>,
+    agent: Option<String>,
+    target: Option<String>,
+}
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            severity: Severity::Error,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            severity: Severity::Warning,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes one part of the config, reporting a type error under its full key.
+    fn typed<T: serde::de::DeserializeOwned>(&mut self, key: &str, value: &Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let key = if inner == "." {
+                    key.to_owned()
+                } else {
+                    format!("{key}.{inner}")
+                };
+                self.error(key, e.into_inner().to_string());
+                None
+            }
+        }
+    }
+
+    /// Reports keys not in `known` as errors with a suggestion; returns the suggestions
+    /// made, so a "missing key" error is not reported twice for one typo.
+    fn unknown_keys(&mut self, prefix: &str, obj: &Map<String, Value>, known: &[&str]) -> Vec<String> {
+        let mut suggested = Vec::new();
+        for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+            let hint = did_you_mean(key, known);
+            if let Some(s) = suggest(key, known) {
+                suggested.push(s.to_owned());
+            }
+            self.error(format!("{prefix}.{key}"), format!("unknown key; {hint}"));
+        }
+        suggested
+    }
+
+    fn config(&mut self, path: &Path, root: &Value) -> Option<Config> {
+        let Some(obj) = root.as_object() else {
+            self.error("(top level)", "the config must be a JSON object `{ ... }`");
+            return None;
+        };
+        for key in obj.keys().filter(|k| !TOP_KEYS.contains(&k.as_str())) {
+            // Other box components share this file, so a foreign key is only a warning.
+            let hint = match suggest(key, TOP_KEYS) {
+                Some(k) => format!("not a lowkey key (did you mean `{k}`?); ignored"),
+                None => "not a lowkey key; ignored".to_owned(),
+            };
+            self.warn(key.as_str(), hint);
+        }
+
+        let api_key = self.api_key(obj.get("apiKey"));
+        let listen = self.listen(obj.get("listen"));
+        let max_body_bytes = self.max_body_bytes(obj.get("maxBodyBytes"));
+        let idle_exit = self.idle_exit(obj.get("idleExitSec"));
+        let agents = self.agents(obj.get("agents"));
+        let default_agent = match obj.get("defaultAgent") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) => {
+                if !agents.contains_key(name) {
+                    let hint = agent_hint(name, &agents);
+                    self.error("defaultAgent", format!("agent \"{name}\" is not defined under `agents`; {hint}"));
+                }
+                Some(name.clone())
+            }
+            Some(other) => {
+                self.error("defaultAgent", format!("must be an agent name (a string), not {other}"));
+                None
+            }
+        };
+        let sources = self.sources(obj.get("webhooks"), &agents, default_agent.as_deref());
+
+        Some(Config {
+            path: path.to_owned(),
+            api_key: api_key?,
+            listen: listen?,
+            max_body_bytes: max_body_bytes?,
+            idle_exit: idle_exit?,
+            agents,
+            sources,
+        })
+    }
+
+    fn api_key(&mut self, value: Option<&Value>) -> Option<Secret> {
+        let Some(value) = value else {
+            self.error(
+                "apiKey",
+                "missing; run `lowkey init` to create a config with a fresh key, or add \"apiKey\"",
+            );
+            return None;
+        };
+        let key = self.secret("apiKey", value)?;
+        if key.expose().len() < 16 {
+            self.warn("apiKey", "shorter than 16 characters; `lowkey init` draws a strong one");
+        }
+        Some(key)
+    }
+
+    /// A secret is given inline, or as `{"file": PATH}`, or as `{"credential": NAME}` read
+    /// from systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`), so it need not sit in
+    /// the JSON.
+    fn secret(&mut self, key: &str, value: &Value) -> Option<Secret> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+        };
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Object(obj) if obj.len() == 1 && obj.contains_key("file") => {
+                let Some(file) = obj["file"].as_str() else {
+                    self.error(format!("{key}.file"), "must be a path string");
+                    return None;
+                };
+                match read(Path::new(file)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.error(format!("{key}.file"), format!("cannot read {file}: {e}"));
+                        return None;
+                    }
+                }
+            }
+            Value::Object(obj) if obj.len() == 1 && obj.contains_key("credential") => {
+                let Some(name) = obj["credential"].as_str() else {
+                    self.error(format!("{key}.credential"), "must be a credential name string");
+                    return None;
+                };
+                let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+                    self.error(
+                        format!("{key}.credential"),
+                        format!("credential \"{name}\" needs $CREDENTIALS_DIRECTORY; run under systemd with LoadCredential={name}:PATH"),
+                    );
+                    return None;
+                };
+                match read(&Path::new(&dir).join(name)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.error(format!("{key}.credential"), format!("cannot read credential \"{name}\": {e}"));
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                self.error(
+                    key,
+                    "must be a string, {\"file\": \"/path\"} or {\"credential\": \"name\"}",
+                );
+                return None;
+            }
+        };
+        if text.is_empty() {
+            self.error(key, "is empty");
+            return None;
+        }
+        Some(Secret::new(text))
+    }
+
+    fn listen(&mut self, value: Option<&Value>) -> Option<SocketAddr> {
+        let text = match value {
+            None => DEFAULT_LISTEN,
+            Some(Value::String(s)) => s.as_str(),
+            Some(other) => {
+                self.error("listen", format!("must be a string such as \"{DEFAULT_LISTEN}\", not {other}"));
+                return None;
+            }
+        };
+        match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    "listen",
+                    format!("\"{text}\" is not an IP address with a port; use e.g. \"{DEFAULT_LISTEN}\" or \"[::1]:7433\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn max_body_bytes(&mut self, value: Option<&Value>) -> Option<usize> {
+        match value {
+            None => Some(DEFAULT_MAX_BODY_BYTES),
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 && n <= 64 * 1024 * 1024 => Some(n as usize),
+                _ => {
+                    self.error("maxBodyBytes", format!("must be a whole number of bytes from 1 to 67108864 (64 MiB), not {v}"));
+                    None
+                }
+            },
+        }
+    }
+
+    fn idle_exit(&mut self, value: Option<&Value>) -> Option<Option<Duration>> {
+        match value {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 => Some(Some(Duration::from_secs(n))),
+                _ => {
+                    self.error("idleExitSec", format!("must be a whole number of seconds above 0, not {v}; leave it out to never exit"));
+                    None
+                }
+            },
+        }
+    }
+
+    fn agents(&mut self, value: Option<&Value>) -> BTreeMap<String, Arc<Agent>> {
+        let mut agents = BTreeMap::new();
+        let Some(value) = value else {
+            return agents;
+        };
+        let Some(obj) = value.as_object() else {
+            self.error("agents", "must be an object of agent name → { \"command\": [...] }");
+            return agents;
+        };
+        for (name, value) in obj {
+            let key = format!("agents.{name}");
+            if !is_path_safe_id(name, MAX_SOURCE_LEN) {
+                self.error(&key, "not a valid agent name; use letters, digits, '-', '_' and '.' (not first), up to 64 characters");
+            }
+            let Some(fields) = value.as_object() else {
+                self.error(&key, "must be an object like { \"command\": [\"claude\", \"-p\"] }");
+                continue;
+            };
+            self.unknown_keys(&key, fields, AGENT_KEYS);
+            if !fields.contains_key("command") {
+                self.error(format!("{key}.command"), "missing; give the agent's argv, e.g. [\"claude\", \"-p\"]");
+                continue;
+            }
+            let known: Map<String, Value> = fields
+                .iter()
+                .filter(|(k, _)| AGENT_KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let Some(raw) = self.typed::<RawAgent>(&key, &Value::Object(known)) else {
+                continue;
+            };
+            if let Some(agent) = self.agent(&key, name, raw) {
+                agents.insert(name.clone(), Arc::new(agent));
+            }
+        }
+        agents
+    }
+
+    fn agent(&mut self, key: &str, name: &str, raw: RawAgent) -> Option<Agent> {
+        let mut ok = true;
+        match raw.command.first() {
+            None => {
+                self.error(format!("{key}.command"), "is empty; give the agent's argv, e.g. [\"claude\", \"-p\"]");
+                ok = false;
+            }
+            Some(program) if program.contains('/') && !program.starts_with('/') => {
+                self.error(
+                    format!("{key}.command"),
+                    format!("\"{program}\" is a relative path; give an absolute path or a program name found on PATH"),
+                );
+                ok = false;
+            }
+            Some(program) if !program_exists(program) => {
+                // A warning only: PATH under systemd may differ from the shell's.
+                self.warn(
+                    format!("{key}.command"),
+                    format!("\"{program}\" is not found (PATH or file); runs will fail until it is installed"),
+                );
+            }
+            Some(_) => {}
+        }
+        let timeout = raw.timeout_sec.unwrap_or(DEFAULT_TIMEOUT_SEC);
+        if timeout == 0 {
+            self.error(format!("{key}.timeoutSec"), "must be at least 1 second");
+            ok = false;
+        }
+        let max_concurrent = raw.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT as u64);
+        if max_concurrent == 0 {
+            self.error(format!("{key}.maxConcurrent"), "must be at least 1");
+            ok = false;
+        }
+        let env = raw.env.unwrap_or_default();
+        for var in env.keys() {
+            if var.is_empty() || var.contains(['=', '\0']) {
+                self.error(format!("{key}.env.{var}"), "not a valid environment variable name");
+                ok = false;
+            } else if var.starts_with("LOWKEY_") {
+                self.error(format!("{key}.env.{var}"), "LOWKEY_* variables are set by lowkey for each run; choose another name");
+                ok = false;
+            }
+        }
+        ok.then(|| Agent {
+            name: name.to_owned(),
+            command: raw.command,
+            timeout: Duration::from_secs(timeout),
+            max_concurrent: max_concurrent as usize,
+            env,
+        })
+    }
+
+    fn sources(
+        &mut self,
+        value: Option<&Value>,
+        agents: &BTreeMap<String, Arc<Agent>>,
+        default_agent: Option<&str>,
+    ) -> BTreeMap<String, Source> {
+        let mut sources = BTreeMap::new();
+        let Some(value) = value else {
+            return sources;
+        };
+        let Some(obj) = value.as_object() else {
+            self.error("webhooks", "must be an object of source name → { \"project\": ... }");
+            return sources;
+        };
+        for (name, value) in obj {
+            let key = format!("webhooks.{name}");
+            let mut ok = true;
+            if !is_path_safe_id(name, MAX_SOURCE_LEN) {
+                self.error(&key, "not a valid source name; use letters, digits, '-', '_' and '.' (not first), up to 64 characters");
+                ok = false;
+            }
+            let Some(fields) = value.as_object() else {
+                self.error(&key, "must be an object like { \"project\": \"/home/you/project\" }");
+                continue;
+            };
+            let suggested = self.unknown_keys(&key, fields, SOURCE_KEYS);
+            let known: Map<String, Value> = fields
+                .iter()
+                .filter(|(k, _)| SOURCE_KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let Some(raw) = self.typed::<RawSource>(&key, &Value::Object(known)) else {
+                continue;
+            };
+            let project = match raw.project {
+                None => {
+                    if !suggested.iter().any(|s| s == "project") {
+                        self.error(format!("{key}.project"), "missing; every source needs the project directory its agent works in");
+                    }
+                    None
+                }
+                Some(p) => self.project(&format!("{key}.project"), &p),
+            };
+            let agent = match raw.agent.as_deref().or(default_agent) {
+                None => {
+                    self.error(
+                        format!("{key}.agent"),
+                        format!("no agent given and no `defaultAgent` set; add \"agent\": \"<name>\" ({})", agent_hint("", agents)),
+                    );
+                    None
+                }
+                Some(a) if !agents.contains_key(a) => {
+                    // An undefined defaultAgent is reported once, at `defaultAgent`.
+                    if raw.agent.is_some() {
+                        let hint = agent_hint(a, agents);
+                        self.error(format!("{key}.agent"), format!("agent \"{a}\" is not defined under `agents`; {hint}"));
+                    }
+                    None
+                }
+                Some(a) => Some(a.to_owned()),
+            };
+            let target = match raw.target.as_deref() {
+                None | Some(NEW_SESSION) => Some(Target::NewSession),
+                Some(id) if is_path_safe_id(id, MAX_SESSION_ID_LEN) => Some(Target::Session(id.to_owned())),
+                Some(id) => {
+                    self.error(
+                        format!("{key}.target"),
+                        format!("\"{id}\" is not a valid session id; use \"new_session\" or letters, digits, '-', '_' and '.' (not first), up to 128 characters"),
+                    );
+                    None
+                }
+            };
+            if let (true, Some(project), Some(agent), Some(target)) = (ok, project, agent, target) {
+                sources.insert(
+                    name.clone(),
+                    Source {
+                        name: name.clone(),
+                        project,
+                        agent,
+                        target,
+                    },
+                );
+            }
+        }
+        sources
+    }
+
+    fn project(&mut self, key: &str, text: &str) -> Option<PathBuf> {
+        let path = match text.strip_prefix("~/") {
+            Some(rest) => home_dir().join(rest),
+            None => PathBuf::from(text),
+        };
+        if !path.is_absolute() {
+            self.error(key, format!("\"{text}\" is relative; give an absolute path (or one starting with ~/)"));
+            return None;
+        }
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Some(path),
+            Ok(_) => {
+                self.error(key, format!("\"{text}\" is not a directory; point it at the project directory"));
+                None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.error(key, format!("\"{text}\" does not exist; create the directory or fix the path"));
+                None
+            }
+            Err(e) => {
+                self.error(key, format!("cannot open \"{text}\": {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn agent_hint(name: &str, agents: &BTreeMap<String, Arc<Agent>>) -> String {
+    let names: Vec<&str> = agents.keys().map(String::as_str).collect();
+    if names.is_empty() {
+        return "define one under `agents`".to_owned();
+    }
+    match suggest(name, &names) {
+        Some(s) if !name.is_empty() => format!("did you mean \"{s}\"?"),
+        _ => format!("defined agents: {}", names.join(", ")),
+    }
+}
+
+fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_keys() {
+        assert_eq!(suggest("projct", SOURCE_KEYS), Some("project"));
+        assert_eq!(suggest("timeout_sec", AGENT_KEYS), Some("timeoutSec"));
+        assert_eq!(suggest("Agent", SOURCE_KEYS), Some("agent"));
+        assert_eq!(suggest("colour", SOURCE_KEYS), None);
+    }
+
+    #[test]
+    fn path_safe_ids() {
+        assert!(is_path_safe_id("stripe", 64));
+        assert!(is_path_safe_id("gh-pr_12.v2", 64));
+        assert!(!is_path_safe_id("", 64));
+        assert!(!is_path_safe_id(".hidden", 64));
+        assert!(!is_path_safe_id("a/b", 64));
+        assert!(!is_path_safe_id("..", 64));
+        assert!(!is_path_safe_id("naïve", 64));
+        assert!(!is_path_safe_id(&"a".repeat(65), 64));
+    }
+}

@@ -1,0 +1,232 @@
+//! The run queue: which accepted event runs next.
+//!
+//! Two rules: the events of one session run one at a time, in the order they were
+//! accepted; and no agent has more than its `maxConcurrent` runs in flight. Everything
+//! else waits here, so a burst of thousands of events never forks thousands of agents.
+
+use crate::activity::Activity;
+use crate::config::Config;
+use crate::log::id;
+use crate::runner;
+use crate::session::{self, Line, Run, RunStatus};
+use crate::store::{Event, Home, Store};
+use arc_swap::ArcSwap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// What a run needs from the rest of the daemon.
+#[derive(Clone)]
+pub struct Context {
+    pub home: Home,
+    pub config: Arc<ArcSwap<Config>>,
+    pub store: Store,
+    pub activity: Arc<Activity>,
+}
+
+#[derive(Default)]
+struct Queues {
+    /// Events waiting, per session, in acceptance order.
+    sessions: HashMap<String, VecDeque<Event>>,
+    /// Sessions with a run in flight.
+    busy: HashSet<String>,
+    /// Per agent: sessions whose next event is for that agent and that are not busy, in
+    /// the order they became ready.
+    ready: HashMap<String, VecDeque<String>>,
+    /// Per agent: runs in flight.
+    running: HashMap<String, usize>,
+}
+
+impl Queues {
+    fn push(&mut self, event: Event) {
+        let session = event.session.clone();
+        let queue = self.sessions.entry(session.clone()).or_default();
+        queue.push_back(event);
+        if queue.len() == 1 && !self.busy.contains(&session) {
+            let agent = queue[0].agent.clone();
+            self.ready.entry(agent).or_default().push_back(session);
+        }
+    }
+
+    /// The next event that may start for `agent` under `cap`, marking its session busy.
+    fn next(&mut self, agent: &str, cap: usize) -> Option<Event> {
+        let running = self.running.entry(agent.to_owned()).or_default();
+        if *running >= cap {
+            return None;
+        }
+        let session = self.ready.get_mut(agent)?.pop_front()?;
+        let queue = self.sessions.get_mut(&session)?;
+        let event = queue.pop_front()?;
+        if queue.is_empty() {
+            self.sessions.remove(&session);
+        }
+        *running += 1;
+        self.busy.insert(session);
+        Some(event)
+    }
+
+    /// A run ended: its session may go on, possibly with another agent.
+    fn done(&mut self, session: &str, agent: &str) {
+        if let Some(n) = self.running.get_mut(agent) {
+            *n = n.saturating_sub(1);
+        }
+        self.busy.remove(session);
+        if let Some(next) = self.sessions.get(session).and_then(|q| q.front()) {
+            let agent = next.agent.clone();
+            self.ready.entry(agent).or_default().push_back(session.to_owned());
+        }
+    }
+}
+
+/// Runs events from `jobs` until `stop` turns true; then waits for the runs in flight,
+/// which end themselves (TERM, then KILL) and stay pending for the next start.
+pub async fn run(ctx: Context, mut jobs: mpsc::UnboundedReceiver<Event>, stop: watch::Receiver<bool>) {
+    let mut queues = Queues::default();
+    let mut tasks: JoinSet<(String, String)> = JoinSet::new();
+    let mut stop_rx = stop.clone();
+    loop {
+        if *stop_rx.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            job = jobs.recv() => match job {
+                Some(event) => {
+                    ctx.activity.add(&ctx.activity.queued, 1);
+                    let agent = event.agent.clone();
+                    queues.push(event);
+                    start_ready(&ctx, &mut queues, &mut tasks, &agent, &stop);
+                }
+                None => break,
+            },
+            Some(joined) = tasks.join_next() => {
+                if let Ok((session, agent)) = joined {
+                    queues.done(&session, &agent);
+                    // The freed slot may serve this agent, and the session's next event
+                    // may be for another one.
+                    let agents: Vec<String> = queues.ready.keys().cloned().collect();
+                    for a in agents {
+                        start_ready(&ctx, &mut queues, &mut tasks, &a, &stop);
+                    }
+                }
+            }
+            _ = stop_rx.changed() => {}
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+fn start_ready(
+    ctx: &Context,
+    queues: &mut Queues,
+    tasks: &mut JoinSet<(String, String)>,
+    agent: &str,
+    stop: &watch::Receiver<bool>,
+) {
+    let cap = ctx
+        .config
+        .load()
+        .agents
+        .get(agent)
+        .map_or(1, |a| a.max_concurrent);
+    while let Some(event) = queues.next(agent, cap) {
+        ctx.activity.add(&ctx.activity.queued, -1);
+        ctx.activity.add(&ctx.activity.running, 1);
+        let ctx = ctx.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            run_one(&ctx, &event, stop).await;
+            ctx.activity.add(&ctx.activity.running, -1);
+            (event.session, event.agent)
+        });
+    }
+}
+
+async fn run_one(ctx: &Context, event: &Event, stop: watch::Receiver<bool>) {
+    // The agent is looked up when the run starts, so a reload that fixed its command
+    // applies to events already waiting.
+    let agent = ctx.config.load().agents.get(&event.agent).cloned();
+    let outcome = match agent {
+        None => runner::Outcome {
+            error: Some(format!(
+                "agent \"{}\" is not in the config any more; add it back under `agents`",
+                event.agent
+            )),
+            ..runner::Outcome::new(RunStatus::Failed)
+        },
+        Some(agent) => match runner::spawn(&ctx.home, &agent, event) {
+            Err(e) => runner::spawn_failed(&agent, &e),
+            Ok(started) => {
+                let record = Line::Run(Run {
+                    event: event.id.clone(),
+                    status: RunStatus::Started,
+                    agent: agent.name.clone(),
+                    at: session::now(),
+                    pid: Some(started.pid()),
+                    exit_code: None,
+                    signal: None,
+                    duration_ms: None,
+                    error: None,
+                });
+                if let Err(e) = ctx.store.append(event, vec![record]).await {
+                    tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot record the run's start");
+                }
+                tracing::info!(
+                    message_id = id::RUN_STARTED,
+                    webhook_source = %event.source,
+                    session_id = %event.session,
+                    event_id = %event.id,
+                    agent = %agent.name,
+                    project = %event.project.display(),
+                    pid = started.pid(),
+                    "run started"
+                );
+                runner::wait(started, &agent, event, stop).await
+            }
+        },
+    };
+    let lines = outcome.lines(event, &event.agent);
+    let exit_status = match (outcome.exit_code, outcome.signal) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(sig)) => format!("signal {sig}"),
+        (None, None) => "none".to_owned(),
+    };
+    let stored = if outcome.status == RunStatus::Interrupted {
+        // Not final: the queue keeps the event, and it runs again at the next start.
+        ctx.store.append(event, lines).await
+    } else {
+        ctx.store.finish(event, lines).await
+    };
+    if let Err(e) = stored {
+        tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot record the run's result; it runs again at the next start");
+    }
+    let duration_ms = outcome.duration.as_millis() as u64;
+    if outcome.status == RunStatus::Finished {
+        tracing::info!(
+            message_id = id::RUN_FINISHED,
+            webhook_source = %event.source,
+            session_id = %event.session,
+            event_id = %event.id,
+            agent = %event.agent,
+            project = %event.project.display(),
+            exit_status = %exit_status,
+            duration_ms,
+            "run finished"
+        );
+    } else {
+        tracing::warn!(
+            message_id = id::RUN_FAILED,
+            webhook_source = %event.source,
+            session_id = %event.session,
+            event_id = %event.id,
+            agent = %event.agent,
+            project = %event.project.display(),
+            exit_status = %exit_status,
+            duration_ms,
+            run_status = outcome.status.as_str(),
+            "run {}: {}",
+            outcome.status.as_str().replace('_', " "),
+            outcome.error.as_deref().unwrap_or("the agent exited with an error")
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! Logging: journald's native protocol under systemd, readable text on stderr otherwise.
+//!
+//! Every webhook and run line carries structured fields (`webhook_source`, `session_id`,
+//! ...); journald sees them upper-cased (`WEBHOOK_SOURCE=`), so `journalctl
+//! WEBHOOK_SOURCE=stripe` works. Each kind of line has a stable `MESSAGE_ID`, explained
+//! by `packaging/lowkey.catalog` for `journalctl -x`.
+
+use std::os::fd::AsFd;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format;
+use tracing_subscriber::prelude::*;
+
+/// `MESSAGE_ID`s, one per kind of line. Never change one: users filter on them.
+pub mod id {
+    pub const ACCEPTED: &str = "5dda1ec3169b429c91133c78eabaf6d2";
+    pub const REJECTED: &str = "55dbe028ef1b4db4afe7f9eba95ee5fb";
+    pub const RUN_STARTED: &str = "f93d789644284721aa17e59698fa9a5a";
+    pub const RUN_FINISHED: &str = "3acb75bd5a64442e8748c3eaf91512c8";
+    pub const RUN_FAILED: &str = "37b77799b2b24964bd9a2d6effdff155";
+    pub const CONFIG_RELOADED: &str = "c2289f244615408ab838bfbc419b6ba2";
+    pub const RELOAD_FAILED: &str = "939826ba95024687ad7e9427fec1ca33";
+    pub const STARTED: &str = "acc440a9d0364a34963633ad6b51e167";
+    pub const STOPPING: &str = "ef99f7cfc2904fc192ab92f30f5680c9";
+}
+
+/// True when stderr is connected to the journal: systemd sets `JOURNAL_STREAM` to the
+/// device and inode of the stream it gave us, and a child that inherited it compares.
+pub fn stderr_is_journal() -> bool {
+    let Some(expected) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = nix::sys::stat::fstat(std::io::stderr().as_fd()) else {
+        return false;
+    };
+    expected.to_string_lossy() == format!("{}:{}", stat.st_dev, stat.st_ino)
+}
+
+/// Installs the global subscriber. The level comes from `LOWKEY_LOG` (default `info`).
+pub fn init() {
+    let filter = || {
+        EnvFilter::try_from_env("LOWKEY_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    if stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer.with_field_prefix(None).with_syslog_identifier("lowkey".into());
+                tracing_subscriber::registry().with(layer.with_filter(filter())).init();
+                return;
+            }
+            Err(e) => eprintln!("lowkey: cannot reach journald ({e}); logging to stderr"),
+        }
+    }
+    // On a terminal the MESSAGE_ID is noise; every other field stays as key=value.
+    let fields = format::debug_fn(|w, field, value| match field.name() {
+        "message_id" => Ok(()),
+        "message" => write!(w, "{value:?}"),
+        name => write!(w, "{name}={value:?}"),
+    })
+    .delimited(" ");
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .fmt_fields(fields);
+    tracing_subscriber::registry().with(layer.with_filter(filter())).init();
+}

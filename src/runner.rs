@@ -1,0 +1,253 @@
+//! One agent run: a child process in its own process group, fed the message on stdin.
+
+use crate::config::Agent;
+use crate::session::{self, Line, Message, Role, Run, RunStatus};
+use crate::store::{Event, Home};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// How long a process group gets between TERM and KILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+/// The agent's reply kept in the session; the rest of stdout is read and dropped.
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
+
+/// Variables lowkey received from systemd; an agent must not act on them.
+const SYSTEMD_VARS: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
+
+/// How a run ended, as recorded in the session and the log.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: RunStatus,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration: Duration,
+    pub reply: String,
+    pub error: Option<String>,
+}
+
+enum End {
+    Exited(std::io::Result<ExitStatus>, Vec<u8>),
+    TimedOut,
+    Stopped,
+}
+
+impl Outcome {
+    pub fn new(status: RunStatus) -> Outcome {
+        Outcome {
+            status,
+            exit_code: None,
+            signal: None,
+            duration: Duration::ZERO,
+            reply: String::new(),
+            error: None,
+        }
+    }
+
+    /// The session lines that record this outcome: the agent's reply, then the run's end.
+    pub fn lines(&self, event: &Event, agent: &str) -> Vec<Line> {
+        let at = session::now();
+        let mut lines = Vec::new();
+        if !self.reply.is_empty() {
+            lines.push(Line::Message(Message {
+                role: Role::Agent,
+                text: self.reply.clone(),
+                event: event.id.clone(),
+                source: None,
+                at: at.clone(),
+                body: None,
+                trimmed: false,
+            }));
+        }
+        lines.push(Line::Run(Run {
+            event: event.id.clone(),
+            status: self.status,
+            agent: agent.to_owned(),
+            at,
+            pid: None,
+            exit_code: self.exit_code,
+            signal: self.signal,
+            duration_ms: Some(self.duration.as_millis() as u64),
+            error: self.error.clone(),
+        }));
+        lines
+    }
+}
+
+/// A started agent process.
+pub struct Started {
+    child: Child,
+    pid: u32,
+    started: Instant,
+}
+
+impl Started {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// Starts the agent: argv without a shell, cwd the project, the `LOWKEY_*` environment
+/// plus the agent's own, in a new process group so a timeout can end its children too.
+pub fn spawn(home: &Home, agent: &Agent, event: &Event) -> std::io::Result<Started> {
+    let mut cmd = Command::new(&agent.command[0]);
+    cmd.args(&agent.command[1..])
+        .current_dir(&event.project)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for var in SYSTEMD_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.env("LOWKEY_SESSION_ID", &event.session)
+        .env("LOWKEY_SESSION_FILE", home.session_file(&event.session))
+        .env("LOWKEY_SOURCE", &event.source)
+        .env("LOWKEY_EVENT_ID", &event.id)
+        .env("LOWKEY_PROJECT", &event.project)
+        .env("LOWKEY_AGENT", &agent.name)
+        .envs(&agent.env);
+    let started = Instant::now();
+    let child = cmd.spawn()?;
+    let pid = child.id().expect("a child that was just spawned has a pid");
+    Ok(Started {
+        child,
+        pid,
+        started,
+    })
+}
+
+/// Feeds the message, collects the reply, logs stderr, and waits for the end, the
+/// timeout, or lowkey's shutdown (`stop` turning true), whichever comes first.
+pub async fn wait(
+    mut run: Started,
+    agent: &Agent,
+    event: &Event,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome {
+    let mut stdin = run.child.stdin.take().expect("stdin is piped");
+    let mut stdout = run.child.stdout.take().expect("stdout is piped");
+    let stderr = run.child.stderr.take().expect("stderr is piped");
+    let message = event.text.clone();
+    tokio::spawn(async move {
+        // An agent that exits without reading its stdin is fine: ignore EPIPE.
+        let _ = stdin.write_all(message.as_bytes()).await;
+    });
+    let (session_id, event_id, agent_name) = (event.session.clone(), event.id.clone(), agent.name.clone());
+    let log_stderr = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!(
+                session_id = %session_id,
+                event_id = %event_id,
+                agent = %agent_name,
+                "agent stderr: {line}"
+            );
+        }
+    });
+    let read_reply = async {
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = stdout.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            if reply.len() < MAX_REPLY_BYTES {
+                reply.extend_from_slice(&chunk[..n.min(MAX_REPLY_BYTES - reply.len())]);
+            }
+        }
+        reply
+    };
+    let pgid = Pid::from_raw(run.pid as i32);
+    let stopped = async {
+        while !*stop.borrow_and_update() {
+            if stop.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let end = {
+        let finished = async { tokio::join!(run.child.wait(), read_reply) };
+        tokio::select! {
+            (status, reply) = finished => End::Exited(status, reply),
+            () = tokio::time::sleep(agent.timeout) => End::TimedOut,
+            () = stopped => End::Stopped,
+        }
+    };
+    let mut outcome = match end {
+        End::Exited(status, reply) => {
+            let mut outcome = from_status(status);
+            outcome.reply = reply_text(reply);
+            outcome
+        }
+        End::TimedOut => {
+            end_group(&mut run.child, pgid).await;
+            Outcome {
+                error: Some(format!(
+                    "ran past timeoutSec ({}s); its process group was ended",
+                    agent.timeout.as_secs()
+                )),
+                ..Outcome::new(RunStatus::TimedOut)
+            }
+        }
+        End::Stopped => {
+            end_group(&mut run.child, pgid).await;
+            Outcome {
+                error: Some("lowkey stopped during the run; it runs again at the next start".into()),
+                ..Outcome::new(RunStatus::Interrupted)
+            }
+        }
+    };
+    outcome.duration = run.started.elapsed();
+    log_stderr.abort();
+    outcome
+}
+
+/// TERM to the whole group, KILL after the grace period (or at once once the leader is
+/// gone, for children that ignored TERM).
+async fn end_group(child: &mut Child, pgid: Pid) {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let _ = child.wait().await;
+}
+
+fn from_status(status: std::io::Result<ExitStatus>) -> Outcome {
+    let mut outcome = Outcome::new(RunStatus::Failed);
+    match status {
+        Ok(s) => {
+            outcome.exit_code = s.code();
+            outcome.signal = s.signal();
+            if s.success() {
+                outcome.status = RunStatus::Finished;
+            }
+        }
+        Err(e) => outcome.error = Some(format!("cannot wait for the agent: {e}")),
+    }
+    outcome
+}
+
+fn reply_text(bytes: Vec<u8>) -> String {
+    let text = String::from_utf8_lossy(&bytes);
+    text.trim_end_matches(['\n', '\r']).to_owned()
+}
+
+/// The outcome of a run that could not even start.
+pub fn spawn_failed(agent: &Agent, error: &std::io::Error) -> Outcome {
+    Outcome {
+        error: Some(format!("cannot start {:?}: {error}", agent.command[0])),
+        ..Outcome::new(RunStatus::Failed)
+    }
+}

@@ -1,0 +1,117 @@
+//! The accept loops: hyper HTTP/1 over every listening socket, with a graceful stop.
+
+use crate::activity::Activity;
+use crate::http::{self, App};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// A request's headers must arrive within this long.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more wait in the kernel's accept backlog.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// A socket lowkey serves: one systemd passed, or one it bound itself.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(addr) => write!(f, "http://{addr}"),
+                Err(_) => f.write_str("tcp"),
+            },
+            Listener::Unix(l) => match l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.to_owned())) {
+                Some(path) => write!(f, "unix:{}", path.display()),
+                None => f.write_str("unix"),
+            },
+        }
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<(Box<dyn Io>, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, addr) = l.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok((Box::new(stream), addr.to_string()))
+            }
+            Listener::Unix(l) => {
+                let (stream, _) = l.accept().await?;
+                Ok((Box::new(stream), "unix".to_owned()))
+            }
+        }
+    }
+}
+
+/// Serves every listener until `stop` turns true, then stops accepting and lets the
+/// requests in flight finish within `drain`. The listeners are shared, not closed:
+/// they belong to the caller (and under socket activation, to systemd), so a reload or
+/// a restart of this loop never loses a socket.
+pub async fn serve(listeners: &[Arc<Listener>], app: Arc<App>, mut stop: watch::Receiver<bool>, drain: Duration) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut loops = JoinSet::new();
+    for listener in listeners {
+        loops.spawn(accept_loop(listener.clone(), app.clone(), graceful.clone(), permits.clone()));
+    }
+    let _ = stop.wait_for(|s| *s).await;
+    loops.shutdown().await;
+    let graceful = Arc::into_inner(graceful).expect("the accept loops have ended");
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still open after {}s; closing them", drain.as_secs());
+    }
+}
+
+async fn accept_loop(listener: Arc<Listener>, app: Arc<App>, graceful: Arc<GracefulShutdown>, permits: Arc<Semaphore>) {
+    loop {
+        let permit = match permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let (io, remote) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // EMFILE and friends pass; back off a little instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let activity: Arc<Activity> = app.activity.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            let remote = remote.clone();
+            async move { Ok::<_, Infallible>(http::handle(&app, req, &remote).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(io), service);
+        let conn = graceful.watch(conn);
+        activity.add(&activity.connections, 1);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            activity.add(&activity.connections, -1);
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,141 @@
+//! The session transcript format: `$LOWKEY_HOME/sessions/<id>.jsonl`.
+//!
+//! This is a public format: people `cat` and `jq` it and agents read it. Every line is
+//! one JSON object with a `type`. Reading is tolerant: a line that does not parse (a torn
+//! last line after a crash, or a type from a newer lowkey) is skipped, never fatal.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Line {
+    Session(Header),
+    Message(Message),
+    Run(Run),
+}
+
+/// The first line of every session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Header {
+    pub id: String,
+    /// The source whose event created the session.
+    pub source: String,
+    pub project: PathBuf,
+    pub agent: String,
+    pub created: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub role: Role,
+    pub text: String,
+    /// The event this message belongs to: the webhook delivery, or the one the agent answered.
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub at: String,
+    /// The request body exactly as received (user messages only); `text` may be trimmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trimmed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Agent,
+}
+
+/// A record of one agent run: one line when it starts, one when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    pub event: String,
+    pub status: RunStatus,
+    pub agent: String,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Started,
+    /// Exited 0.
+    Finished,
+    /// Exited non-zero, died of a signal, or could not be started.
+    Failed,
+    /// Ran past `timeoutSec`; its process group was ended.
+    TimedOut,
+    /// lowkey stopped or crashed mid-run; the run happens again after the restart.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// A run that ended this way is not run again.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunStatus::Finished | RunStatus::Failed | RunStatus::TimedOut)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Started => "started",
+            RunStatus::Finished => "finished",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+pub fn file_name(id: &str) -> String {
+    format!("{id}.jsonl")
+}
+
+/// An RFC 3339 UTC timestamp with milliseconds, the format of every `at`/`created`.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+pub fn now() -> String {
+    timestamp(SystemTime::now())
+}
+
+/// Reads a transcript, skipping lines that do not parse.
+pub fn read(path: &Path) -> io::Result<Vec<Line>> {
+    let file = std::fs::File::open(path)?;
+    let mut lines = Vec::new();
+    for raw in io::BufReader::new(file).split(b'\n') {
+        if let Ok(line) = serde_json::from_slice::<Line>(&raw?) {
+            lines.push(line);
+        }
+    }
+    Ok(lines)
+}
+
+/// Serializes lines as JSON Lines, each ending in `\n`.
+pub fn encode(lines: &[Line]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in lines {
+        // Serializing these plain structs cannot fail.
+        serde_json::to_writer(&mut out, line).expect("session line serializes");
+        out.push(b'\n');
+    }
+    out
+}

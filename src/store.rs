@@ -1,0 +1,573 @@
+//! Durable storage: the write-ahead queue and the session files.
+//!
+//! One writer thread owns every file lowkey writes. Requests reach it over a channel and
+//! it handles them in batches: everything waiting when it wakes shares one `fdatasync`
+//! of the queue file (group commit), so durable ingest costs one fsync per batch, not
+//! one per request.
+//!
+//! The queue (`$LOWKEY_HOME/queue/*.wal`) is the source of truth for work not yet done:
+//! an `accepted` record is written and synced before the sender gets its 202, and a
+//! `done` record is written only after the run's result is synced into the session
+//! file. Session files are written after the queue sync without their own fsync; after a
+//! crash, start-up replays the live queue records into them. Start-up reads only the
+//! queue, which holds pending work, so it does not grow with the number of sessions.
+
+use crate::session::{self, Header, Line, Message, Role, Run, RunStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+/// A queue segment is closed and a new one started past this size.
+const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// At most this many requests share one sync; bounds the latency of the batch.
+const MAX_BATCH: usize = 1024;
+
+/// The state folder's layout.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    pub fn new(root: impl Into<PathBuf>) -> Home {
+        Home { root: root.into() }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+
+    pub fn sessions(&self) -> PathBuf {
+        self.root.join("sessions")
+    }
+
+    pub fn queue(&self) -> PathBuf {
+        self.root.join("queue")
+    }
+
+    pub fn session_file(&self, id: &str) -> PathBuf {
+        self.sessions().join(session::file_name(id))
+    }
+
+    /// Creates the folders lowkey writes to, each 0700.
+    pub fn create_dirs(&self) -> io::Result<()> {
+        for dir in [self.root.clone(), self.sessions(), self.queue()] {
+            DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// An accepted webhook event: what the queue records and what a run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub id: String,
+    pub session: String,
+    pub source: String,
+    pub agent: String,
+    pub project: PathBuf,
+    pub at: String,
+    /// `Webhook from <source>: <payload>`, the message handed to the agent.
+    pub text: String,
+    /// The body exactly as received.
+    pub body: String,
+    pub trimmed: bool,
+}
+
+impl Event {
+    fn header(&self) -> Header {
+        Header {
+            id: self.session.clone(),
+            source: self.source.clone(),
+            project: self.project.clone(),
+            agent: self.agent.clone(),
+            created: self.at.clone(),
+        }
+    }
+
+    fn message(&self) -> Line {
+        Line::Message(Message {
+            role: Role::User,
+            text: self.text.clone(),
+            event: self.id.clone(),
+            source: Some(self.source.clone()),
+            at: self.at.clone(),
+            body: Some(self.body.clone()),
+            trimmed: self.trimmed,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Record {
+    Accepted(Event),
+    Done(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the store has shut down")]
+    Closed,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+enum Command {
+    /// Make the event durable, then write it to its session and hand it to dispatch.
+    Ingest(Box<Event>, Reply),
+    /// Append lines to a session without waiting for them to reach the disk.
+    Append(Box<Event>, Vec<Line>, Reply),
+    /// Append a run's result, sync the session, then mark the event done in the queue.
+    Finish(Box<Event>, Vec<Line>, Reply),
+}
+
+/// A handle to the writer thread. Cheap to clone; the thread ends when the last
+/// handle is dropped, after finishing what it was given.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Command>,
+}
+
+/// Joins the writer thread.
+pub struct WriterThread(thread::JoinHandle<()>);
+
+impl WriterThread {
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+/// What start-up found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Accepted events whose run did not finish, in acceptance order; already sent to
+    /// the dispatch channel.
+    pub pending: usize,
+    /// Events whose result was in their session but whose `done` mark was lost.
+    pub completed: usize,
+}
+
+impl Store {
+    /// Opens the store, recovers pending work and starts the writer thread. Every
+    /// accepted event (recovered or new) is sent to `jobs` once it is durable.
+    pub fn open(
+        home: &Home,
+        jobs: tokio_mpsc::UnboundedSender<Event>,
+    ) -> Result<(Store, WriterThread, Recovery), StoreError> {
+        home.create_dirs().map_err(io_err(&home.root))?;
+        let (mut writer, pending, recovery) = Writer::recover(home)?;
+        for event in pending {
+            writer.live.insert(event.id.clone(), writer.segment.seq);
+            *writer.segment_live.entry(writer.segment.seq).or_default() += 1;
+            let _ = jobs.send(event);
+        }
+        writer.jobs = Some(jobs);
+        let (tx, rx) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("lowkey-store".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err(&home.root))?;
+        Ok((Store { tx }, WriterThread(thread), recovery))
+    }
+
+    async fn call(&self, make: impl FnOnce(Reply) -> Command) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Returns once the event is on disk; only then may the sender get a 2xx.
+    pub async fn ingest(&self, event: Event) -> Result<(), StoreError> {
+        self.call(|r| Command::Ingest(Box::new(event), r)).await
+    }
+
+    pub async fn append(&self, event: &Event, lines: Vec<Line>) -> Result<(), StoreError> {
+        self.call(|r| Command::Append(Box::new(event.clone()), lines, r))
+            .await
+    }
+
+    pub async fn finish(&self, event: &Event, lines: Vec<Line>) -> Result<(), StoreError> {
+        self.call(|r| Command::Finish(Box::new(event.clone()), lines, r))
+            .await
+    }
+}
+
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+struct Writer {
+    home: Home,
+    segment: Segment,
+    /// Live (not done) event → the segment holding its `accepted` record.
+    live: HashMap<String, u64>,
+    /// Live events per segment. A segment is deleted once it and every older one
+    /// hold no live event: a later segment may hold `done` marks for older ones.
+    segment_live: BTreeMap<u64, usize>,
+    /// A session file was created since the sessions folder was last synced.
+    sessions_dir_dirty: bool,
+    jobs: Option<tokio_mpsc::UnboundedSender<Event>>,
+}
+
+impl Writer {
+    /// Reads the queue, puts the sessions of pending events right, and compacts the
+    /// pending records into one fresh segment.
+    fn recover(home: &Home) -> Result<(Writer, Vec<Event>, Recovery), StoreError> {
+        let queue = home.queue();
+        let mut segments: Vec<(u64, PathBuf)> = fs::read_dir(&queue)
+            .map_err(io_err(&queue))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let path = e.path();
+                let seq = path
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".wal")?
+                    .parse()
+                    .ok()?;
+                Some((seq, path))
+            })
+            .collect();
+        segments.sort();
+
+        let mut accepted: Vec<Event> = Vec::new();
+        let mut done: HashSet<String> = HashSet::new();
+        for (_, path) in &segments {
+            let bytes = fs::read(path).map_err(io_err(path))?;
+            // A torn last record was never acknowledged, so skipping it loses nothing.
+            for raw in bytes.split(|b| *b == b'\n') {
+                match serde_json::from_slice::<Record>(raw) {
+                    Ok(Record::Accepted(event)) => accepted.push(event),
+                    Ok(Record::Done(id)) => {
+                        done.insert(id);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        let mut writer = Writer {
+            home: home.clone(),
+            segment: Segment::create(&queue, segments.last().map_or(1, |(s, _)| s + 1))?,
+            live: HashMap::new(),
+            segment_live: BTreeMap::new(),
+            sessions_dir_dirty: true,
+            jobs: None,
+        };
+
+        let mut recovery = Recovery::default();
+        let mut pending = Vec::new();
+        for event in accepted.into_iter().filter(|e| !done.contains(&e.id)) {
+            if writer.repair(&event)? {
+                recovery.completed += 1;
+            } else {
+                pending.push(event);
+            }
+        }
+        recovery.pending = pending.len();
+        let records: Vec<u8> = pending
+            .iter()
+            .flat_map(|e| encode_record(&Record::Accepted(e.clone())))
+            .collect();
+        writer.write_queue(&records)?;
+        // The pending records are safe in the new segment; the old ones can go.
+        for (_, path) in &segments {
+            fs::remove_file(path).map_err(io_err(path))?;
+        }
+        sync_dir(&queue).map_err(io_err(&queue))?;
+        Ok((writer, pending, recovery))
+    }
+
+    /// Makes a pending event's session show it: the header and message if they are
+    /// missing, an `interrupted` record if a run was cut short. Returns true when the
+    /// session already holds the run's final result (the `done` mark was lost).
+    fn repair(&mut self, event: &Event) -> Result<bool, StoreError> {
+        let path = self.home.session_file(&event.session);
+        let lines = match session::read(&path) {
+            Ok(lines) => lines,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let mut has_message = false;
+        let mut last_run = None;
+        for line in &lines {
+            match line {
+                Line::Message(m) if m.event == event.id && m.role == Role::User => has_message = true,
+                Line::Run(r) if r.event == event.id => last_run = Some(r.status),
+                _ => {}
+            }
+        }
+        if last_run.is_some_and(RunStatus::is_final) {
+            return Ok(true);
+        }
+        let mut add = Vec::new();
+        if !has_message {
+            add.push(event.message());
+        }
+        if last_run == Some(RunStatus::Started) {
+            add.push(Line::Run(Run {
+                event: event.id.clone(),
+                status: RunStatus::Interrupted,
+                agent: event.agent.clone(),
+                at: session::now(),
+                pid: None,
+                exit_code: None,
+                signal: None,
+                duration_ms: None,
+                error: Some("lowkey stopped during the run; it runs again".into()),
+            }));
+        }
+        if !add.is_empty() {
+            self.append_session(event, &session::encode(&add))?;
+        }
+        Ok(false)
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+        }
+    }
+
+    fn process(&mut self, batch: Vec<Command>) {
+        let mut ingests = Vec::new();
+        let mut finishes = Vec::new();
+        let mut appends = Vec::new();
+        for cmd in batch {
+            match cmd {
+                Command::Ingest(e, r) => ingests.push((e, r)),
+                Command::Finish(e, l, r) => finishes.push((e, l, r)),
+                Command::Append(e, l, r) => appends.push((e, l, r)),
+            }
+        }
+
+        // 1. Run results reach their sessions, synced, before their `done` marks.
+        let mut synced = Vec::new();
+        for (event, lines, reply) in finishes {
+            match self.append_session(&event, &session::encode(&lines)).and_then(|f| {
+                let path = self.home.session_file(&event.session);
+                f.sync_data().map_err(io_err(&path))
+            }) {
+                Ok(()) => synced.push((event, reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        if !synced.is_empty() && self.sessions_dir_dirty {
+            let dir = self.home.sessions();
+            if let Err(e) = sync_dir(&dir) {
+                tracing::error!(path = %dir.display(), error = %e, "cannot sync the sessions folder");
+            }
+            self.sessions_dir_dirty = false;
+        }
+
+        // 2. One append and one sync of the queue for every record in the batch.
+        let mut records = Vec::new();
+        for (event, _) in &ingests {
+            records.extend(encode_record(&Record::Accepted((**event).clone())));
+        }
+        for (event, _) in &synced {
+            records.extend(encode_record(&Record::Done(event.id.clone())));
+        }
+        if let Err(e) = self.write_queue(&records) {
+            tracing::error!(error = %e, "cannot write the queue; answering 503");
+            for (_, reply) in ingests {
+                let _ = reply.send(Err(self.queue_error(&e)));
+            }
+            for (_, reply) in synced {
+                let _ = reply.send(Err(self.queue_error(&e)));
+            }
+            return self.answer_appends(appends);
+        }
+        let seq = self.segment.seq;
+        for (event, _) in &synced {
+            if let Some(seg) = self.live.remove(&event.id) {
+                if let Some(n) = self.segment_live.get_mut(&seg) {
+                    *n -= 1;
+                }
+            }
+        }
+        for (_, reply) in synced {
+            let _ = reply.send(Ok(()));
+        }
+
+        // 3. Accepted events go into their sessions and on to dispatch.
+        for (event, reply) in ingests {
+            self.live.insert(event.id.clone(), seq);
+            *self.segment_live.entry(seq).or_default() += 1;
+            // The event is durable in the queue; a failure here is repaired at start-up.
+            if let Err(e) = self.append_session(&event, &session::encode(&[event.message()])) {
+                tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot write the session file");
+            }
+            if let Some(jobs) = &self.jobs {
+                let _ = jobs.send(*event);
+            }
+            let _ = reply.send(Ok(()));
+        }
+        self.answer_appends(appends);
+        self.maintain_segments();
+    }
+
+    fn answer_appends(&mut self, appends: Vec<(Box<Event>, Vec<Line>, Reply)>) {
+        for (event, lines, reply) in appends {
+            let result = self.append_session(&event, &session::encode(&lines)).map(drop);
+            let _ = reply.send(result);
+        }
+    }
+
+    fn queue_error(&self, e: &StoreError) -> StoreError {
+        StoreError::Io {
+            path: self.segment.path.clone(),
+            source: io::Error::other(e.to_string()),
+        }
+    }
+
+    /// Appends and syncs. On failure the segment is cut back and replaced, so a
+    /// half-written batch that was answered 503 is never run.
+    fn write_queue(&mut self, records: &[u8]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let seg = &mut self.segment;
+        let result = seg
+            .file
+            .write_all(records)
+            .and_then(|()| seg.file.sync_data())
+            .map_err(io_err(&seg.path));
+        match result {
+            Ok(()) => {
+                seg.len += records.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = seg.file.set_len(seg.len);
+                let _ = seg.file.sync_data();
+                if let Ok(next) = Segment::create(&self.home.queue(), seg.seq + 1) {
+                    self.segment = next;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a new segment when the current one is full, and deletes the oldest
+    /// segments once no live event is left in them.
+    fn maintain_segments(&mut self) {
+        if self.segment.len >= SEGMENT_BYTES {
+            match Segment::create(&self.home.queue(), self.segment.seq + 1) {
+                Ok(next) => self.segment = next,
+                Err(e) => tracing::error!(error = %e, "cannot start a new queue segment"),
+            }
+        }
+        while let Some((&seq, &n)) = self.segment_live.first_key_value() {
+            if n > 0 || seq == self.segment.seq {
+                break;
+            }
+            self.segment_live.remove(&seq);
+            let path = segment_path(&self.home.queue(), seq);
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete a finished queue segment");
+            }
+        }
+    }
+
+    /// Appends bytes to a session file, creating it (0600, with its header line) on
+    /// first use. A torn last line from a crash is ended first, so it stays one bad
+    /// line that readers skip instead of corrupting the next one.
+    fn append_session(&mut self, event: &Event, bytes: &[u8]) -> Result<File, StoreError> {
+        let path = self.home.session_file(&event.session);
+        let err = io_err(&path);
+        let mut buf = Vec::with_capacity(bytes.len() + 256);
+        let file = match OpenOptions::new().read(true).append(true).open(&path) {
+            Ok(file) => {
+                let len = file.metadata().map_err(io_err(&path))?.len();
+                let mut last = [0u8; 1];
+                if len > 0 && file.read_at(&mut last, len - 1).map_err(io_err(&path))? == 1 && last[0] != b'\n' {
+                    buf.push(b'\n');
+                }
+                file
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                self.sessions_dir_dirty = true;
+                buf.extend(session::encode(&[Line::Session(event.header())]));
+                file
+            }
+            Err(e) => return Err(err(e)),
+        };
+        buf.extend_from_slice(bytes);
+        (&file).write_all(&buf).map_err(io_err(&path))?;
+        Ok(file)
+    }
+}
+
+impl Segment {
+    fn create(queue: &Path, seq: u64) -> Result<Segment, StoreError> {
+        let path = segment_path(queue, seq);
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        sync_dir(queue).map_err(io_err(queue))?;
+        let len = file.metadata().map_err(io_err(&path))?.len();
+        Ok(Segment {
+            seq,
+            path,
+            file,
+            len,
+        })
+    }
+}
+
+fn segment_path(queue: &Path, seq: u64) -> PathBuf {
+    queue.join(format!("{seq:016}.wal"))
+}
+
+fn encode_record(record: &Record) -> Vec<u8> {
+    let mut out = serde_json::to_vec(record).expect("queue record serializes");
+    out.push(b'\n');
+    out
+}
+
+/// Makes a folder's entries (new or removed files) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

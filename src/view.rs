@@ -1,0 +1,167 @@
+//! `lowkey sessions list|show`: sessions as people read them.
+
+use crate::session::{self, Line, Role, RunStatus};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+/// One row of `sessions list`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub id: String,
+    pub source: String,
+    pub agent: String,
+    pub project: String,
+    /// The state of the session's latest event: `queued`, `running`, `answered`,
+    /// `failed`, `timed_out`, or `empty`.
+    pub status: &'static str,
+    pub events: usize,
+    pub created: String,
+    /// When anything last happened in the session; the list is sorted on it.
+    pub updated: String,
+}
+
+/// Summarises every session under `dir`, newest activity first.
+pub fn list(dir: &Path) -> io::Result<Vec<Summary>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut rows = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".jsonl"))
+        else {
+            continue;
+        };
+        let lines = match session::read(&path) {
+            Ok(lines) => lines,
+            // A session deleted while listing is simply not listed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        rows.push(summarise(id, &lines));
+    }
+    rows.sort_by(|a, b| b.updated.cmp(&a.updated).then_with(|| b.id.cmp(&a.id)));
+    Ok(rows)
+}
+
+fn summarise(id: &str, lines: &[Line]) -> Summary {
+    let mut row = Summary {
+        id: id.to_owned(),
+        source: String::new(),
+        agent: String::new(),
+        project: String::new(),
+        status: "empty",
+        events: 0,
+        created: String::new(),
+        updated: String::new(),
+    };
+    let mut last_event = None;
+    let mut runs: HashMap<&str, RunStatus> = HashMap::new();
+    for line in lines {
+        let at = match line {
+            Line::Session(h) => {
+                row.source.clone_from(&h.source);
+                row.agent.clone_from(&h.agent);
+                row.project = h.project.display().to_string();
+                row.created.clone_from(&h.created);
+                &h.created
+            }
+            Line::Message(m) => {
+                if m.role == Role::User {
+                    row.events += 1;
+                    last_event = Some(m.event.as_str());
+                }
+                &m.at
+            }
+            Line::Run(r) => {
+                runs.insert(&r.event, r.status);
+                &r.at
+            }
+        };
+        if *at > row.updated {
+            row.updated.clone_from(at);
+        }
+    }
+    if let Some(event) = last_event {
+        row.status = match runs.get(event) {
+            None | Some(RunStatus::Interrupted) => "queued",
+            Some(RunStatus::Started) => "running",
+            Some(RunStatus::Finished) => "answered",
+            Some(RunStatus::Failed) => "failed",
+            Some(RunStatus::TimedOut) => "timed_out",
+        };
+    }
+    row
+}
+
+pub fn render_list(rows: &[Summary]) -> String {
+    let mut out = String::new();
+    let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
+    let source_w = rows.iter().map(|r| r.source.len()).max().unwrap_or(6).max(6);
+    let agent_w = rows.iter().map(|r| r.agent.len()).max().unwrap_or(5).max(5);
+    let _ = writeln!(out, "{:width$}  {:source_w$}  {:agent_w$}  {:9}  UPDATED", "ID", "SOURCE", "AGENT", "STATUS");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:width$}  {:source_w$}  {:agent_w$}  {:9}  {}",
+            r.id, r.source, r.agent, r.status, r.updated
+        );
+    }
+    out
+}
+
+/// A session as a readable transcript.
+pub fn render_show(lines: &[Line]) -> String {
+    let mut out = String::new();
+    for line in lines {
+        match line {
+            Line::Session(h) => {
+                let _ = writeln!(out, "session {}", h.id);
+                let _ = writeln!(out, "  source {} · agent {} · project {}", h.source, h.agent, h.project.display());
+                let _ = writeln!(out, "  created {}", h.created);
+            }
+            Line::Message(m) => {
+                let who = match m.role {
+                    Role::User => format!("webhook from {} (event {})", m.source.as_deref().unwrap_or("?"), m.event),
+                    Role::Agent => "agent".to_owned(),
+                };
+                let _ = writeln!(out, "\n[{}] {who}:", m.at);
+                for text_line in m.text.lines() {
+                    let _ = writeln!(out, "  {text_line}");
+                }
+            }
+            Line::Run(r) => {
+                let mut detail = match r.status {
+                    RunStatus::Started => format!("run of {} started", r.agent),
+                    status => format!("run {}", status.as_str().replace('_', " ")),
+                };
+                if let Some(pid) = r.pid {
+                    let _ = write!(detail, " (pid {pid})");
+                }
+                if let Some(code) = r.exit_code {
+                    let _ = write!(detail, ", exit {code}");
+                }
+                if let Some(sig) = r.signal {
+                    let _ = write!(detail, ", signal {sig}");
+                }
+                if let Some(ms) = r.duration_ms {
+                    let _ = write!(detail, ", {:.1}s", ms as f64 / 1000.0);
+                }
+                if let Some(e) = &r.error {
+                    let _ = write!(detail, ": {e}");
+                }
+                let _ = writeln!(out, "[{}] {detail}", r.at);
+            }
+        }
+    }
+    out
+}
