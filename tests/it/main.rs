@@ -1,1 +1,19 @@
+//! The one integration-test binary: the real `lowkey` over real HTTP, with real agent
+//! scripts and real files.
 
+mod support;
+
+mod smoke {
+    use crate::support::*;
+
+    #[test]
+    fn a_webhook_becomes_a_session_the_agent_answers() {
+        let home = Home::with_agent("cat >/dev/null; echo pong");
+        let daemon = home.serve();
+        let (session, event) = accept(&daemon, "hook", r#"{"ping":1}"#);
+        daemon.wait_run_end(&event);
+        let lines = home.session(&session);
+        assert_eq!(lines[0]["type"], "session");
+        assert!(lines.iter().any(|l| l["role"] == "agent" && l["text"] == "pong"), "{lines:#?}");
+    }
+}
