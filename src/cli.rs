@@ -18,8 +18,10 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Bad arguments (clap's own code).
     pub const USAGE: u8 = 2;
-    /// `sessions show`: no such session.
+    /// `sessions show`: no such session; `send`: the payload cannot be read.
     pub const NO_INPUT: u8 = 66;
+    /// `send`: the daemon is unreachable or answered other than 2xx.
+    pub const UNAVAILABLE: u8 = 69;
     /// `init`: a config already exists.
     pub const CANT_CREATE: u8 = 73;
     /// The state folder cannot be read or written.
@@ -33,7 +35,8 @@ Exit codes:
   0   success
   1   runtime failure (e.g. the listen address is taken)
   2   bad command-line arguments
-  66  sessions show: no such session
+  66  sessions show: no such session; send: the payload file cannot be read
+  69  send: the daemon cannot be reached, or it did not answer 2xx
   73  init: a config already exists (never overwritten)
   74  the state folder cannot be read or written
   78  the config is missing or invalid (lowkey check lists every problem)
@@ -67,6 +70,19 @@ pub enum Command {
     Init,
     /// Validate the config and print every problem, like `nginx -t`.
     Check,
+    /// Send a test webhook to the running daemon, signed the way the source expects.
+    ///
+    /// Adds the API key (unless the source uses "auth": "signature") and the source's
+    /// signature headers made with its first secret, posts, and prints the answer.
+    Send {
+        /// The source, as named under `webhooks` in the config.
+        source: String,
+        /// The JSON payload file, or `-` for standard input [default: a small test payload].
+        file: Option<PathBuf>,
+        /// The daemon's base URL [default: http://<config listen>].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Read the sessions webhooks created.
     Sessions {
         #[command(subcommand)]
@@ -105,6 +121,7 @@ pub fn main() -> ExitCode {
         Command::Serve { listen } => serve(home, config_path, cli.config.is_none(), listen),
         Command::Init => init_command(&home, &config_path),
         Command::Check => check(&config_path),
+        Command::Send { source, file, url } => send(&config_path, &source, file, url.as_deref()),
         Command::Sessions { command } => sessions(&home, command),
     };
     ExitCode::from(code)
@@ -118,7 +135,8 @@ fn serve(home: Home, config_path: PathBuf, default_config: bool, listen: Option<
                 tracing::info!(path = %created.config.display(), "no config yet: created a starter setup with a demo source and agent");
                 // The key goes to a person at a terminal only, never to the journal.
                 if std::io::stderr().is_terminal() && !log::stderr_is_journal() {
-                    let addr = listen.map_or_else(|| config::DEFAULT_LISTEN.to_owned(), |a| a.to_string());
+                    let addr =
+                        listen.map_or_else(|| config::DEFAULT_LISTEN.to_owned(), |a| a.to_string());
                     eprintln!("\n{}\n", init::first_webhook_hint(&created.api_key, &addr));
                 } else {
                     tracing::info!("the API key is in {}", created.config.display());
@@ -130,7 +148,10 @@ fn serve(home: Home, config_path: PathBuf, default_config: bool, listen: Option<
             }
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
@@ -158,9 +179,18 @@ fn serve(home: Home, config_path: PathBuf, default_config: bool, listen: Option<
 fn init_command(home: &Home, config_path: &std::path::Path) -> u8 {
     match init::init(home, config_path) {
         Ok(created) => {
-            println!("Created {} (mode 0600) and {} (mode 0700).\n", created.config.display(), home.root.display());
-            println!("{}", init::first_webhook_hint(&created.api_key, config::DEFAULT_LISTEN));
-            println!("\nNext: add your agents and webhook sources to the config, then run `lowkey check`.");
+            println!(
+                "Created {} (mode 0600) and {} (mode 0700).\n",
+                created.config.display(),
+                home.root.display()
+            );
+            println!(
+                "{}",
+                init::first_webhook_hint(&created.api_key, config::DEFAULT_LISTEN)
+            );
+            println!(
+                "\nNext: add your agents and webhook sources to the config, then run `lowkey check`."
+            );
             exit::OK
         }
         Err(e @ InitError::Exists(_)) => {
@@ -197,11 +227,21 @@ fn check(config_path: &std::path::Path) -> u8 {
             for p in &problems {
                 println!("{p}");
             }
-            let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
-            println!("{}: {errors} error{}, {} warning{}", path.display(),
+            let errors = problems
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .count();
+            println!(
+                "{}: {errors} error{}, {} warning{}",
+                path.display(),
                 if errors == 1 { "" } else { "s" },
                 problems.len() - errors,
-                if problems.len() - errors == 1 { "" } else { "s" });
+                if problems.len() - errors == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            );
             exit::CONFIG
         }
         Err(e @ ConfigError::Read { .. }) => {
@@ -215,11 +255,75 @@ fn check(config_path: &std::path::Path) -> u8 {
     }
 }
 
+fn send(
+    config_path: &std::path::Path,
+    source: &str,
+    file: Option<PathBuf>,
+    url: Option<&str>,
+) -> u8 {
+    let config = match config::load(config_path) {
+        Ok(loaded) => loaded.config,
+        Err(e) => {
+            eprintln!("lowkey send: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let body = match file.as_deref() {
+        None => serde_json::to_vec(&serde_json::json!({
+            "type": "lowkey.test",
+            "id": format!("evt_test_{}", ulid::Ulid::new()),
+            "message": "a test webhook sent by `lowkey send`",
+        }))
+        .expect("JSON serializes"),
+        Some(p) if p.as_os_str() == "-" => {
+            let mut buf = Vec::new();
+            if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf) {
+                eprintln!("lowkey send: cannot read standard input: {e}");
+                return exit::NO_INPUT;
+            }
+            buf
+        }
+        Some(p) => match std::fs::read(p) {
+            Ok(buf) => buf,
+            Err(e) => {
+                eprintln!("lowkey send: cannot read {}: {e}", p.display());
+                return exit::NO_INPUT;
+            }
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    match runtime.block_on(crate::send::send(&config, source, body, url)) {
+        Ok(answer) => {
+            println!("{}", answer.status);
+            print!("{}", answer.body);
+            if (200..300).contains(&answer.status) {
+                exit::OK
+            } else {
+                exit::UNAVAILABLE
+            }
+        }
+        Err(e @ crate::send::SendError::NoSource(_)) => {
+            eprintln!("lowkey send: {e}");
+            exit::CONFIG
+        }
+        Err(e) => {
+            eprintln!("lowkey send: {e}");
+            exit::UNAVAILABLE
+        }
+    }
+}
+
 fn sessions(home: &Home, command: SessionsCommand) -> u8 {
     match command {
         SessionsCommand::List { json } => match view::list(&home.sessions()) {
             Ok(rows) if json => {
-                println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).expect("rows serialize")
+                );
                 exit::OK
             }
             Ok(rows) => {
@@ -237,13 +341,18 @@ fn sessions(home: &Home, command: SessionsCommand) -> u8 {
         },
         SessionsCommand::Show { id, json } => {
             if !config::is_path_safe_id(&id, config::MAX_SESSION_ID_LEN) {
-                eprintln!("lowkey: \"{id}\" is not a session id; `lowkey sessions list` prints them");
+                eprintln!(
+                    "lowkey: \"{id}\" is not a session id; `lowkey sessions list` prints them"
+                );
                 return exit::NO_INPUT;
             }
             let path = home.session_file(&id);
             match session::read(&path) {
                 Ok(lines) if json => {
-                    println!("{}", serde_json::to_string_pretty(&lines).expect("lines serialize"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&lines).expect("lines serialize")
+                    );
                     exit::OK
                 }
                 Ok(lines) => {
@@ -251,7 +360,10 @@ fn sessions(home: &Home, command: SessionsCommand) -> u8 {
                     exit::OK
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    eprintln!("lowkey: no session \"{id}\" in {}; `lowkey sessions list` prints the ids", home.sessions().display());
+                    eprintln!(
+                        "lowkey: no session \"{id}\" in {}; `lowkey sessions list` prints the ids",
+                        home.sessions().display()
+                    );
                     exit::NO_INPUT
                 }
                 Err(e) => {

@@ -5,6 +5,8 @@
 //! at once instead of making the user fix one error per run.
 
 use crate::secret::Secret;
+use crate::signature::{self, Encoding, GenericHmac, Scheme, SchemeKind};
+use crate::template::Template;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -18,6 +20,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_TIMEOUT_SEC: u64 = 1800;
 pub const DEFAULT_MAX_CONCURRENT: usize = 1;
+pub const DEFAULT_TOLERANCE_SEC: u64 = 300;
+pub const DEFAULT_DEDUP_HOURS: u64 = 72;
 /// The `target` that makes a fresh session per event.
 pub const NEW_SESSION: &str = "new_session";
 
@@ -29,9 +33,24 @@ const TOP_KEYS: &[&str] = &[
     "webhooks",
     "maxBodyBytes",
     "idleExitSec",
+    "trustedProxies",
 ];
 const AGENT_KEYS: &[&str] = &["command", "timeoutSec", "maxConcurrent", "env"];
-const SOURCE_KEYS: &[&str] = &["project", "agent", "target"];
+const SOURCE_KEYS: &[&str] = &[
+    "project",
+    "agent",
+    "target",
+    "auth",
+    "verify",
+    "secret",
+    "secrets",
+    "toleranceSec",
+    "dedupHours",
+    "rateLimit",
+    "signatureHeader",
+    "signatureEncoding",
+    "signaturePrefix",
+];
 
 /// A validated config. Everything in it has been checked; the server never re-validates.
 #[derive(Debug)]
@@ -46,6 +65,8 @@ pub struct Config {
     pub idle_exit: Option<Duration>,
     pub agents: BTreeMap<String, Arc<Agent>>,
     pub sources: BTreeMap<String, Source>,
+    /// Peers whose `X-Forwarded-For` is believed when counting auth failures.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug)]
@@ -66,12 +87,54 @@ pub struct Source {
     /// Resolved agent name (the source's own, or `defaultAgent`); always in `agents`.
     pub agent: String,
     pub target: Target,
+    /// Whether the API key is required; a configured signature is always required.
+    pub auth: Auth,
+    pub verify: Option<Verify>,
+    /// How long delivery ids are remembered.
+    pub dedup: Duration,
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     NewSession,
     Session(String),
+    /// A session id filled from the payload; see `template`.
+    Template(Template),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <apiKey>` is required (the default).
+    Key,
+    /// Only the signature is checked: for senders that cannot send the key.
+    Signature,
+}
+
+/// A source's signature check.
+pub struct Verify {
+    pub scheme: Scheme,
+    /// Key bytes of every configured secret; any one verifies (rotation).
+    pub keys: Vec<Vec<u8>>,
+    /// Replay window, both directions, for schemes that sign a timestamp.
+    pub tolerance_sec: u64,
+}
+
+impl fmt::Debug for Verify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verify")
+            .field("scheme", &self.scheme.name())
+            .field("keys", &format_args!("[{} redacted]", self.keys.len()))
+            .field("tolerance_sec", &self.tolerance_sec)
+            .finish()
+    }
+}
+
+/// A token bucket: `per_second` tokens refill each second, up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +302,21 @@ struct RawSource {
     project: Option<String>,
     agent: Option<String>,
     target: Option<String>,
+    auth: Option<String>,
+    verify: Option<String>,
+    tolerance_sec: Option<u64>,
+    dedup_hours: Option<u64>,
+    rate_limit: Option<RawRateLimit>,
+    signature_header: Option<String>,
+    signature_encoding: Option<String>,
+    signature_prefix: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawRateLimit {
+    per_second: f64,
+    burst: Option<f64>,
 }
 
 #[derive(Default)]
@@ -282,7 +360,12 @@ impl Validator {
 
     /// Reports keys not in `known` as errors with a suggestion; returns the suggestions
     /// made, so a "missing key" error is not reported twice for one typo.
-    fn unknown_keys(&mut self, prefix: &str, obj: &Map<String, Value>, known: &[&str]) -> Vec<String> {
+    fn unknown_keys(
+        &mut self,
+        prefix: &str,
+        obj: &Map<String, Value>,
+        known: &[&str],
+    ) -> Vec<String> {
         let mut suggested = Vec::new();
         for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
             let hint = did_you_mean(key, known);
@@ -318,16 +401,23 @@ impl Validator {
             Some(Value::String(name)) => {
                 if !agents.contains_key(name) {
                     let hint = agent_hint(name, &agents);
-                    self.error("defaultAgent", format!("agent \"{name}\" is not defined under `agents`; {hint}"));
+                    self.error(
+                        "defaultAgent",
+                        format!("agent \"{name}\" is not defined under `agents`; {hint}"),
+                    );
                 }
                 Some(name.clone())
             }
             Some(other) => {
-                self.error("defaultAgent", format!("must be an agent name (a string), not {other}"));
+                self.error(
+                    "defaultAgent",
+                    format!("must be an agent name (a string), not {other}"),
+                );
                 None
             }
         };
         let sources = self.sources(obj.get("webhooks"), &agents, default_agent.as_deref());
+        let trusted_proxies = self.trusted_proxies(obj.get("trustedProxies"));
 
         Some(Config {
             path: path.to_owned(),
@@ -337,7 +427,32 @@ impl Validator {
             idle_exit: idle_exit?,
             agents,
             sources,
+            trusted_proxies: trusted_proxies?,
         })
+    }
+
+    fn trusted_proxies(&mut self, value: Option<&Value>) -> Option<Vec<std::net::IpAddr>> {
+        let Some(value) = value else {
+            return Some(Vec::new());
+        };
+        let Some(items) = value.as_array() else {
+            self.error(
+                "trustedProxies",
+                "must be a list of IP addresses, e.g. [\"127.0.0.1\"]",
+            );
+            return None;
+        };
+        let mut ips = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str().and_then(|s| s.parse().ok()) {
+                Some(ip) => ips.push(ip),
+                None => {
+                    self.error(format!("trustedProxies[{i}]"), format!("{item} is not an IP address; list the proxies' addresses, e.g. \"127.0.0.1\""));
+                    return None;
+                }
+            }
+        }
+        Some(ips)
     }
 
     fn api_key(&mut self, value: Option<&Value>) -> Option<Secret> {
@@ -350,7 +465,10 @@ impl Validator {
         };
         let key = self.secret("apiKey", value)?;
         if key.expose().len() < 16 {
-            self.warn("apiKey", "shorter than 16 characters; `lowkey init` draws a strong one");
+            self.warn(
+                "apiKey",
+                "shorter than 16 characters; `lowkey init` draws a strong one",
+            );
         }
         Some(key)
     }
@@ -379,7 +497,10 @@ impl Validator {
             }
             Value::Object(obj) if obj.len() == 1 && obj.contains_key("credential") => {
                 let Some(name) = obj["credential"].as_str() else {
-                    self.error(format!("{key}.credential"), "must be a credential name string");
+                    self.error(
+                        format!("{key}.credential"),
+                        "must be a credential name string",
+                    );
                     return None;
                 };
                 let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
@@ -392,7 +513,10 @@ impl Validator {
                 match read(&Path::new(&dir).join(name)) {
                     Ok(s) => s,
                     Err(e) => {
-                        self.error(format!("{key}.credential"), format!("cannot read credential \"{name}\": {e}"));
+                        self.error(
+                            format!("{key}.credential"),
+                            format!("cannot read credential \"{name}\": {e}"),
+                        );
                         return None;
                     }
                 }
@@ -417,7 +541,10 @@ impl Validator {
             None => DEFAULT_LISTEN,
             Some(Value::String(s)) => s.as_str(),
             Some(other) => {
-                self.error("listen", format!("must be a string such as \"{DEFAULT_LISTEN}\", not {other}"));
+                self.error(
+                    "listen",
+                    format!("must be a string such as \"{DEFAULT_LISTEN}\", not {other}"),
+                );
                 return None;
             }
         };
@@ -436,13 +563,15 @@ impl Validator {
     fn max_body_bytes(&mut self, value: Option<&Value>) -> Option<usize> {
         match value {
             None => Some(DEFAULT_MAX_BODY_BYTES),
-            Some(v) => match v.as_u64() {
-                Some(n) if n > 0 && n <= 64 * 1024 * 1024 => Some(n as usize),
-                _ => {
-                    self.error("maxBodyBytes", format!("must be a whole number of bytes from 1 to 67108864 (64 MiB), not {v}"));
-                    None
+            Some(v) => {
+                match v.as_u64() {
+                    Some(n) if n > 0 && n <= 64 * 1024 * 1024 => Some(n as usize),
+                    _ => {
+                        self.error("maxBodyBytes", format!("must be a whole number of bytes from 1 to 67108864 (64 MiB), not {v}"));
+                        None
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -465,7 +594,10 @@ impl Validator {
             return agents;
         };
         let Some(obj) = value.as_object() else {
-            self.error("agents", "must be an object of agent name → { \"command\": [...] }");
+            self.error(
+                "agents",
+                "must be an object of agent name → { \"command\": [...] }",
+            );
             return agents;
         };
         for (name, value) in obj {
@@ -474,12 +606,18 @@ impl Validator {
                 self.error(&key, "not a valid agent name; use letters, digits, '-', '_' and '.' (not first), up to 64 characters");
             }
             let Some(fields) = value.as_object() else {
-                self.error(&key, "must be an object like { \"command\": [\"claude\", \"-p\"] }");
+                self.error(
+                    &key,
+                    "must be an object like { \"command\": [\"claude\", \"-p\"] }",
+                );
                 continue;
             };
             self.unknown_keys(&key, fields, AGENT_KEYS);
             if !fields.contains_key("command") {
-                self.error(format!("{key}.command"), "missing; give the agent's argv, e.g. [\"claude\", \"-p\"]");
+                self.error(
+                    format!("{key}.command"),
+                    "missing; give the agent's argv, e.g. [\"claude\", \"-p\"]",
+                );
                 continue;
             }
             let known: Map<String, Value> = fields
@@ -501,7 +639,10 @@ impl Validator {
         let mut ok = true;
         match raw.command.first() {
             None => {
-                self.error(format!("{key}.command"), "is empty; give the agent's argv, e.g. [\"claude\", \"-p\"]");
+                self.error(
+                    format!("{key}.command"),
+                    "is empty; give the agent's argv, e.g. [\"claude\", \"-p\"]",
+                );
                 ok = false;
             }
             Some(program) if program.contains('/') && !program.starts_with('/') => {
@@ -533,10 +674,16 @@ impl Validator {
         let env = raw.env.unwrap_or_default();
         for var in env.keys() {
             if var.is_empty() || var.contains(['=', '\0']) {
-                self.error(format!("{key}.env.{var}"), "not a valid environment variable name");
+                self.error(
+                    format!("{key}.env.{var}"),
+                    "not a valid environment variable name",
+                );
                 ok = false;
             } else if var.starts_with("LOWKEY_") {
-                self.error(format!("{key}.env.{var}"), "LOWKEY_* variables are set by lowkey for each run; choose another name");
+                self.error(
+                    format!("{key}.env.{var}"),
+                    "LOWKEY_* variables are set by lowkey for each run; choose another name",
+                );
                 ok = false;
             }
         }
@@ -560,7 +707,10 @@ impl Validator {
             return sources;
         };
         let Some(obj) = value.as_object() else {
-            self.error("webhooks", "must be an object of source name → { \"project\": ... }");
+            self.error(
+                "webhooks",
+                "must be an object of source name → { \"project\": ... }",
+            );
             return sources;
         };
         for (name, value) in obj {
@@ -571,26 +721,34 @@ impl Validator {
                 ok = false;
             }
             let Some(fields) = value.as_object() else {
-                self.error(&key, "must be an object like { \"project\": \"/home/you/project\" }");
+                self.error(
+                    &key,
+                    "must be an object like { \"project\": \"/home/you/project\" }",
+                );
                 continue;
             };
             let suggested = self.unknown_keys(&key, fields, SOURCE_KEYS);
             let known: Map<String, Value> = fields
                 .iter()
-                .filter(|(k, _)| SOURCE_KEYS.contains(&k.as_str()))
+                .filter(|(k, _)| {
+                    SOURCE_KEYS.contains(&k.as_str()) && !matches!(k.as_str(), "secret" | "secrets")
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let Some(raw) = self.typed::<RawSource>(&key, &Value::Object(known)) else {
                 continue;
             };
-            let project = match raw.project {
+            let project = match raw.project.as_deref() {
                 None => {
                     if !suggested.iter().any(|s| s == "project") {
-                        self.error(format!("{key}.project"), "missing; every source needs the project directory its agent works in");
+                        self.error(
+                            format!("{key}.project"),
+                            "missing; every source needs the project directory its agent works in",
+                        );
                     }
                     None
                 }
-                Some(p) => self.project(&format!("{key}.project"), &p),
+                Some(p) => self.project(&format!("{key}.project"), p),
             };
             let agent = match raw.agent.as_deref().or(default_agent) {
                 None => {
@@ -604,7 +762,10 @@ impl Validator {
                     // An undefined defaultAgent is reported once, at `defaultAgent`.
                     if raw.agent.is_some() {
                         let hint = agent_hint(a, agents);
-                        self.error(format!("{key}.agent"), format!("agent \"{a}\" is not defined under `agents`; {hint}"));
+                        self.error(
+                            format!("{key}.agent"),
+                            format!("agent \"{a}\" is not defined under `agents`; {hint}"),
+                        );
                     }
                     None
                 }
@@ -612,16 +773,32 @@ impl Validator {
             };
             let target = match raw.target.as_deref() {
                 None | Some(NEW_SESSION) => Some(Target::NewSession),
-                Some(id) if is_path_safe_id(id, MAX_SESSION_ID_LEN) => Some(Target::Session(id.to_owned())),
-                Some(id) => {
-                    self.error(
-                        format!("{key}.target"),
-                        format!("\"{id}\" is not a valid session id; use \"new_session\" or letters, digits, '-', '_' and '.' (not first), up to 128 characters"),
-                    );
-                    None
+                Some(id) if is_path_safe_id(id, MAX_SESSION_ID_LEN) => {
+                    Some(Target::Session(id.to_owned()))
                 }
+                Some(text) => match Template::parse(text) {
+                    Ok(Some(template)) => Some(Target::Template(template)),
+                    Ok(None) => {
+                        self.error(
+                            format!("{key}.target"),
+                            format!("\"{text}\" is not a valid session id; use \"new_session\", letters, digits, '-', '_' and '.' (not first) up to 128 characters, or a template like \"gh-pr-{{{{pull_request.number}}}}\""),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.error(format!("{key}.target"), e);
+                        None
+                    }
+                },
             };
-            if let (true, Some(project), Some(agent), Some(target)) = (ok, project, agent, target) {
+            let security = self.security(&key, fields, &raw, name);
+            if let (true, Some(project), Some(agent), Some(target), Some((auth, verify))) =
+                (ok, project, agent, target, security)
+            {
+                let rate_limit = raw.rate_limit.map(|r| RateLimit {
+                    per_second: r.per_second,
+                    burst: r.burst.unwrap_or(r.per_second.max(1.0)),
+                });
                 sources.insert(
                     name.clone(),
                     Source {
@@ -629,11 +806,202 @@ impl Validator {
                         project,
                         agent,
                         target,
+                        auth,
+                        verify,
+                        dedup: Duration::from_secs(
+                            raw.dedup_hours.unwrap_or(DEFAULT_DEDUP_HOURS) * 3600,
+                        ),
+                        rate_limit,
                     },
                 );
             }
         }
         sources
+    }
+
+    /// `auth`, `verify`, secrets and the scheme's options, checked together because
+    /// each constrains the others.
+    fn security(
+        &mut self,
+        key: &str,
+        fields: &Map<String, Value>,
+        raw: &RawSource,
+        name: &str,
+    ) -> Option<(Auth, Option<Verify>)> {
+        let mut ok = true;
+        let auth = match raw.auth.as_deref() {
+            None | Some("key") => Auth::Key,
+            Some("signature") => Auth::Signature,
+            Some(other) => {
+                self.error(format!("{key}.auth"), format!("\"{other}\" is not an auth mode; use \"key\" (the default: the API key is required) or \"signature\" (only the signature)"));
+                return None;
+            }
+        };
+        let mut secrets = Vec::new();
+        match (fields.get("secret"), fields.get("secrets")) {
+            (Some(_), Some(_)) => {
+                self.error(format!("{key}.secrets"), "give either `secret` or `secrets`, not both; put every secret in `secrets` while rotating");
+                ok = false;
+            }
+            (Some(one), None) => secrets.extend(
+                self.secret(&format!("{key}.secret"), one)
+                    .map(|s| (format!("{key}.secret"), s)),
+            ),
+            (None, Some(Value::Array(list))) if !list.is_empty() => {
+                for (i, item) in list.iter().enumerate() {
+                    let k = format!("{key}.secrets[{i}]");
+                    if let Some(s) = self.secret(&k, item) {
+                        secrets.push((k, s));
+                    } else {
+                        ok = false;
+                    }
+                }
+            }
+            (None, Some(_)) => {
+                self.error(
+                    format!("{key}.secrets"),
+                    "must be a non-empty list of secrets",
+                );
+                ok = false;
+            }
+            (None, None) => {}
+        }
+        let generic_keys = ["signatureHeader", "signatureEncoding", "signaturePrefix"];
+        let Some(scheme_name) = raw.verify.as_deref() else {
+            if !secrets.is_empty()
+                || fields.contains_key("secret")
+                || fields.contains_key("secrets")
+            {
+                self.error(format!("{key}.verify"), format!("a secret is set but no `verify` scheme says how to check it; add \"verify\": one of {}", scheme_names()));
+                return None;
+            }
+            if auth == Auth::Signature {
+                self.error(format!("{key}.auth"), "\"signature\" needs `verify` and `secret`; without them anyone could call this source");
+                return None;
+            }
+            for k in generic_keys.iter().filter(|k| fields.contains_key(**k)) {
+                self.error(
+                    format!("{key}.{k}"),
+                    "only applies with \"verify\": \"hmac-sha256\"",
+                );
+                ok = false;
+            }
+            if raw.tolerance_sec.is_some() {
+                self.warn(
+                    format!("{key}.toleranceSec"),
+                    "has no effect without `verify`",
+                );
+            }
+            return ok.then_some((auth, None));
+        };
+        let kind: SchemeKind = match scheme_name.parse() {
+            Ok(kind) => kind,
+            Err(_) => {
+                let names: Vec<&str> = SchemeKind::ALL.iter().map(|k| k.name()).collect();
+                let hint = match suggest(scheme_name, &names) {
+                    Some(s) => format!("did you mean \"{s}\"?"),
+                    None => format!("use one of {}", scheme_names()),
+                };
+                self.error(
+                    format!("{key}.verify"),
+                    format!("\"{scheme_name}\" is not a signature scheme; {hint}"),
+                );
+                return None;
+            }
+        };
+        let scheme = match kind {
+            SchemeKind::StandardWebhooks => Scheme::StandardWebhooks,
+            SchemeKind::Stripe => Scheme::Stripe,
+            SchemeKind::Github => Scheme::Github,
+            SchemeKind::Slack => Scheme::Slack,
+            SchemeKind::HmacSha256 => {
+                let header = match raw
+                    .signature_header
+                    .as_deref()
+                    .map(http::HeaderName::try_from)
+                {
+                    Some(Ok(h)) => Some(h),
+                    Some(Err(_)) => {
+                        self.error(
+                            format!("{key}.signatureHeader"),
+                            "is not a valid HTTP header name",
+                        );
+                        None
+                    }
+                    None => {
+                        self.error(format!("{key}.signatureHeader"), "missing; hmac-sha256 needs the name of the header that carries the signature, e.g. \"X-Signature\"");
+                        None
+                    }
+                };
+                let encoding = match raw
+                    .signature_encoding
+                    .as_deref()
+                    .map(str::parse::<Encoding>)
+                {
+                    None => Some(Encoding::Hex),
+                    Some(Ok(e)) => Some(e),
+                    Some(Err(_)) => {
+                        self.error(
+                            format!("{key}.signatureEncoding"),
+                            "must be \"hex\" or \"base64\"",
+                        );
+                        None
+                    }
+                };
+                Scheme::HmacSha256(GenericHmac {
+                    header: header?,
+                    encoding: encoding?,
+                    prefix: raw.signature_prefix.clone().unwrap_or_default(),
+                })
+            }
+        };
+        if kind != SchemeKind::HmacSha256 {
+            for k in generic_keys.iter().filter(|k| fields.contains_key(**k)) {
+                self.error(
+                    format!("{key}.{k}"),
+                    "only applies with \"verify\": \"hmac-sha256\"",
+                );
+                ok = false;
+            }
+        }
+        if secrets.is_empty() {
+            if ok {
+                self.error(format!("{key}.secret"), format!("missing; `verify` {scheme_name} needs the signing secret the sender gave you"));
+            }
+            return None;
+        }
+        let mut keys = Vec::new();
+        for (k, secret) in &secrets {
+            match signature::key_from_secret(&scheme, secret.expose()) {
+                Ok(bytes) => keys.push(bytes),
+                Err(e) => {
+                    self.error(k.as_str(), e.to_string());
+                    ok = false;
+                }
+            }
+        }
+        if raw.tolerance_sec.is_some() && !kind.has_timestamp() {
+            self.warn(
+                format!("{key}.toleranceSec"),
+                format!("has no effect: {scheme_name} signs no timestamp"),
+            );
+        }
+        if auth == Auth::Key && kind.cannot_send_custom_headers() {
+            self.warn(
+                format!("{key}.auth"),
+                format!("{scheme_name} cannot send the `Authorization` header, so every delivery to \"{name}\" will get 401; set \"auth\": \"signature\""),
+            );
+        }
+        ok.then(|| {
+            (
+                auth,
+                Some(Verify {
+                    scheme,
+                    keys,
+                    tolerance_sec: raw.tolerance_sec.unwrap_or(DEFAULT_TOLERANCE_SEC),
+                }),
+            )
+        })
     }
 
     fn project(&mut self, key: &str, text: &str) -> Option<PathBuf> {
@@ -642,17 +1010,26 @@ impl Validator {
             None => PathBuf::from(text),
         };
         if !path.is_absolute() {
-            self.error(key, format!("\"{text}\" is relative; give an absolute path (or one starting with ~/)"));
+            self.error(
+                key,
+                format!("\"{text}\" is relative; give an absolute path (or one starting with ~/)"),
+            );
             return None;
         }
         match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => Some(path),
             Ok(_) => {
-                self.error(key, format!("\"{text}\" is not a directory; point it at the project directory"));
+                self.error(
+                    key,
+                    format!("\"{text}\" is not a directory; point it at the project directory"),
+                );
                 None
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.error(key, format!("\"{text}\" does not exist; create the directory or fix the path"));
+                self.error(
+                    key,
+                    format!("\"{text}\" does not exist; create the directory or fix the path"),
+                );
                 None
             }
             Err(e) => {
@@ -674,13 +1051,20 @@ fn agent_hint(name: &str, agents: &BTreeMap<String, Arc<Agent>>) -> String {
     }
 }
 
+fn scheme_names() -> String {
+    SchemeKind::ALL
+        .iter()
+        .map(|k| format!("\"{}\"", k.name()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn program_exists(program: &str) -> bool {
     if program.contains('/') {
         return Path::new(program).is_file();
     }
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 #[cfg(test)]

@@ -45,7 +45,9 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}; stop whatever holds it, or choose another address with `listen` in the config or --listen")]
+    #[error(
+        "cannot listen on {addr}: {source}; stop whatever holds it, or choose another address with `listen` in the config or --listen"
+    )]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -113,7 +115,11 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
 
     let mut reload_error: Option<String> = None;
-    systemd::ready(&status_line(&config.load(), &activity, reload_error.as_deref()));
+    systemd::ready(&status_line(
+        &config.load(),
+        &activity,
+        reload_error.as_deref(),
+    ));
     tracing::info!(
         message_id = id::STARTED,
         sources = config.load().sources.len(),
@@ -203,7 +209,10 @@ fn reload(path: &std::path::Path, config: &ArcSwap<Config>, activity: &Activity)
         }
         Err(e) => {
             let reason = e.to_string();
-            tracing::error!(message_id = id::RELOAD_FAILED, "config reload failed; the old config stays in force: {reason}");
+            tracing::error!(
+                message_id = id::RELOAD_FAILED,
+                "config reload failed; the old config stays in force: {reason}"
+            );
             Some(reason.lines().next().unwrap_or_default().to_owned())
         }
     };
@@ -225,7 +234,10 @@ fn status_line(config: &Config, activity: &Activity, reload_error: Option<&str>)
         line.push_str(&format!(" · {queued} queued"));
     }
     match activity.last_event() {
-        Some((source, at)) => line.push_str(&format!(" · last: {source} {}s ago", at.elapsed().as_secs())),
+        Some((source, at)) => line.push_str(&format!(
+            " · last: {source} {}s ago",
+            at.elapsed().as_secs()
+        )),
         None => line.push_str(" · no webhook yet"),
     }
     if let Some(e) = reload_error {

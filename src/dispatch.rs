@@ -74,14 +74,21 @@ impl Queues {
         self.busy.remove(session);
         if let Some(next) = self.sessions.get(session).and_then(|q| q.front()) {
             let agent = next.agent.clone();
-            self.ready.entry(agent).or_default().push_back(session.to_owned());
+            self.ready
+                .entry(agent)
+                .or_default()
+                .push_back(session.to_owned());
         }
     }
 }
 
 /// Runs events from `jobs` until `stop` turns true; then waits for the runs in flight,
 /// which end themselves (TERM, then KILL) and stay pending for the next start.
-pub async fn run(ctx: Context, mut jobs: mpsc::UnboundedReceiver<Event>, stop: watch::Receiver<bool>) {
+pub async fn run(
+    ctx: Context,
+    mut jobs: mpsc::UnboundedReceiver<Event>,
+    stop: watch::Receiver<bool>,
+) {
     let mut queues = Queues::default();
     let mut tasks: JoinSet<(String, String)> = JoinSet::new();
     let mut stop_rx = stop.clone();

@@ -5,18 +5,21 @@
 //! only after the store says the event is on disk.
 
 use crate::activity::Activity;
-use crate::config::Config;
+use crate::config::{Auth, Config, Target};
+use crate::limits::{self, AuthThrottle, SourceLimits};
 use crate::log::id;
 use crate::session;
-use crate::store::{Event, Store};
+use crate::signature::{self, Scheme};
+use crate::store::{Event, Ingested, Store};
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How much of the payload goes into the message, in Unicode characters.
 pub const MESSAGE_CHARS: usize = 2000;
@@ -35,6 +38,17 @@ pub struct App {
     pub store: Store,
     pub activity: Arc<Activity>,
     ids: Mutex<ulid::Generator>,
+    source_limits: SourceLimits,
+    auth_throttle: AuthThrottle,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// `None` for unix-socket peers.
+    pub ip: Option<IpAddr>,
+    /// For logs: `ip:port`, or `unix`.
+    pub text: String,
 }
 
 impl App {
@@ -44,6 +58,8 @@ impl App {
             store,
             activity,
             ids: Mutex::new(ulid::Generator::new()),
+            source_limits: SourceLimits::default(),
+            auth_throttle: AuthThrottle::default(),
         }
     }
 
@@ -94,16 +110,23 @@ fn json(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
     res
 }
 
-fn with_header(mut res: HttpResponse, name: header::HeaderName, value: &'static str) -> HttpResponse {
-    res.headers_mut().insert(name, HeaderValue::from_static(value));
+fn with_header(
+    mut res: HttpResponse,
+    name: header::HeaderName,
+    value: &'static str,
+) -> HttpResponse {
+    res.headers_mut()
+        .insert(name, HeaderValue::from_static(value));
     res
 }
 
-pub async fn handle(app: &App, req: Request<Incoming>, remote: &str) -> HttpResponse {
+pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> HttpResponse {
     let path = req.uri().path().to_owned();
     if path == "/api/health" {
         return match *req.method() {
-            Method::GET | Method::HEAD => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+            Method::GET | Method::HEAD => {
+                json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+            }
             _ => {
                 drain(req.into_body()).await;
                 with_header(
@@ -125,13 +148,16 @@ pub async fn handle(app: &App, req: Request<Incoming>, remote: &str) -> HttpResp
     if req.method() != Method::POST {
         drain(req.into_body()).await;
         return with_header(
-            json_error(StatusCode::METHOD_NOT_ALLOWED, "webhooks must be sent with POST"),
+            json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "webhooks must be sent with POST",
+            ),
             header::ALLOW,
             "POST",
         );
     }
     let started = Instant::now();
-    let res = webhook(app, req, &source, remote).await;
+    let res = webhook(app, req, &source, peer).await;
     let status = res.status().as_u16();
     let duration_ms = started.elapsed().as_millis() as u64;
     if !res.status().is_success() {
@@ -139,7 +165,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, remote: &str) -> HttpResp
             message_id = id::REJECTED,
             webhook_source = %source,
             http_status = status,
-            remote_addr = %remote,
+            remote_addr = %peer.text,
             duration_ms,
             "webhook rejected"
         );
@@ -147,24 +173,99 @@ pub async fn handle(app: &App, req: Request<Incoming>, remote: &str) -> HttpResp
     res
 }
 
-async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, remote: &str) -> HttpResponse {
+/// The client a request came from: the socket's peer, or, behind a proxy listed in
+/// `trustedProxies`, the address that proxy says it forwarded for.
+fn client_ip(config: &Config, peer: Option<IpAddr>, headers: &http::HeaderMap) -> Option<IpAddr> {
+    let peer = peer?;
+    if !config.trusted_proxies.contains(&peer) {
+        return Some(peer);
+    }
+    // The rightmost address no trusted proxy vouches for is the client.
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !config.trusted_proxies.contains(ip))
+            .unwrap_or(peer),
+    )
+}
+
+fn unauthorized() -> HttpResponse {
+    with_header(
+        json_error(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
+        header::WWW_AUTHENTICATE,
+        "Bearer realm=\"lowkey\"",
+    )
+}
+
+fn too_many(message: &str, wait: Duration) -> HttpResponse {
+    let mut res = json_error(StatusCode::TOO_MANY_REQUESTS, message);
+    res.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&limits::retry_after(wait)).expect("digits are a header value"),
+    );
+    res
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+async fn webhook(
+    app: &App,
+    req: Request<Incoming>,
+    source_name: &str,
+    peer: &Peer,
+) -> HttpResponse {
     // One config for the whole request, even if a reload swaps it meanwhile.
     let config = app.config.load_full();
     let (parts, body) = req.into_parts();
+    let client = client_ip(&config, peer.ip, &parts.headers);
 
-    if !authorized(&config, &parts.headers) {
-        drain(body).await;
-        return with_header(
-            json_error(StatusCode::UNAUTHORIZED, UNAUTHORIZED),
-            header::WWW_AUTHENTICATE,
-            "Bearer realm=\"lowkey\"",
-        );
+    // A caller that keeps failing authentication is refused before its next guess is
+    // even looked at; valid callers from other addresses are unaffected.
+    if let Some(ip) = client {
+        if let Err(wait) = app.auth_throttle.check(ip) {
+            drain(body).await;
+            return too_many(
+                "too many failed authentications from this address; retry later",
+                wait,
+            );
+        }
     }
-    let Some(source) = config.sources.get(source_name) else {
+    let fail_auth = || {
+        if let Some(ip) = client {
+            app.auth_throttle.failed(ip);
+        }
+        unauthorized()
+    };
+    let key_ok = authorized(&config, &parts.headers);
+    // A source on `"auth": "signature"` is let through here; its signature is
+    // checked once the body is read.
+    let source = config
+        .sources
+        .get(source_name)
+        .filter(|s| key_ok || s.auth == Auth::Signature);
+    let Some(source) = source else {
         drain(body).await;
+        // The same 401 whether or not the source exists.
+        if !key_ok {
+            return fail_auth();
+        }
         return json_error(
             StatusCode::NOT_FOUND,
-            &format!("no source \"{source_name}\" in the config; add it under `webhooks` and reload"),
+            &format!(
+                "no source \"{source_name}\" in the config; add it under `webhooks` and reload"
+            ),
         );
     };
 
@@ -195,15 +296,39 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, remote: &
         Err(BodyError::TooLarge) => return too_large(),
         Err(BodyError::TimedOut) => {
             return with_header(
-                json_error(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time"),
+                json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive in time",
+                ),
                 header::CONNECTION,
                 "close",
             );
         }
         Err(BodyError::Read(e)) => {
-            return json_error(StatusCode::BAD_REQUEST, &format!("cannot read the body: {e}"));
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            );
         }
     };
+
+    // The signature is checked over the raw bytes, before anything is parsed, so an
+    // unauthenticated caller learns nothing about what the body should look like.
+    if let Some(verify) = &source.verify {
+        let checked = signature::verify(
+            &verify.scheme,
+            &verify.keys,
+            &parts.headers,
+            &bytes,
+            unix_now(),
+            verify.tolerance_sec,
+        );
+        if let Err(e) = checked {
+            tracing::warn!(webhook_source = %source_name, remote_addr = %peer.text, reason = %e, "signature check failed");
+            return fail_auth();
+        }
+    }
+
     let text = match std::str::from_utf8(&bytes) {
         Ok(text) => text,
         Err(e) => {
@@ -216,14 +341,58 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, remote: &
             );
         }
     };
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
-        return json_error(StatusCode::BAD_REQUEST, &format!("body is not valid JSON: {e}"));
+    let payload: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("body is not valid JSON: {e}"),
+            );
+        }
+    };
+
+    // Slack checks a new Events API URL with a challenge it wants echoed back.
+    if matches!(
+        source.verify.as_ref().map(|v| &v.scheme),
+        Some(Scheme::Slack)
+    ) && payload.get("type").and_then(|t| t.as_str()) == Some("url_verification")
+    {
+        let challenge = payload.get("challenge").cloned().unwrap_or_default();
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({ "challenge": challenge }),
+        );
     }
 
+    if let Some(limit) = &source.rate_limit {
+        if let Err(wait) = app.source_limits.take(source_name, limit) {
+            return too_many(
+                &format!("source \"{source_name}\" is over its rateLimit; retry later"),
+                wait,
+            );
+        }
+    }
+
+    let delivery = source
+        .verify
+        .as_ref()
+        .and_then(|v| signature::delivery_id(&v.scheme, &parts.headers, &payload))
+        .or_else(|| {
+            parts
+                .headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        });
     let event_id = app.new_id();
     let session_id = match &source.target {
-        crate::config::Target::NewSession => app.new_id(),
-        crate::config::Target::Session(id) => id.clone(),
+        Target::NewSession => app.new_id(),
+        Target::Session(id) => id.clone(),
+        Target::Template(template) => template.render(&payload).unwrap_or_else(|| {
+            tracing::info!(webhook_source = %source_name, "the payload does not fill the target template; starting a new session");
+            app.new_id()
+        }),
     };
     let (text_message, trimmed) = message(source_name, text);
     let event = Event {
@@ -236,17 +405,38 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, remote: &
         text: text_message,
         body: text.to_owned(),
         trimmed,
+        dedup_until: delivery
+            .as_ref()
+            .map(|_| unix_now() as u64 + source.dedup.as_secs()),
+        delivery,
     };
-    if let Err(e) = app.store.ingest(event).await {
-        tracing::error!(webhook_source = %source_name, error = %e, "cannot store the event; answering 503");
-        return with_header(
-            json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cannot store the event right now; retry later",
-            ),
-            header::RETRY_AFTER,
-            "30",
-        );
+    match app.store.ingest(event).await {
+        Ok(Ingested::Accepted) => {}
+        Ok(Ingested::Duplicate { session, event }) => {
+            tracing::info!(
+                webhook_source = %source_name,
+                session_id = %session,
+                event_id = %event,
+                http_status = 200u16,
+                remote_addr = %peer.text,
+                "duplicate delivery; answered with the first one's ids"
+            );
+            return json(
+                StatusCode::OK,
+                &serde_json::json!({ "session": session, "event": event, "duplicate": true }),
+            );
+        }
+        Err(e) => {
+            tracing::error!(webhook_source = %source_name, error = %e, "cannot store the event; answering 503");
+            return with_header(
+                json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cannot store the event right now; retry later",
+                ),
+                header::RETRY_AFTER,
+                "30",
+            );
+        }
     }
     app.activity.event_accepted(source_name);
     tracing::info!(
@@ -257,7 +447,7 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, remote: &
         agent = %source.agent,
         project = %source.project.display(),
         http_status = 202u16,
-        remote_addr = %remote,
+        remote_addr = %peer.text,
         bytes = bytes.len(),
         "webhook accepted"
     );

@@ -37,14 +37,17 @@ pub fn stderr_is_journal() -> bool {
 
 /// Installs the global subscriber. The level comes from `LOWKEY_LOG` (default `info`).
 pub fn init() {
-    let filter = || {
-        EnvFilter::try_from_env("LOWKEY_LOG").unwrap_or_else(|_| EnvFilter::new("info"))
-    };
+    let filter =
+        || EnvFilter::try_from_env("LOWKEY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(layer) => {
-                let layer = layer.with_field_prefix(None).with_syslog_identifier("lowkey".into());
-                tracing_subscriber::registry().with(layer.with_filter(filter())).init();
+                let layer = layer
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("lowkey".into());
+                tracing_subscriber::registry()
+                    .with(layer.with_filter(filter()))
+                    .init();
                 return;
             }
             Err(e) => eprintln!("lowkey: cannot reach journald ({e}); logging to stderr"),
@@ -62,5 +65,7 @@ pub fn init() {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .fmt_fields(fields);
-    tracing_subscriber::registry().with(layer.with_filter(filter())).init();
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter()))
+        .init();
 }

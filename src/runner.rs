@@ -145,7 +145,8 @@ pub async fn wait(
         // An agent that exits without reading its stdin is fine: ignore EPIPE.
         let _ = stdin.write_all(message.as_bytes()).await;
     });
-    let (session_id, event_id, agent_name) = (event.session.clone(), event.id.clone(), agent.name.clone());
+    let (session_id, event_id, agent_name) =
+        (event.session.clone(), event.id.clone(), agent.name.clone());
     let log_stderr = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -205,7 +206,9 @@ pub async fn wait(
         End::Stopped => {
             end_group(&mut run.child, pgid).await;
             Outcome {
-                error: Some("lowkey stopped during the run; it runs again at the next start".into()),
+                error: Some(
+                    "lowkey stopped during the run; it runs again at the next start".into(),
+                ),
                 ..Outcome::new(RunStatus::Interrupted)
             }
         }

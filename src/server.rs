@@ -1,7 +1,7 @@
 //! The accept loops: hyper HTTP/1 over every listening socket, with a graceful stop.
 
 use crate::activity::Activity;
-use crate::http::{self, App};
+use crate::http::{self, App, Peer};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -33,7 +33,11 @@ impl fmt::Display for Listener {
                 Ok(addr) => write!(f, "http://{addr}"),
                 Err(_) => f.write_str("tcp"),
             },
-            Listener::Unix(l) => match l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.to_owned())) {
+            Listener::Unix(l) => match l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.to_owned()))
+            {
                 Some(path) => write!(f, "unix:{}", path.display()),
                 None => f.write_str("unix"),
             },
@@ -45,16 +49,24 @@ trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 impl Listener {
-    async fn accept(&self) -> std::io::Result<(Box<dyn Io>, String)> {
+    async fn accept(&self) -> std::io::Result<(Box<dyn Io>, Peer)> {
         match self {
             Listener::Tcp(l) => {
                 let (stream, addr) = l.accept().await?;
                 let _ = stream.set_nodelay(true);
-                Ok((Box::new(stream), addr.to_string()))
+                let peer = Peer {
+                    ip: Some(addr.ip().to_canonical()),
+                    text: addr.to_string(),
+                };
+                Ok((Box::new(stream), peer))
             }
             Listener::Unix(l) => {
                 let (stream, _) = l.accept().await?;
-                Ok((Box::new(stream), "unix".to_owned()))
+                let peer = Peer {
+                    ip: None,
+                    text: "unix".to_owned(),
+                };
+                Ok((Box::new(stream), peer))
             }
         }
     }
@@ -64,28 +76,49 @@ impl Listener {
 /// requests in flight finish within `drain`. The listeners are shared, not closed:
 /// they belong to the caller (and under socket activation, to systemd), so a reload or
 /// a restart of this loop never loses a socket.
-pub async fn serve(listeners: &[Arc<Listener>], app: Arc<App>, mut stop: watch::Receiver<bool>, drain: Duration) {
+pub async fn serve(
+    listeners: &[Arc<Listener>],
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
     let graceful = Arc::new(GracefulShutdown::new());
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut loops = JoinSet::new();
     for listener in listeners {
-        loops.spawn(accept_loop(listener.clone(), app.clone(), graceful.clone(), permits.clone()));
+        loops.spawn(accept_loop(
+            listener.clone(),
+            app.clone(),
+            graceful.clone(),
+            permits.clone(),
+        ));
     }
     let _ = stop.wait_for(|s| *s).await;
     loops.shutdown().await;
     let graceful = Arc::into_inner(graceful).expect("the accept loops have ended");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!("requests still open after {}s; closing them", drain.as_secs());
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still open after {}s; closing them",
+            drain.as_secs()
+        );
     }
 }
 
-async fn accept_loop(listener: Arc<Listener>, app: Arc<App>, graceful: Arc<GracefulShutdown>, permits: Arc<Semaphore>) {
+async fn accept_loop(
+    listener: Arc<Listener>,
+    app: Arc<App>,
+    graceful: Arc<GracefulShutdown>,
+    permits: Arc<Semaphore>,
+) {
     loop {
         let permit = match permits.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => return,
         };
-        let (io, remote) = match listener.accept().await {
+        let (io, peer) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
                 // EMFILE and friends pass; back off a little instead of spinning.
@@ -98,8 +131,8 @@ async fn accept_loop(listener: Arc<Listener>, app: Arc<App>, graceful: Arc<Grace
         let activity: Arc<Activity> = app.activity.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
-            let remote = remote.clone();
-            async move { Ok::<_, Infallible>(http::handle(&app, req, &remote).await) }
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(http::handle(&app, req, &peer).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

@@ -90,7 +90,10 @@ pub enum RunStatus {
 impl RunStatus {
     /// A run that ended this way is not run again.
     pub fn is_final(self) -> bool {
-        matches!(self, RunStatus::Finished | RunStatus::Failed | RunStatus::TimedOut)
+        matches!(
+            self,
+            RunStatus::Finished | RunStatus::Failed | RunStatus::TimedOut
+        )
     }
 
     pub fn as_str(self) -> &'static str {

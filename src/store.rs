@@ -21,6 +21,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 /// A queue segment is closed and a new one started past this size.
@@ -51,6 +52,11 @@ impl Home {
         self.root.join("queue")
     }
 
+    /// Delivery ids seen recently, for dropping senders' retries.
+    pub fn deliveries(&self) -> PathBuf {
+        self.root.join("deliveries.jsonl")
+    }
+
     pub fn session_file(&self, id: &str) -> PathBuf {
         self.sessions().join(session::file_name(id))
     }
@@ -79,6 +85,61 @@ pub struct Event {
     /// The body exactly as received.
     pub body: String,
     pub trimmed: bool,
+    /// The sender's delivery id, when it sent one; repeats within `dedup_until` are
+    /// answered as duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    /// Until when (Unix seconds) the delivery id is remembered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_until: Option<u64>,
+}
+
+/// What became of an ingested event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    Accepted,
+    /// The same delivery was accepted before: its session and event.
+    Duplicate {
+        session: String,
+        event: String,
+    },
+}
+
+/// A remembered delivery, one line of `deliveries.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Seen {
+    source: String,
+    id: String,
+    session: String,
+    event: String,
+    until: u64,
+}
+
+impl Seen {
+    fn of(event: &Event) -> Option<Seen> {
+        Some(Seen {
+            source: event.source.clone(),
+            id: event.delivery.clone()?,
+            session: event.session.clone(),
+            event: event.id.clone(),
+            until: event.dedup_until?,
+        })
+    }
+
+    fn key(&self) -> String {
+        delivery_key(&self.source, &self.id)
+    }
+}
+
+fn delivery_key(source: &str, id: &str) -> String {
+    format!("{source}\0{id}")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Event {
@@ -108,7 +169,7 @@ impl Event {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 enum Record {
-    Accepted(Event),
+    Accepted(Box<Event>),
     Done(String),
 }
 
@@ -132,10 +193,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
+type IngestReply = oneshot::Sender<Result<Ingested, StoreError>>;
 
 enum Command {
-    /// Make the event durable, then write it to its session and hand it to dispatch.
-    Ingest(Box<Event>, Reply),
+    /// Make the event durable, then write it to its session and hand it to dispatch;
+    /// or, when its delivery id was seen, answer with the first delivery's ids.
+    Ingest(Box<Event>, IngestReply),
     /// Append lines to a session without waiting for them to reach the disk.
     Append(Box<Event>, Vec<Line>, Reply),
     /// Append a run's result, sync the session, then mark the event done in the queue.
@@ -191,14 +254,19 @@ impl Store {
         Ok((Store { tx }, WriterThread(thread), recovery))
     }
 
-    async fn call(&self, make: impl FnOnce(Reply) -> Command) -> Result<(), StoreError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Returns once the event is on disk; only then may the sender get a 2xx.
-    pub async fn ingest(&self, event: Event) -> Result<(), StoreError> {
+    /// Returns once the event is on disk (only then may the sender get a 2xx), or at
+    /// once when it repeats a delivery already accepted. Every ingest passes through
+    /// one thread, so of two racing copies of a delivery exactly one is accepted.
+    pub async fn ingest(&self, event: Event) -> Result<Ingested, StoreError> {
         self.call(|r| Command::Ingest(Box::new(event), r)).await
     }
 
@@ -230,6 +298,11 @@ struct Writer {
     segment_live: BTreeMap<u64, usize>,
     /// A session file was created since the sessions folder was last synced.
     sessions_dir_dirty: bool,
+    /// Remembered deliveries by `source\0id`, and the file they are appended to.
+    deliveries: HashMap<String, Seen>,
+    deliveries_file: File,
+    /// Lines in the deliveries file; it is rewritten when mostly expired.
+    deliveries_lines: usize,
     jobs: Option<tokio_mpsc::UnboundedSender<Event>>,
 }
 
@@ -254,6 +327,15 @@ impl Writer {
             .collect();
         segments.sort();
 
+        let now = unix_now();
+        let mut deliveries: HashMap<String, Seen> = HashMap::new();
+        if let Ok(bytes) = fs::read(home.deliveries()) {
+            for raw in bytes.split(|b| *b == b'\n') {
+                if let Ok(seen) = serde_json::from_slice::<Seen>(raw) {
+                    deliveries.insert(seen.key(), seen);
+                }
+            }
+        }
         let mut accepted: Vec<Event> = Vec::new();
         let mut done: HashSet<String> = HashSet::new();
         for (_, path) in &segments {
@@ -261,7 +343,15 @@ impl Writer {
             // A torn last record was never acknowledged, so skipping it loses nothing.
             for raw in bytes.split(|b| *b == b'\n') {
                 match serde_json::from_slice::<Record>(raw) {
-                    Ok(Record::Accepted(event)) => accepted.push(event),
+                    Ok(Record::Accepted(event)) => {
+                        let event = *event;
+                        // The queue record is the durable copy of a delivery the
+                        // deliveries file may not have reached before a crash.
+                        if let Some(seen) = Seen::of(&event) {
+                            deliveries.insert(seen.key(), seen);
+                        }
+                        accepted.push(event);
+                    }
                     Ok(Record::Done(id)) => {
                         done.insert(id);
                     }
@@ -269,12 +359,17 @@ impl Writer {
                 }
             }
         }
+        deliveries.retain(|_, seen| seen.until > now);
+        let deliveries_file = write_deliveries(home, &deliveries)?;
         let mut writer = Writer {
             home: home.clone(),
             segment: Segment::create(&queue, segments.last().map_or(1, |(s, _)| s + 1))?,
             live: HashMap::new(),
             segment_live: BTreeMap::new(),
             sessions_dir_dirty: true,
+            deliveries_lines: deliveries.len(),
+            deliveries,
+            deliveries_file,
             jobs: None,
         };
 
@@ -290,7 +385,7 @@ impl Writer {
         recovery.pending = pending.len();
         let records: Vec<u8> = pending
             .iter()
-            .flat_map(|e| encode_record(&Record::Accepted(e.clone())))
+            .flat_map(|e| encode_json(&Record::Accepted(Box::new(e.clone()))))
             .collect();
         writer.write_queue(&records)?;
         // The pending records are safe in the new segment; the old ones can go.
@@ -315,7 +410,9 @@ impl Writer {
         let mut last_run = None;
         for line in &lines {
             match line {
-                Line::Message(m) if m.event == event.id && m.role == Role::User => has_message = true,
+                Line::Message(m) if m.event == event.id && m.role == Role::User => {
+                    has_message = true
+                }
                 Line::Run(r) if r.event == event.id => last_run = Some(r.status),
                 _ => {}
             }
@@ -363,9 +460,25 @@ impl Writer {
         let mut ingests = Vec::new();
         let mut finishes = Vec::new();
         let mut appends = Vec::new();
+        let now = unix_now();
         for cmd in batch {
             match cmd {
-                Command::Ingest(e, r) => ingests.push((e, r)),
+                Command::Ingest(e, r) => {
+                    if let Some(seen) = Seen::of(&e) {
+                        match self.deliveries.get(&seen.key()) {
+                            Some(first) if first.until > now => {
+                                let _ = r.send(Ok(Ingested::Duplicate {
+                                    session: first.session.clone(),
+                                    event: first.event.clone(),
+                                }));
+                                continue;
+                            }
+                            // Claimed now, so a copy later in this batch is a duplicate.
+                            _ => self.deliveries.insert(seen.key(), seen),
+                        };
+                    }
+                    ingests.push((e, r));
+                }
                 Command::Finish(e, l, r) => finishes.push((e, l, r)),
                 Command::Append(e, l, r) => appends.push((e, l, r)),
             }
@@ -374,10 +487,12 @@ impl Writer {
         // 1. Run results reach their sessions, synced, before their `done` marks.
         let mut synced = Vec::new();
         for (event, lines, reply) in finishes {
-            match self.append_session(&event, &session::encode(&lines)).and_then(|f| {
-                let path = self.home.session_file(&event.session);
-                f.sync_data().map_err(io_err(&path))
-            }) {
+            match self
+                .append_session(&event, &session::encode(&lines))
+                .and_then(|f| {
+                    let path = self.home.session_file(&event.session);
+                    f.sync_data().map_err(io_err(&path))
+                }) {
                 Ok(()) => synced.push((event, reply)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -395,14 +510,17 @@ impl Writer {
         // 2. One append and one sync of the queue for every record in the batch.
         let mut records = Vec::new();
         for (event, _) in &ingests {
-            records.extend(encode_record(&Record::Accepted((**event).clone())));
+            records.extend(encode_json(&Record::Accepted(event.clone())));
         }
         for (event, _) in &synced {
-            records.extend(encode_record(&Record::Done(event.id.clone())));
+            records.extend(encode_json(&Record::Done(event.id.clone())));
         }
         if let Err(e) = self.write_queue(&records) {
             tracing::error!(error = %e, "cannot write the queue; answering 503");
-            for (_, reply) in ingests {
+            for (event, reply) in ingests {
+                if let Some(seen) = Seen::of(&event) {
+                    self.deliveries.remove(&seen.key());
+                }
                 let _ = reply.send(Err(self.queue_error(&e)));
             }
             for (_, reply) in synced {
@@ -422,7 +540,19 @@ impl Writer {
             let _ = reply.send(Ok(()));
         }
 
-        // 3. Accepted events go into their sessions and on to dispatch.
+        // 3. Accepted events go into their sessions and on to dispatch. Their delivery
+        // ids are durable in the queue; the deliveries file is synced before any
+        // queue segment is deleted.
+        let mut seen_lines = Vec::new();
+        for (event, _) in &ingests {
+            if let Some(seen) = Seen::of(event) {
+                seen_lines.extend(encode_json(&seen));
+                self.deliveries_lines += 1;
+            }
+        }
+        if let Err(e) = (&self.deliveries_file).write_all(&seen_lines) {
+            tracing::error!(error = %e, "cannot append to the deliveries file");
+        }
         for (event, reply) in ingests {
             self.live.insert(event.id.clone(), seq);
             *self.segment_live.entry(seq).or_default() += 1;
@@ -433,15 +563,18 @@ impl Writer {
             if let Some(jobs) = &self.jobs {
                 let _ = jobs.send(*event);
             }
-            let _ = reply.send(Ok(()));
+            let _ = reply.send(Ok(Ingested::Accepted));
         }
         self.answer_appends(appends);
         self.maintain_segments();
+        self.maintain_deliveries();
     }
 
     fn answer_appends(&mut self, appends: Vec<(Box<Event>, Vec<Line>, Reply)>) {
         for (event, lines, reply) in appends {
-            let result = self.append_session(&event, &session::encode(&lines)).map(drop);
+            let result = self
+                .append_session(&event, &session::encode(&lines))
+                .map(drop);
             let _ = reply.send(result);
         }
     }
@@ -494,11 +627,33 @@ impl Writer {
             if n > 0 || seq == self.segment.seq {
                 break;
             }
+            // The segment holds the durable copy of its delivery ids until the
+            // deliveries file has them on disk.
+            if let Err(e) = self.deliveries_file.sync_data() {
+                tracing::error!(error = %e, "cannot sync the deliveries file; keeping queue segments");
+                break;
+            }
             self.segment_live.remove(&seq);
             let path = segment_path(&self.home.queue(), seq);
             if let Err(e) = fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot delete a finished queue segment");
             }
+        }
+    }
+
+    /// Rewrites the deliveries file without expired ids once they are most of it.
+    fn maintain_deliveries(&mut self) {
+        if self.deliveries_lines < 2 * self.deliveries.len() + 10_000 {
+            return;
+        }
+        let now = unix_now();
+        self.deliveries.retain(|_, seen| seen.until > now);
+        match write_deliveries(&self.home, &self.deliveries) {
+            Ok(file) => {
+                self.deliveries_file = file;
+                self.deliveries_lines = self.deliveries.len();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot compact the deliveries file"),
         }
     }
 
@@ -513,7 +668,10 @@ impl Writer {
             Ok(file) => {
                 let len = file.metadata().map_err(io_err(&path))?.len();
                 let mut last = [0u8; 1];
-                if len > 0 && file.read_at(&mut last, len - 1).map_err(io_err(&path))? == 1 && last[0] != b'\n' {
+                if len > 0
+                    && file.read_at(&mut last, len - 1).map_err(io_err(&path))? == 1
+                    && last[0] != b'\n'
+                {
                     buf.push(b'\n');
                 }
                 file
@@ -561,10 +719,35 @@ fn segment_path(queue: &Path, seq: u64) -> PathBuf {
     queue.join(format!("{seq:016}.wal"))
 }
 
-fn encode_record(record: &Record) -> Vec<u8> {
-    let mut out = serde_json::to_vec(record).expect("queue record serializes");
+fn encode_json(value: &impl Serialize) -> Vec<u8> {
+    let mut out = serde_json::to_vec(value).expect("a record serializes");
     out.push(b'\n');
     out
+}
+
+/// Writes the remembered deliveries to a fresh file, synced, and puts it in place
+/// atomically; returns it open for appending.
+fn write_deliveries(home: &Home, deliveries: &HashMap<String, Seen>) -> Result<File, StoreError> {
+    let path = home.deliveries();
+    let tmp = path.with_extension("jsonl.tmp");
+    let bytes: Vec<u8> = deliveries.values().flat_map(encode_json).collect();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    (&file)
+        .write_all(&bytes)
+        .and_then(|()| file.sync_data())
+        .map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(&home.root).map_err(io_err(&home.root))?;
+    OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))
 }
 
 /// Makes a folder's entries (new or removed files) durable.

@@ -25,7 +25,10 @@ pub fn take_listeners() -> io::Result<Vec<Passed>> {
     let mut fds = ListenFd::from_env();
     let mut passed = Vec::new();
     for idx in 0..fds.len() {
-        let name = names.get(idx).cloned().unwrap_or_else(|| format!("fd{}", idx + 3));
+        let name = names
+            .get(idx)
+            .cloned()
+            .unwrap_or_else(|| format!("fd{}", idx + 3));
         let listener = if let Ok(Some(tcp)) = fds.take_tcp_listener(idx) {
             tcp.set_nonblocking(true)?;
             Listener::Tcp(tokio::net::TcpListener::from_std(tcp)?)

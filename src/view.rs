@@ -106,9 +106,18 @@ fn summarise(id: &str, lines: &[Line]) -> Summary {
 pub fn render_list(rows: &[Summary]) -> String {
     let mut out = String::new();
     let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
-    let source_w = rows.iter().map(|r| r.source.len()).max().unwrap_or(6).max(6);
+    let source_w = rows
+        .iter()
+        .map(|r| r.source.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let agent_w = rows.iter().map(|r| r.agent.len()).max().unwrap_or(5).max(5);
-    let _ = writeln!(out, "{:width$}  {:source_w$}  {:agent_w$}  {:9}  UPDATED", "ID", "SOURCE", "AGENT", "STATUS");
+    let _ = writeln!(
+        out,
+        "{:width$}  {:source_w$}  {:agent_w$}  {:9}  UPDATED",
+        "ID", "SOURCE", "AGENT", "STATUS"
+    );
     for r in rows {
         let _ = writeln!(
             out,
@@ -126,12 +135,22 @@ pub fn render_show(lines: &[Line]) -> String {
         match line {
             Line::Session(h) => {
                 let _ = writeln!(out, "session {}", h.id);
-                let _ = writeln!(out, "  source {} · agent {} · project {}", h.source, h.agent, h.project.display());
+                let _ = writeln!(
+                    out,
+                    "  source {} · agent {} · project {}",
+                    h.source,
+                    h.agent,
+                    h.project.display()
+                );
                 let _ = writeln!(out, "  created {}", h.created);
             }
             Line::Message(m) => {
                 let who = match m.role {
-                    Role::User => format!("webhook from {} (event {})", m.source.as_deref().unwrap_or("?"), m.event),
+                    Role::User => format!(
+                        "webhook from {} (event {})",
+                        m.source.as_deref().unwrap_or("?"),
+                        m.event
+                    ),
                     Role::Agent => "agent".to_owned(),
                 };
                 let _ = writeln!(out, "\n[{}] {who}:", m.at);

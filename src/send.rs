@@ -1,0 +1,108 @@
+//! `lowkey send`: posts a payload to the running daemon, signed the way the source's
+//! scheme expects, so a user can test a source end to end.
+
+use crate::config::{Auth, Config};
+use crate::signature;
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(
+        "no source \"{0}\" in the config; `lowkey check` lists the problems, the config's `webhooks` the sources"
+    )]
+    NoSource(String),
+    #[error("{0} is not an http:// URL with a host and port")]
+    BadUrl(String),
+    #[error(
+        "cannot reach lowkey at {addr}: {source}; is it running (`systemctl status lowkey@$USER.socket`, or `lowkey serve`)?"
+    )]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot sign: {0}")]
+    Sign(#[from] signature::SignError),
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// The daemon's answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Sends `body` to `source`. `url` overrides the daemon's address (default: the
+/// config's `listen`).
+pub async fn send(
+    config: &Config,
+    source: &str,
+    body: Vec<u8>,
+    url: Option<&str>,
+) -> Result<Answer, SendError> {
+    let src = config
+        .sources
+        .get(source)
+        .ok_or_else(|| SendError::NoSource(source.to_owned()))?;
+    let base = url.map_or_else(|| format!("http://{}", config.listen), str::to_owned);
+    let uri: http::Uri = format!("{}/api/webhook/{source}", base.trim_end_matches('/'))
+        .parse()
+        .map_err(|_| SendError::BadUrl(base.clone()))?;
+    let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
+        return Err(SendError::BadUrl(base));
+    };
+    let addr = match authority.port_u16() {
+        Some(_) => authority.to_string(),
+        None => format!("{authority}:80"),
+    };
+
+    let mut req = Request::post(uri.clone())
+        .header(header::HOST, authority.as_str())
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::USER_AGENT,
+            concat!("lowkey-send/", env!("CARGO_PKG_VERSION")),
+        );
+    if src.auth == Auth::Key {
+        req = req.header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", config.api_key.expose()),
+        );
+    }
+    if let Some(verify) = &src.verify {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let message_id = format!("msg_{}", ulid::Ulid::new());
+        for (name, value) in
+            signature::sign(&verify.scheme, &verify.keys[0], &body, now, &message_id)?
+        {
+            req = req.header(name, value);
+        }
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .expect("a request built from valid parts");
+
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|source| SendError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let res = sender.send_request(req).await?;
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok(Answer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}

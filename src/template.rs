@@ -1,0 +1,145 @@
+//! Session routing templates: a `target` such as `gh-pr-{{pull_request.number}}` keeps
+//! every event about one PR or ticket in one session.
+//!
+//! The rule for payloads that do not fit: a placeholder whose field is missing, `null`,
+//! an object or an array makes the event start a new session of its own (as
+//! `new_session` would), so no event is refused for its shape. Other values (strings,
+//! numbers, booleans) are inserted with every character outside `A-Z a-z 0-9 . _ -`
+//! replaced by `-`; a result that is still not a valid session id also starts a new
+//! session.
+
+use crate::config::{MAX_SESSION_ID_LEN, is_path_safe_id};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    /// A JSON path: object keys, or array indices where the value is an array.
+    Field(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+impl Template {
+    /// Parses a target holding at least one `{{path}}`; `Ok(None)` when it has none.
+    pub fn parse(text: &str) -> Result<Option<Template>, String> {
+        if !text.contains("{{") && !text.contains("}}") {
+            return Ok(None);
+        }
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find("{{") {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_owned()));
+            }
+            let after = &rest[open + 2..];
+            let close = after
+                .find("}}")
+                .ok_or_else(|| format!("\"{text}\" has a `{{{{` without its `}}}}`"))?;
+            let path = after[..close].trim();
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                return Err(format!(
+                    "\"{{{{{path}}}}}\" is not a field path; write e.g. {{{{pull_request.number}}}}"
+                ));
+            }
+            parts.push(Part::Field(path.split('.').map(str::to_owned).collect()));
+            rest = &after[close + 2..];
+        }
+        if rest.contains("}}") {
+            return Err(format!("\"{text}\" has a `}}}}` without its `{{{{`"));
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_owned()));
+        }
+        let literal_ok = parts.iter().all(|p| match p {
+            Part::Literal(l) => l
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+            Part::Field(_) => true,
+        });
+        let first_ok = match &parts[0] {
+            Part::Literal(l) => l.starts_with(|c: char| c.is_ascii_alphanumeric()),
+            Part::Field(_) => true,
+        };
+        if !literal_ok || !first_ok {
+            return Err(format!(
+                "\"{text}\": outside the placeholders use only letters, digits, '-', '_' and '.' (not first)"
+            ));
+        }
+        Ok(Some(Template { parts }))
+    }
+
+    /// The session id for this payload, or `None` when the payload does not fit (see
+    /// the module's rule).
+    pub fn render(&self, payload: &Value) -> Option<String> {
+        let mut id = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(l) => id.push_str(l),
+                Part::Field(path) => {
+                    let value = path.iter().try_fold(payload, |v, key| match v {
+                        Value::Object(map) => map.get(key),
+                        Value::Array(items) => items.get(key.parse::<usize>().ok()?),
+                        _ => None,
+                    })?;
+                    let text = match value {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Null | Value::Object(_) | Value::Array(_) => return None,
+                    };
+                    id.extend(text.chars().map(|c| {
+                        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                            c
+                        } else {
+                            '-'
+                        }
+                    }));
+                }
+            }
+        }
+        is_path_safe_id(&id, MAX_SESSION_ID_LEN).then_some(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn t(s: &str) -> Template {
+        Template::parse(s).unwrap().unwrap()
+    }
+
+    #[test]
+    fn fills_fields() {
+        let p = json!({"pull_request": {"number": 42}, "repo": {"name": "a b/c"}, "items": [{"id": "x"}]});
+        assert_eq!(
+            t("gh-pr-{{pull_request.number}}").render(&p).as_deref(),
+            Some("gh-pr-42")
+        );
+        assert_eq!(t("r-{{repo.name}}").render(&p).as_deref(), Some("r-a-b-c"));
+        assert_eq!(t("i-{{ items.0.id }}").render(&p).as_deref(), Some("i-x"));
+    }
+
+    #[test]
+    fn missing_or_unfit_fields_mean_a_new_session() {
+        let p = json!({"a": null, "o": {}, "s": ".x"});
+        assert_eq!(t("x-{{nope}}").render(&p), None);
+        assert_eq!(t("x-{{a}}").render(&p), None);
+        assert_eq!(t("x-{{o}}").render(&p), None);
+        assert_eq!(t("{{s}}").render(&p), None);
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        assert!(Template::parse("a-{{b").is_err());
+        assert!(Template::parse("a-{{}}").is_err());
+        assert!(Template::parse("a/{{b}}").is_err());
+        assert!(Template::parse("a}}").is_err());
+        assert_eq!(Template::parse("plain").unwrap(), None);
+    }
+}
