@@ -14,6 +14,11 @@ mod smoke {
         daemon.wait_run_end(&event);
         let lines = home.session(&session);
         assert_eq!(lines[0]["type"], "session");
-        assert!(lines.iter().any(|l| l["role"] == "agent" && l["text"] == "pong"), "{lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["role"] == "agent" && l["text"] == "pong"),
+            "{lines:#?}"
+        );
     }
 }

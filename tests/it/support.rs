@@ -57,7 +57,11 @@ impl Home {
 
     pub fn write_config(&self, config: &Value) {
         std::fs::create_dir_all(self.root()).unwrap();
-        std::fs::write(self.config_path(), serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        std::fs::write(
+            self.config_path(),
+            serde_json::to_vec_pretty(config).unwrap(),
+        )
+        .unwrap();
     }
 
     pub fn write_config_text(&self, text: &str) {
@@ -110,7 +114,9 @@ impl Home {
     /// Reads a session transcript as JSON values, one per line.
     pub fn session(&self, id: &str) -> Vec<Value> {
         let text = std::fs::read_to_string(self.sessions().join(format!("{id}.jsonl"))).unwrap();
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 }
 
@@ -142,7 +148,9 @@ impl Daemon {
     /// Spawns the command with stderr captured; when it binds a port itself, waits for
     /// the "listening on" line and records the address.
     pub fn spawn(mut cmd: Command) -> Daemon {
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child: Child = cmd.spawn().expect("spawn lowkey serve");
         let stderr = child.stderr.take().unwrap();
         let pid = child.id() as i32;
@@ -173,7 +181,9 @@ impl Daemon {
             addr: None,
             log,
         };
-        if let Some(line) = daemon.try_wait_log(|l| l.contains("listening on http://") || l.contains("started")) {
+        if let Some(line) =
+            daemon.try_wait_log(|l| l.contains("listening on http://") || l.contains("started"))
+        {
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 daemon.addr = Some(rest.split_whitespace().next().unwrap().to_owned());
             }
@@ -182,14 +192,20 @@ impl Daemon {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr.as_ref().expect("daemon bound a TCP port"))
+        format!(
+            "http://{}{path}",
+            self.addr.as_ref().expect("daemon bound a TCP port")
+        )
     }
 
     /// Waits for a log line matching `pred` (counting lines already seen), or panics.
     pub fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         match self.try_wait_log(&pred) {
             Some(line) => line,
-            None => panic!("no log line {what} within {PATIENCE:?}; log:\n{}", self.log_text()),
+            None => panic!(
+                "no log line {what} within {PATIENCE:?}; log:\n{}",
+                self.log_text()
+            ),
         }
     }
 
@@ -210,7 +226,14 @@ impl Daemon {
 
     /// How many log lines match `pred` by now.
     pub fn count_log(&self, pred: impl Fn(&str) -> bool) -> usize {
-        self.log.lines.lock().unwrap().0.iter().filter(|l| pred(l)).count()
+        self.log
+            .lines
+            .lock()
+            .unwrap()
+            .0
+            .iter()
+            .filter(|l| pred(l))
+            .count()
     }
 
     /// Waits until `n` lines match `pred`.
@@ -238,7 +261,11 @@ impl Daemon {
     pub fn wait_run_end(&self, event: &str) -> String {
         let tag = format!("event_id={event}");
         self.wait_log(&format!("ending the run of {event}"), |l| {
-            l.contains(&tag) && (l.contains("run finished") || l.contains("run failed") || l.contains("run timed out") || l.contains("run interrupted"))
+            l.contains(&tag)
+                && (l.contains("run finished")
+                    || l.contains("run failed")
+                    || l.contains("run timed out")
+                    || l.contains("run interrupted"))
         })
     }
 
@@ -251,7 +278,9 @@ impl Daemon {
     pub fn wait_exit(&self) -> Option<i32> {
         let (lock, cond) = &*self.exit;
         let guard = lock.lock().unwrap();
-        let (guard, _) = cond.wait_timeout_while(guard, PATIENCE, |e| e.is_none()).unwrap();
+        let (guard, _) = cond
+            .wait_timeout_while(guard, PATIENCE, |e| e.is_none())
+            .unwrap();
         match *guard {
             Some(code) => code,
             None => panic!("lowkey did not exit; log:\n{}", self.log_text()),
@@ -266,7 +295,10 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if !self.has_exited() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = self.wait_exit();
         }
     }
@@ -326,7 +358,10 @@ pub fn post(daemon: &Daemon, source: &str, body: &str) -> Answer {
     request(
         "POST",
         &daemon.url(&format!("/api/webhook/{source}")),
-        &[("Authorization", &format!("Bearer {KEY}")), ("Content-Type", "application/json")],
+        &[
+            ("Authorization", &format!("Bearer {KEY}")),
+            ("Content-Type", "application/json"),
+        ],
         body.as_bytes(),
     )
 }
@@ -345,7 +380,13 @@ pub fn accept(daemon: &Daemon, source: &str, body: &str) -> (String, String) {
 pub fn is_alive(pid: i32) -> bool {
     // Signal 0 checks existence; a zombie (exited, not yet reaped) counts as gone.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().unwrap_or("").trim_start().chars().next();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .trim_start()
+        .chars()
+        .next();
     !stat.is_empty() && state != Some('Z')
 }
 
