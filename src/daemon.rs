@@ -130,19 +130,29 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
 
     let watchdog = systemd::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let idle_exit = config.load().idle_exit.filter(|_| socket_activated);
+    if config.load().idle_exit.is_some() && !socket_activated {
+        // Nothing would start lowkey again, so exiting would drop the next webhook.
+        tracing::info!("idleExitSec is ignored: lowkey was not socket-activated");
+    }
     let mut last_status = String::new();
     let mut next_status = Instant::now();
     // The status line may be out of date; it is rewritten at most every STATUS_EVERY.
     let mut dirty = false;
+    // Since when nothing has happened; any activity starts the idle clock again.
+    let mut idle_since: Option<Instant> = None;
     loop {
         let changed = activity.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let idle_for = match idle_exit {
-            Some(limit) if activity.is_idle() => limit,
-            _ => Duration::MAX,
-        };
+        if activity.is_idle() {
+            idle_since.get_or_insert_with(Instant::now);
+        } else {
+            idle_since = None;
+        }
+        let idle_exit = config.load().idle_exit.filter(|_| socket_activated);
+        let idle_deadline = idle_exit
+            .zip(idle_since)
+            .map(|(limit, since)| since + limit);
         tokio::select! {
             _ = hup.recv() => {
                 reload_error = reload(&opts.config_path, &config, &activity);
@@ -151,13 +161,16 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
-            () = tokio::time::sleep(idle_for), if idle_for != Duration::MAX => {
+            () = tokio::time::sleep_until(idle_deadline.unwrap_or_else(Instant::now).into()), if idle_deadline.is_some() => {
                 if activity.is_idle() {
-                    tracing::info!("idle for {}s; exiting until systemd starts lowkey again", idle_for.as_secs());
+                    tracing::info!("idle for {}s; exiting until systemd starts lowkey again", idle_exit.unwrap_or_default().as_secs());
                     break;
                 }
             }
-            () = &mut changed => dirty = true,
+            () = &mut changed => {
+                dirty = true;
+                idle_since = None;
+            }
             () = tokio::time::sleep_until(next_status.into()), if dirty => {}
             () = tokio::time::sleep(STATUS_REFRESH) => dirty = true,
         }
@@ -173,6 +186,7 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
     }
 
     // Ordered shutdown.
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
     let _ = http_stop_tx.send(true);
     let _ = http.await;
     systemd::stopping();

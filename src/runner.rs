@@ -14,6 +14,8 @@ use tokio::sync::watch;
 
 /// How long a process group gets between TERM and KILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long the stderr of an ended run is still read.
+const STDERR_GRACE: Duration = Duration::from_secs(1);
 /// The agent's reply kept in the session; the rest of stdout is read and dropped.
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
@@ -147,7 +149,7 @@ pub async fn wait(
     });
     let (session_id, event_id, agent_name) =
         (event.session.clone(), event.id.clone(), agent.name.clone());
-    let log_stderr = tokio::spawn(async move {
+    let mut log_stderr = tokio::spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::info!(
@@ -214,7 +216,14 @@ pub async fn wait(
         }
     };
     outcome.duration = run.started.elapsed();
-    log_stderr.abort();
+    // The last stderr lines may still be in the pipe; a child that left the pipe open
+    // in a grandchild does not get to hold the run open for long.
+    if tokio::time::timeout(STDERR_GRACE, &mut log_stderr)
+        .await
+        .is_err()
+    {
+        log_stderr.abort();
+    }
     outcome
 }
 

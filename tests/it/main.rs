@@ -1,7 +1,9 @@
 //! The one integration-test binary: the real `lowkey` over real HTTP, with real agent
 //! scripts and real files.
 
+mod journald;
 mod support;
+mod systemd;
 
 mod smoke {
     use crate::support::*;
