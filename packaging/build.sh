@@ -37,6 +37,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+# The .deb is version X-1 and lintian wants its changelog to say so.
+version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
+if ! head -n 1 packaging/changelog | grep -q "^lowkey ($version-1) "; then
+    echo "build.sh: packaging/changelog must start with an entry for $version-1 (Cargo.toml's version)" >&2
+    exit 1
+fi
+
 # Reproducible timestamps inside both packages: the last commit's time.
 if [ -z "${SOURCE_DATE_EPOCH:-}" ] && git rev-parse --git-dir >/dev/null 2>&1; then
     SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || true)

@@ -65,11 +65,11 @@ LAUNCH
         "$BOX_WORK/launch.sh" "$BOX_WORK" "$BOX_NAME" "$share" "${args[@]}" \
         > "$BOX_WORK/console.log" 2>&1 < /dev/null &
 
-    local i p
-    for i in $(seq 200); do [ -s "$BOX_WORK/launcher.pid" ] && break; sleep 0.05; done
+    local p
+    for _ in $(seq 200); do [ -s "$BOX_WORK/launcher.pid" ] && break; sleep 0.05; done
     BOX_LAUNCHER=$(cat "$BOX_WORK/launcher.pid" 2>/dev/null) || true
     [ -n "$BOX_LAUNCHER" ] || return 1
-    for i in $(seq 400); do
+    for _ in $(seq 400); do
         for p in $(ps -o pid= --ppid "$BOX_LAUNCHER" 2>/dev/null); do
             [ "$(cat "/proc/$p/comm" 2>/dev/null)" = systemd ] && BOX_PID1=$p
         done
@@ -78,12 +78,19 @@ LAUNCH
     done
     [ -n "$BOX_PID1" ] || return 1
     local state
-    for i in $(seq 600); do
+    for _ in $(seq 600); do
         state=$(box_run systemctl is-system-running 2>/dev/null) || true
-        case $state in running|degraded) return 0 ;; esac
+        case $state in running|degraded) break ;; esac
         sleep 0.1
     done
-    return 1
+    case $state in running|degraded) ;; *) return 1 ;; esac
+    # nspawn puts a FIFO of its own (a deleted file) over /proc/kmsg. A service that has
+    # ProtectKernelLogs= but no fresh /proc (a user service) then fails to mount over it,
+    # which cannot happen on a real machine: give the container the kernel's /proc/kmsg.
+    if box_run grep -q ' /proc/kmsg ' /proc/self/mountinfo; then
+        box_run umount /proc/kmsg
+    fi
+    return 0
 }
 
 box_run() {
@@ -97,12 +104,12 @@ box_console_tail() {
 }
 
 box_stop() {
-    local i h
+    local h
     if [ -n "$BOX_PID1" ] && kill -0 "$BOX_PID1" 2>/dev/null; then
         box_run systemctl poweroff --no-block >/dev/null 2>&1 || kill -s RTMIN+4 "$BOX_PID1" 2>/dev/null
     fi
     if [ -n "$BOX_LAUNCHER" ]; then
-        for i in $(seq 150); do kill -0 "$BOX_LAUNCHER" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 150); do kill -0 "$BOX_LAUNCHER" 2>/dev/null || break; sleep 0.1; done
         if kill -0 "$BOX_LAUNCHER" 2>/dev/null; then
             kill -KILL "$BOX_LAUNCHER" 2>/dev/null
             sleep 0.5
@@ -112,5 +119,5 @@ box_stop() {
         [ -d "$h/$BOX_NAME" ] && find "$h/$BOX_NAME" -depth -type d -exec rmdir {} + 2>/dev/null
     done
     [ -n "$BOX_WORK" ] && rm -rf "$BOX_WORK"
-    BOX_PID1= BOX_LAUNCHER= BOX_WORK=
+    BOX_PID1="" BOX_LAUNCHER="" BOX_WORK=""
 }

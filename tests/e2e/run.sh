@@ -65,10 +65,11 @@ case $mode in
 esac
 chmod -R a+rX "$share"
 
-# shellcheck source=tests/e2e/box.sh
+# shellcheck source=tests/e2e/box.sh source-path=SCRIPTDIR
 . "$here/box.sh"
-cleanup() { box_stop; rm -rf "$share"; }
-trap 'cleanup; exit 130' INT TERM
+cleanup() { box_stop; rm -rf "$share" "$share.log"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 log=$share.log
 start=$SECONDS
@@ -86,6 +87,5 @@ else
     box_console_tail | sed 's/^/# /'
 fi
 echo "# $mode mode took $((SECONDS - start)) s"
-cleanup
-trap - INT TERM
+cleanup  # before the summary, which must be the last line
 finish
