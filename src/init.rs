@@ -7,7 +7,7 @@ use crate::secret::{Secret, generate_api_key};
 use crate::store::Home;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The demo agent: reads the message on stdin and answers on stdout.
@@ -45,6 +45,9 @@ pub fn init(home: &Home, config: &Path) -> Result<Created, InitError> {
         return Err(InitError::Exists(config.to_owned()));
     }
     home.create_dirs().map_err(io_err(&home.root))?;
+    // An existing folder is made private too: it will hold the key and the sessions.
+    std::fs::set_permissions(&home.root, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err(&home.root))?;
     let project = home.root.join("demo");
     DirBuilder::new()
         .recursive(true)

@@ -7,6 +7,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -14,8 +15,8 @@ use tokio::sync::watch;
 
 /// How long a process group gets between TERM and KILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
-/// How long the stderr of an ended run is still read.
-const STDERR_GRACE: Duration = Duration::from_secs(1);
+/// How long the output pipes of an ended run are still read.
+const PIPE_GRACE: Duration = Duration::from_secs(1);
 /// The agent's reply kept in the session; the rest of stdout is read and dropped.
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
 
@@ -41,7 +42,7 @@ pub struct Outcome {
 }
 
 enum End {
-    Exited(std::io::Result<ExitStatus>, Vec<u8>),
+    Exited(std::io::Result<ExitStatus>),
     TimedOut,
     Stopped,
 }
@@ -160,19 +161,23 @@ pub async fn wait(
             );
         }
     });
-    let read_reply = async {
-        let mut reply = Vec::new();
-        let mut chunk = [0u8; 8192];
-        while let Ok(n) = stdout.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            if reply.len() < MAX_REPLY_BYTES {
-                reply.extend_from_slice(&chunk[..n.min(MAX_REPLY_BYTES - reply.len())]);
+    // The reply is collected by its own task, so that a background child still
+    // holding stdout cannot keep the run open after the agent itself has exited.
+    let reply = Arc::new(Mutex::new(Vec::new()));
+    let mut read_reply = tokio::spawn({
+        let reply = reply.clone();
+        async move {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = stdout.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let mut reply = reply.lock().expect("reply lock");
+                let room = MAX_REPLY_BYTES.saturating_sub(reply.len());
+                reply.extend_from_slice(&chunk[..n.min(room)]);
             }
         }
-        reply
-    };
+    });
     let pgid = Pid::from_raw(run.pid as i32);
     let stopped = async {
         while !*stop.borrow_and_update() {
@@ -182,19 +187,14 @@ pub async fn wait(
         }
     };
     let end = {
-        let finished = async { tokio::join!(run.child.wait(), read_reply) };
         tokio::select! {
-            (status, reply) = finished => End::Exited(status, reply),
+            status = run.child.wait() => End::Exited(status),
             () = tokio::time::sleep(agent.timeout) => End::TimedOut,
             () = stopped => End::Stopped,
         }
     };
     let mut outcome = match end {
-        End::Exited(status, reply) => {
-            let mut outcome = from_status(status);
-            outcome.reply = reply_text(reply);
-            outcome
-        }
+        End::Exited(status) => from_status(status),
         End::TimedOut => {
             end_group(&mut run.child, pgid).await;
             Outcome {
@@ -216,14 +216,14 @@ pub async fn wait(
         }
     };
     outcome.duration = run.started.elapsed();
-    // The last stderr lines may still be in the pipe; a child that left the pipe open
-    // in a grandchild does not get to hold the run open for long.
-    if tokio::time::timeout(STDERR_GRACE, &mut log_stderr)
-        .await
-        .is_err()
-    {
-        log_stderr.abort();
+    // The last output may still be in the pipes; a grandchild that kept them open does
+    // not get to hold the run open for long.
+    for task in [&mut read_reply, &mut log_stderr] {
+        if tokio::time::timeout(PIPE_GRACE, &mut *task).await.is_err() {
+            task.abort();
+        }
     }
+    outcome.reply = reply_text(std::mem::take(&mut *reply.lock().expect("reply lock")));
     outcome
 }
 
