@@ -3,6 +3,17 @@
 
 mod support;
 
+mod helpers;
+
+mod agents;
+mod config;
+mod files;
+mod http;
+mod messages;
+mod recovery;
+mod runs;
+mod sessions;
+
 mod smoke {
     use crate::support::*;
 
@@ -14,6 +25,11 @@ mod smoke {
         daemon.wait_run_end(&event);
         let lines = home.session(&session);
         assert_eq!(lines[0]["type"], "session");
-        assert!(lines.iter().any(|l| l["role"] == "agent" && l["text"] == "pong"), "{lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["role"] == "agent" && l["text"] == "pong"),
+            "{lines:#?}"
+        );
     }
 }
