@@ -133,23 +133,41 @@ pub fn post_with(daemon: &Daemon, source: &str, headers: &[(&str, &str)], body: 
     )
 }
 
-/// A raw HTTP/1.1 exchange: writes `head` and `body` from another thread while this one
-/// reads the answer to the end, as a real client does. Returns the status and the whole
-/// response text, or the error reading it (a connection reset shows up here).
+/// A raw HTTP/1.1 exchange as a plain client does it: writes `head` and all of `body`
+/// (from another thread, so a server that answers early cannot deadlock the test), and
+/// reads the answer to the end. Returns the status and the whole response text, or the
+/// first error: a connection reset shows up either while writing (the server closed with
+/// the body unread) or while reading.
 pub fn raw_exchange(addr: &str, head: String, body: Vec<u8>) -> std::io::Result<(u16, String)> {
+    raw_exchange_paced(addr, head, vec![body], Duration::ZERO)
+}
+
+/// Like `raw_exchange`, for a sender that streams its body: it writes `pieces` one by
+/// one with `pace` between them, as a slow uplink does. The pause is the client's
+/// behaviour under test, not a wait for the daemon: a server that answers and closes
+/// before the body is all there makes the next write fail.
+pub fn raw_exchange_paced(
+    addr: &str,
+    head: String,
+    pieces: Vec<Vec<u8>>,
+    pace: Duration,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(PATIENCE))?;
     let mut writer = stream.try_clone()?;
-    let sender = std::thread::spawn(move || {
-        // The server may close once it has answered; a failed write is not the test's
-        // concern, only what the client reads back is.
-        let _ = writer.write_all(head.as_bytes());
-        let _ = writer.write_all(&body);
+    let sender = std::thread::spawn(move || -> std::io::Result<()> {
+        writer.write_all(head.as_bytes())?;
+        for piece in pieces {
+            std::thread::sleep(pace);
+            writer.write_all(&piece)?;
+        }
+        writer.flush()
     });
     let mut response = Vec::new();
     let read = stream.read_to_end(&mut response);
-    let _ = sender.join();
-    read?;
+    let written = sender.join().expect("writer thread");
+    written.map_err(|e| std::io::Error::new(e.kind(), format!("writing the request: {e}")))?;
+    read.map_err(|e| std::io::Error::new(e.kind(), format!("reading the answer: {e}")))?;
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text
         .split_whitespace()
@@ -161,13 +179,24 @@ pub fn raw_exchange(addr: &str, head: String, body: Vec<u8>) -> std::io::Result<
 
 /// A body in HTTP/1.1 chunked encoding, in chunks of `chunk` bytes.
 pub fn chunked(body: &[u8], chunk: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    for part in body.chunks(chunk) {
-        out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        out.extend_from_slice(part);
-        out.extend_from_slice(b"\r\n");
+    chunked_pieces(body, chunk).concat()
+}
+
+/// The chunks of a chunked body, one write each; the last carries the final `0` chunk.
+pub fn chunked_pieces(body: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = body
+        .chunks(chunk)
+        .map(|part| {
+            let mut piece = format!("{:x}\r\n", part.len()).into_bytes();
+            piece.extend_from_slice(part);
+            piece.extend_from_slice(b"\r\n");
+            piece
+        })
+        .collect();
+    match out.last_mut() {
+        Some(last) => last.extend_from_slice(b"0\r\n\r\n"),
+        None => out.push(b"0\r\n\r\n".to_vec()),
     }
-    out.extend_from_slice(b"0\r\n\r\n");
     out
 }
 

@@ -4,6 +4,14 @@ use crate::helpers::*;
 use crate::support::*;
 use serde_json::json;
 
+/// A body far over the limit (1000 bytes in these tests).
+const BIG: usize = 1_000_000;
+
+/// How a streaming sender paces its body in the 413 tests: ten pieces of 500 bytes, so
+/// the limit is crossed at the third and the rest is still to come when a server that
+/// does not read it would already have answered and closed.
+const PACE: std::time::Duration = std::time::Duration::from_millis(40);
+
 /// A daemon whose one source `hook` runs an agent held at `gate`, with `maxBodyBytes`
 /// 1000 so size limits are cheap to cross.
 fn gated_daemon() -> (Home, Gate, Daemon) {
@@ -139,9 +147,27 @@ fn an_unknown_source_with_a_valid_key_is_404() {
     );
 }
 
+fn head(framing: &str) -> String {
+    format!(
+        "POST /api/webhook/hook HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n{framing}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// Checks a raw answer is a 413 with a JSON `{"error"}` body.
+fn assert_413(what: &str, answer: std::io::Result<(u16, String)>) {
+    let (status, text) =
+        answer.unwrap_or_else(|e| panic!("{what}: the client got no answer, only: {e}"));
+    assert_eq!(status, 413, "{what}: {text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
+    assert!(v["error"].is_string(), "{what}: {text}");
+}
+
 #[test]
 fn a_declared_content_length_over_max_body_bytes_is_413_and_the_limit_itself_passes() {
     let (_home, _gate, daemon) = gated_daemon();
+    let addr = daemon.addr.clone().unwrap();
     // Exactly maxBodyBytes (1000) is accepted ...
     let at_limit = format!(r#"{{"p":"{}"}}"#, "x".repeat(1000 - 8));
     assert_eq!(at_limit.len(), 1000);
@@ -160,16 +186,20 @@ fn a_declared_content_length_over_max_body_bytes_is_413_and_the_limit_itself_pas
         answer.body
     );
 
-    // A big declared body: the client, writing all of it, still reads the 413.
-    let big = format!(r#"{{"p":"{}"}}"#, "x".repeat(256 * 1024));
-    let head = format!(
-        "POST /api/webhook/hook HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        big.len()
+    // Far over, sent at once: the client writes all of it, then reads the 413.
+    let big = format!(r#"{{"p":"{}"}}"#, "x".repeat(BIG - 8)).into_bytes();
+    let framing = format!("Content-Length: {}", big.len());
+    assert_413(
+        "a 1 MB declared body",
+        raw_exchange(&addr, head(&framing), big),
     );
-    let (status, text) = raw_exchange(daemon.addr.as_ref().unwrap(), head, big.into_bytes())
-        .expect("the client reads the answer instead of a connection reset");
-    assert_eq!(status, 413, "{text}");
-    assert!(text.contains(r#""error""#), "{text}");
+
+    // Streamed: the length is declared up front, the body follows in pieces.
+    let pieces: Vec<Vec<u8>> = vec![vec![b' '; 500]; 10];
+    assert_413(
+        "a 5000-byte declared body sent in pieces",
+        raw_exchange_paced(&addr, head("Content-Length: 5000"), pieces, PACE),
+    );
     assert_eq!(daemon.count_log(|l| l.contains("webhook accepted")), 1);
 }
 
@@ -177,29 +207,29 @@ fn a_declared_content_length_over_max_body_bytes_is_413_and_the_limit_itself_pas
 fn a_chunked_body_over_max_body_bytes_is_413_not_a_reset() {
     let (_home, _gate, daemon) = gated_daemon();
     let addr = daemon.addr.clone().unwrap();
-    let head = format!(
-        "POST /api/webhook/hook HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    );
+    let chunked_head = head("Transfer-Encoding: chunked");
 
     // Under the limit, chunked works like any body.
     let small = br#"{"chunked": true, "n": [1, 2, 3]}"#;
-    let (status, text) = raw_exchange(&addr, head.clone(), chunked(small, 7)).unwrap();
+    let (status, text) = raw_exchange(&addr, chunked_head.clone(), chunked(small, 7)).unwrap();
     assert_eq!(status, 202, "{text}");
 
-    // Just over the limit, and far over it: both answered 413, read by the client.
-    for size in [1001, 256 * 1024] {
+    // Just over the limit, and far over it, sent at once.
+    for size in [1001, BIG] {
         let body = format!(r#"{{"p":"{}"}}"#, "y".repeat(size - 8));
         assert_eq!(body.len(), size);
-        let (status, text) = raw_exchange(&addr, head.clone(), chunked(body.as_bytes(), 500))
-            .unwrap_or_else(|e| {
-                panic!("chunked body of {size} bytes: reading the answer failed: {e}")
-            });
-        assert_eq!(status, 413, "chunked body of {size} bytes: {text}");
-        let json_body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-        let v: serde_json::Value =
-            serde_json::from_str(json_body).unwrap_or_else(|e| panic!("{e}: {text}"));
-        assert!(v["error"].is_string(), "{text}");
+        assert_413(
+            &format!("a chunked body of {size} bytes"),
+            raw_exchange(&addr, chunked_head.clone(), chunked(body.as_bytes(), 500)),
+        );
     }
+
+    // Streamed chunk by chunk: the limit is crossed while more is still coming.
+    let body = vec![b' '; 5000];
+    assert_413(
+        "a chunked body of 5000 bytes sent chunk by chunk",
+        raw_exchange_paced(&addr, chunked_head, chunked_pieces(&body, 500), PACE),
+    );
     assert_eq!(daemon.count_log(|l| l.contains("webhook accepted")), 1);
 }
 

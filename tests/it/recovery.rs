@@ -167,3 +167,49 @@ fn a_finished_event_never_runs_again_across_restarts() {
     assert_eq!(finished, vec![e1, e2, e3], "{lines:#?}");
     assert_eq!(of_type(&lines, "session").len(), 1);
 }
+
+#[test]
+fn a_run_cut_short_by_sigterm_is_handed_to_the_next_start() {
+    let (home, gate, out) = home_with_gated_agent(1, "new_session");
+    let daemon = home.serve();
+    let (session, event) = accept(&daemon, "hook", r#"{"n":1}"#);
+    daemon.wait_log("with the start of the run", |l| {
+        l.contains("run started") && l.contains(&event)
+    });
+    let first = wait_for("the agent to note its run", || runs(&out).first().cloned());
+    let _reap = Reap(vec![first.1]);
+
+    // SIGTERM: lowkey ends the agent (TERM to its group), records the run as interrupted
+    // and exits 0, leaving the event queued.
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0), "{}", daemon.log_text());
+    wait_for("the agent to be ended", || {
+        (!is_alive(first.1)).then_some(())
+    });
+    let lines = home.session(&session);
+    assert_eq!(
+        shape(&lines).last().map(String::as_str),
+        Some(format!("run interrupted {event}").as_str()),
+        "{lines:#?}"
+    );
+    drop(daemon);
+
+    gate.open();
+    let daemon = home.serve();
+    assert!(daemon.wait_run_end(&event).contains("run finished"));
+    let lines = home.session(&session);
+    assert_eq!(
+        shape(&lines),
+        vec![
+            "session".to_owned(),
+            format!("user {event}"),
+            format!("run started {event}"),
+            format!("run interrupted {event}"),
+            format!("run started {event}"),
+            format!("agent {event}"),
+            format!("run finished {event}"),
+        ],
+        "{lines:#?}"
+    );
+    assert_eq!(runs(&out).len(), 2);
+}
