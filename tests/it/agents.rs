@@ -3,6 +3,7 @@
 
 use crate::helpers::*;
 use crate::support::*;
+use nix::sys::signal::Signal;
 use serde_json::json;
 use std::collections::HashMap;
 use std::os::unix::net::UnixDatagram;
@@ -198,4 +199,92 @@ sleep 1002"#
             (!is_alive(*pid)).then_some(())
         });
     }
+}
+
+#[test]
+fn the_run_ends_when_the_agent_exits_even_if_a_background_child_keeps_stdout() {
+    // An agent that leaves a helper running in the background (`some-server &`, as
+    // agents that start tool servers do) and exits 0 has finished: its reply is what it
+    // wrote, and the run must not wait for the helper to close the inherited stdout
+    // until timeoutSec ends it as timed out.
+    let home = Home::new();
+    let out = out_dir(&home);
+    let agent = home.script(
+        "agent.sh",
+        &format!(
+            r#"cat >/dev/null
+sleep 60 &
+echo $! > "{o}/helper.pid"
+echo "work done"
+exit 0"#,
+            o = out.display()
+        ),
+    );
+    let project = home.project("proj");
+    home.write_config(&json!({
+        "apiKey": KEY,
+        "agents": { "bot": { "command": [agent], "timeoutSec": 5 } },
+        "webhooks": { "hook": { "project": project, "agent": "bot" } }
+    }));
+    let daemon = home.serve();
+    let (session, event) = accept(&daemon, "hook", "{}");
+    let helper: i32 = wait_for("the helper's pid", || {
+        read_text(&out.join("helper.pid")).trim().parse().ok()
+    });
+    let _reap = Reap(vec![helper]);
+    let end = daemon.wait_run_end(&event);
+    let lines = home.session(&session);
+    assert!(end.contains("run finished"), "{end}\n{lines:#?}");
+    let last = of_type(&lines, "run").last().cloned().cloned().unwrap();
+    assert_eq!(last["status"], "finished", "{lines:#?}");
+    assert_eq!(last["exitCode"], 0, "{lines:#?}");
+    let reply = of_type(&lines, "message")
+        .into_iter()
+        .find(|l| l["role"] == "agent")
+        .cloned();
+    assert_eq!(
+        reply.map(|r| r["text"].clone()),
+        Some(json!("work done")),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn an_agent_that_cannot_start_fails_its_run_with_the_reason() {
+    let home = Home::new();
+    let project = home.project("proj");
+    let missing = home.dir.path().join("no-such-agent");
+    home.write_config(&json!({
+        "apiKey": KEY,
+        "agents": { "bot": { "command": [missing], "timeoutSec": 5 } },
+        "webhooks": { "hook": { "project": project, "agent": "bot" } }
+    }));
+    // Only a warning for `check`: PATH under systemd may differ.
+    let check = home.run(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(check.stdout.contains("agents.bot.command"), "{check:?}");
+
+    let daemon = home.serve();
+    let (session, event) = accept(&daemon, "hook", "{}");
+    let end = daemon.wait_run_end(&event);
+    assert!(end.contains("run failed"), "{end}");
+    let lines = home.session(&session);
+    let last = of_type(&lines, "run").last().cloned().cloned().unwrap();
+    assert_eq!(last["status"], "failed", "{lines:#?}");
+    let error = last["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("no-such-agent"),
+        "the reason names the command: {error}"
+    );
+    // A failed run is final: it is not retried at the next start.
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0));
+    drop(daemon);
+    let daemon = home.serve();
+    assert_eq!(
+        daemon.count_log(|l| l.contains("recovered")),
+        0,
+        "{}",
+        daemon.log_text()
+    );
 }
