@@ -4,6 +4,7 @@
 use crate::helpers::*;
 use crate::support::*;
 use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
 
 /// The `lk_...` word in `text`.
 fn printed_key(text: &str) -> String {
@@ -48,6 +49,25 @@ fn init_creates_a_private_home_and_config_and_prints_the_key_once() {
     // What init wrote is a valid config.
     let check = home.run(&["check"]);
     assert_eq!(check.code, 0, "{check:?}");
+}
+
+#[test]
+fn init_makes_an_existing_state_folder_private() {
+    // `mkdir ~/.lowkey` before `lowkey init` (or a folder a dotfiles repo made) is
+    // common; init still sets the state folder up as DESIGN.md says, 0700, as its own
+    // output claims.
+    let home = Home::new();
+    std::fs::create_dir_all(home.root()).unwrap();
+    std::fs::set_permissions(home.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = home.run(&["init"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("(mode 0700)"), "{out:?}");
+    assert_eq!(
+        format!("{:o}", mode(&home.root())),
+        "700",
+        "init printed \"(mode 0700)\" for the state folder: {}",
+        out.stdout.lines().next().unwrap_or_default()
+    );
 }
 
 #[test]
