@@ -213,3 +213,69 @@ fn a_run_cut_short_by_sigterm_is_handed_to_the_next_start() {
     );
     assert_eq!(runs(&out).len(), 2);
 }
+
+#[test]
+fn a_finished_run_whose_queue_mark_was_lost_is_not_run_again() {
+    // The crash window between a run's result reaching its session and the queue
+    // learning the event is done: the session is the proof, and the event must not run
+    // a second time.
+    let (home, gate, out) = home_with_gated_agent(1, "billing-thread");
+    gate.open();
+    let daemon = home.serve();
+    let marker = "only-in-the-accepted-record-7f3a";
+    let (_, e1) = accept(&daemon, "hook", &format!(r#"{{"marker":"{marker}"}}"#));
+    assert!(daemon.wait_run_end(&e1).contains("run finished"));
+    daemon.signal(Signal::SIGKILL);
+    daemon.wait_exit();
+    drop(daemon);
+
+    // Drop every queue line about e1 except the one holding its payload (the record
+    // that it was accepted), whatever the queue's record format.
+    let queue = home.root().join("queue");
+    let mut kept_accepted = false;
+    let mut dropped = 0;
+    for entry in std::fs::read_dir(&queue).unwrap() {
+        let path = entry.unwrap().path();
+        let text = read_text(&path);
+        let kept: String = text
+            .split_inclusive('\n')
+            .filter(|l| {
+                let accepted = l.contains(&e1) && l.contains(marker);
+                kept_accepted |= accepted;
+                let drop = l.contains(&e1) && !accepted;
+                dropped += usize::from(drop);
+                !drop
+            })
+            .collect();
+        std::fs::write(&path, kept).unwrap();
+    }
+    assert!(kept_accepted, "the queue held e1's accepted record");
+    assert!(dropped > 0, "the queue held a mark that e1 is done");
+
+    let daemon = home.serve();
+    let (_, e2) = accept(&daemon, "hook", r#"{"n":2}"#);
+    assert!(daemon.wait_run_end(&e2).contains("run finished"));
+    let r: Vec<String> = runs(&out).into_iter().map(|(e, _)| e).collect();
+    assert_eq!(r, vec![e1.clone(), e2.clone()], "e1 ran once");
+    let lines = home.session("billing-thread");
+    let e1_runs = of_type(&lines, "run")
+        .into_iter()
+        .filter(|l| l["event"] == e1.as_str())
+        .count();
+    assert_eq!(
+        e1_runs, 2,
+        "one started and one finished record: {lines:#?}"
+    );
+
+    // And the queue is clean again: a further restart has nothing to recover.
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0));
+    drop(daemon);
+    let daemon = home.serve();
+    assert_eq!(
+        daemon.count_log(|l| l.contains("recovered")),
+        0,
+        "{}",
+        daemon.log_text()
+    );
+}

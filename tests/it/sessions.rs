@@ -234,3 +234,56 @@ fn a_torn_last_line_leaves_the_session_readable_and_appendable() {
     let json_lines: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(json_lines.len(), 9);
 }
+
+#[test]
+fn a_torn_line_cut_inside_a_character_keeps_the_session_readable() {
+    // A crash can cut a line anywhere, also between the bytes of one character: the
+    // file then is not even valid UTF-8 any more.
+    let home = Home::with_agent(r#"cat >/dev/null; echo "réponse à $LOWKEY_EVENT_ID""#);
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.config_path()).unwrap()).unwrap();
+    config["webhooks"]["hook"]["target"] = json!("euro-desk");
+    home.write_config(&config);
+    let daemon = home.serve();
+    let (_, e1) = accept(&daemon, "hook", r#"{"price":"10€"}"#);
+    daemon.wait_run_end(&e1);
+
+    let file = home.sessions().join("euro-desk.jsonl");
+    let mut torn = br#"{"type":"message","role":"agent","text":"co"#.to_vec();
+    torn.extend_from_slice(&"€".as_bytes()[..2]);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap()
+        .write_all(&torn)
+        .unwrap();
+
+    let (_, e2) = accept(&daemon, "hook", r#"{"price":"20€"}"#);
+    assert!(daemon.wait_run_end(&e2).contains("run finished"));
+
+    let bytes = std::fs::read(&file).unwrap();
+    let good: Vec<serde_json::Value> = bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect();
+    assert_eq!(good.len(), 9, "every whole line still parses");
+    assert_eq!(
+        good.last().unwrap()["status"],
+        "finished",
+        "the new run is recorded after the torn line"
+    );
+    let out = home.run(&["sessions", "show", "euro-desk"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("réponse à {e2}")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(r#"{"price":"20€"}"#), "{}", out.stdout);
+    let list = home.run(&["sessions", "list", "--json"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(rows[0]["id"], "euro-desk");
+    assert_eq!(rows[0]["status"], "answered");
+    assert_eq!(rows[0]["events"], 2);
+}
