@@ -209,3 +209,69 @@ echo ok"#,
     assert_eq!(j.len(), 2 * events.len(), "every event ran once: {j:?}");
     assert_eq!(max_in_flight(&j), 2, "maxConcurrent 2: {j:?}");
 }
+
+#[test]
+fn a_concurrent_burst_to_one_session_runs_each_event_once_in_the_sessions_order() {
+    let home = Home::new();
+    let out = out_dir(&home);
+    let log = out.join("journal");
+    let agent = home.script(
+        "agent.sh",
+        &format!(
+            r#"cat >/dev/null
+echo "start $LOWKEY_EVENT_ID" >> "{l}"
+echo "end $LOWKEY_EVENT_ID" >> "{l}"
+echo ok"#,
+            l = log.display()
+        ),
+    );
+    let project = home.project("proj");
+    home.write_config(&json!({
+        "apiKey": KEY,
+        "agents": { "bot": { "command": [agent], "timeoutSec": 30, "maxConcurrent": 4 } },
+        "webhooks": { "hook": { "project": project, "agent": "bot", "target": "burst" } }
+    }));
+    let daemon = home.serve();
+    // Many senders at once, so several requests share one queue sync.
+    let events: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..24)
+            .map(|n| {
+                let daemon = &daemon;
+                s.spawn(move || accept(daemon, "hook", &format!(r#"{{"n":{n}}}"#)).1)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for event in &events {
+        assert!(daemon.wait_run_end(event).contains("run finished"));
+    }
+    let lines = home.session("burst");
+    let in_session: Vec<String> = of_type(&lines, "message")
+        .into_iter()
+        .filter(|l| l["role"] == "user")
+        .map(|l| l["event"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted_session = in_session.clone();
+    sorted_session.sort();
+    let mut sorted_events = events.clone();
+    sorted_events.sort();
+    assert_eq!(
+        sorted_session, sorted_events,
+        "every accepted event is in the session once"
+    );
+    let expected: Vec<(String, String)> = in_session
+        .iter()
+        .flat_map(|e| {
+            [
+                ("start".to_owned(), e.clone()),
+                ("end".to_owned(), e.clone()),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        journal(&log),
+        expected,
+        "runs in the session's order, one at a time, each once"
+    );
+    assert_eq!(of_type(&lines, "session").len(), 1);
+}
