@@ -72,9 +72,13 @@ impl Drop for Gate {
 }
 
 /// Shell that blocks until `path` (a shell word, expanded by the script) exists, for
-/// at most about a minute.
+/// at most about a minute, or until the folder it would be in is gone (the test ended
+/// and removed its temp dir), so no agent outlives its test for long.
 pub fn wait_file_sh(path: &str) -> String {
-    format!(r#"i=0; while [ ! -e "{path}" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"#)
+    let dir = path.rsplit_once('/').map_or(".", |(dir, _)| dir);
+    format!(
+        r#"i=0; while [ ! -e "{path}" ] && [ -d "{dir}" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"#
+    )
 }
 
 /// Process groups an agent may leave behind (by their leaders' pids): `kill` ends them,
