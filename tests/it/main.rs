@@ -5,6 +5,17 @@ mod journald;
 mod support;
 mod systemd;
 
+mod helpers;
+
+mod agents;
+mod config;
+mod files;
+mod http;
+mod messages;
+mod recovery;
+mod runs;
+mod sessions;
+
 mod smoke {
     use crate::support::*;
 

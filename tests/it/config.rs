@@ -1,0 +1,235 @@
+//! Bad configs (DESIGN.md section 4): `lowkey check` and `lowkey serve` both refuse
+//! them with exit 78 and a message that names the key and the fix.
+
+use crate::support::*;
+use serde_json::{Value, json};
+
+/// A valid config: agent `bot`, source `hook`.
+fn base(home: &Home) -> Value {
+    let agent = home.script("agent.sh", "cat >/dev/null; echo ok");
+    let project = home.project("proj");
+    json!({
+        "apiKey": KEY,
+        "agents": { "bot": { "command": [agent], "timeoutSec": 30 } },
+        "webhooks": { "hook": { "project": project, "agent": "bot" } }
+    })
+}
+
+/// Runs `lowkey serve` to its end (it must not start) and returns (exit code, log).
+fn serve_refuses(home: &Home) -> (Option<i32>, String) {
+    let daemon = home.serve();
+    assert!(
+        daemon.addr.is_none(),
+        "lowkey served a bad config; log:\n{}",
+        daemon.log_text()
+    );
+    (daemon.wait_exit(), daemon.log_text())
+}
+
+/// Both `check` and `serve` refuse the config with exit 78, and both messages contain
+/// every one of `expected`.
+fn assert_refused(home: &Home, expected: &[&str]) -> String {
+    let check = home.run(&["check"]);
+    assert_eq!(check.code, 78, "lowkey check: {check:?}");
+    let said = format!("{}{}", check.stdout, check.stderr);
+    for e in expected {
+        assert!(said.contains(e), "lowkey check does not say {e:?}:\n{said}");
+    }
+    let (code, log) = serve_refuses(home);
+    assert_eq!(code, Some(78), "lowkey serve exit code; log:\n{log}");
+    for e in expected {
+        assert!(log.contains(e), "lowkey serve does not say {e:?}:\n{log}");
+    }
+    said
+}
+
+#[test]
+fn a_source_without_a_project_is_refused() {
+    let home = Home::new();
+    let mut c = base(&home);
+    c["webhooks"]["hook"]
+        .as_object_mut()
+        .unwrap()
+        .remove("project");
+    home.write_config(&c);
+    assert_refused(&home, &["webhooks.hook.project", "missing"]);
+}
+
+#[test]
+fn a_project_that_does_not_exist_is_refused() {
+    let home = Home::new();
+    let mut c = base(&home);
+    let gone = home.dir.path().join("no-such-project");
+    c["webhooks"]["hook"]["project"] = json!(gone);
+    home.write_config(&c);
+    assert_refused(
+        &home,
+        &[
+            "webhooks.hook.project",
+            &gone.display().to_string(),
+            "does not exist",
+        ],
+    );
+}
+
+#[test]
+fn an_undefined_agent_is_refused_with_a_suggestion_when_close() {
+    let home = Home::new();
+    let mut c = base(&home);
+    c["webhooks"]["hook"]["agent"] = json!("bto");
+    home.write_config(&c);
+    assert_refused(
+        &home,
+        &["webhooks.hook.agent", "\"bto\"", "did you mean \"bot\""],
+    );
+
+    // Far from any name: the message lists the defined agents instead.
+    c["webhooks"]["hook"]["agent"] = json!("kubernetes-operator");
+    home.write_config(&c);
+    let said = assert_refused(
+        &home,
+        &["webhooks.hook.agent", "kubernetes-operator", "bot"],
+    );
+    assert!(!said.contains("did you mean"), "{said}");
+}
+
+#[test]
+fn a_source_name_that_is_not_path_safe_is_refused() {
+    let home = Home::new();
+    let mut c = base(&home);
+    let source = c["webhooks"]["hook"].clone();
+    c["webhooks"]["../escape"] = source;
+    home.write_config(&c);
+    assert_refused(&home, &["webhooks.../escape", "not a valid source name"]);
+}
+
+#[test]
+fn a_target_that_is_not_a_path_safe_session_id_is_refused() {
+    let home = Home::new();
+    let mut c = base(&home);
+    c["webhooks"]["hook"]["target"] = json!("../../config");
+    home.write_config(&c);
+    assert_refused(
+        &home,
+        &[
+            "webhooks.hook.target",
+            "../../config",
+            "not a valid session id",
+        ],
+    );
+}
+
+#[test]
+fn a_misspelt_key_in_a_source_names_it_and_suggests_the_right_one() {
+    let home = Home::new();
+    let mut c = base(&home);
+    let project = c["webhooks"]["hook"]["project"].take();
+    c["webhooks"]["hook"]
+        .as_object_mut()
+        .unwrap()
+        .remove("project");
+    c["webhooks"]["hook"]["projcet"] = project;
+    home.write_config(&c);
+    let said = assert_refused(&home, &["webhooks.hook.projcet", "did you mean `project`"]);
+    assert_eq!(
+        said.matches("error:").count(),
+        1,
+        "one mistake, one error:\n{said}"
+    );
+}
+
+#[test]
+fn a_misspelt_key_in_an_agent_names_it_and_suggests_the_right_one() {
+    let home = Home::new();
+    let mut c = base(&home);
+    c["agents"]["bot"]
+        .as_object_mut()
+        .unwrap()
+        .remove("timeoutSec");
+    c["agents"]["bot"]["timeout_sec"] = json!(30);
+    home.write_config(&c);
+    assert_refused(
+        &home,
+        &["agents.bot.timeout_sec", "did you mean `timeoutSec`"],
+    );
+}
+
+#[test]
+fn an_unknown_top_level_key_is_only_a_warning() {
+    let home = Home::new();
+    let mut c = base(&home);
+    c["dashboard"] = json!({ "theme": "dark" });
+    home.write_config(&c);
+    let check = home.run(&["check"]);
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(
+        check.stdout.contains("warning") && check.stdout.contains("dashboard"),
+        "{check:?}"
+    );
+    assert!(!check.stdout.contains("error"), "{check:?}");
+
+    let daemon = home.serve();
+    assert!(
+        daemon.addr.is_some(),
+        "serve refused a config with a foreign key:\n{}",
+        daemon.log_text()
+    );
+    let (_, event) = accept(&daemon, "hook", "{}");
+    assert!(daemon.wait_run_end(&event).contains("run finished"));
+}
+
+#[test]
+fn invalid_json_names_the_line_and_column() {
+    let home = Home::new();
+    let c = base(&home);
+    // Line 3 lacks a comma after its value: the parser stops at line 4, column 3.
+    let text = format!(
+        "{{\n  \"apiKey\": \"{KEY}\",\n  \"agents\": {}\n  \"webhooks\": {}\n}}\n",
+        c["agents"], c["webhooks"]
+    );
+    home.write_config_text(&text);
+    let said = assert_refused(&home, &["config.json:4:3"]);
+    assert!(said.contains("JSON"), "{said}");
+}
+
+#[test]
+fn every_problem_is_listed_in_one_run() {
+    let home = Home::new();
+    let mut c = base(&home);
+    let source = c["webhooks"]["hook"].clone();
+    c["agents"]["bot"]["timeout_sec"] = json!(30);
+    c["webhooks"]["hook"]["agent"] = json!("bto");
+    c["webhooks"]["second"] = source.clone();
+    c["webhooks"]["second"]["target"] = json!("no spaces allowed");
+    c["webhooks"]["third"] = json!({ "agent": "bot" });
+    c["webhooks"]["bad name"] = source;
+    c["somethingElse"] = json!(true);
+    home.write_config(&c);
+    let said = assert_refused(
+        &home,
+        &[
+            "agents.bot.timeout_sec",
+            "webhooks.hook.agent",
+            "webhooks.second.target",
+            "webhooks.third.project",
+            "webhooks.bad name",
+        ],
+    );
+    assert!(
+        said.contains("somethingElse"),
+        "the warning is listed too:\n{said}"
+    );
+    assert!(said.contains("5 errors"), "a count of the errors:\n{said}");
+}
+
+#[test]
+fn a_missing_config_is_refused_by_check() {
+    let home = Home::new();
+    let check = home.run(&["check"]);
+    assert_eq!(check.code, 78, "{check:?}");
+    let said = format!("{}{}", check.stdout, check.stderr);
+    assert!(
+        said.contains("config.json") && said.contains("lowkey init"),
+        "{said}"
+    );
+}

@@ -1,0 +1,333 @@
+//! The HTTP table of DESIGN.md section 5, row by row, against the real daemon.
+
+use crate::helpers::*;
+use crate::support::*;
+use serde_json::json;
+
+/// A body far over the limit (1000 bytes in these tests).
+const BIG: usize = 1_000_000;
+
+/// How a streaming sender paces its body in the 413 tests: ten pieces of 500 bytes, so
+/// the limit is crossed at the third and the rest is still to come when a server that
+/// does not read it would already have answered and closed.
+const PACE: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// A daemon whose one source `hook` runs an agent held at `gate`, with `maxBodyBytes`
+/// 1000 so size limits are cheap to cross.
+fn gated_daemon() -> (Home, Gate, Daemon) {
+    let home = Home::new();
+    let gate = Gate::new(&home, "gate");
+    let agent = home.script(
+        "agent.sh",
+        &format!("cat >/dev/null\n{}\necho ok", gate.wait_sh()),
+    );
+    let project = home.project("proj");
+    home.write_config(&json!({
+        "apiKey": KEY,
+        "maxBodyBytes": 1000,
+        "agents": { "bot": { "command": [agent], "timeoutSec": 120, "maxConcurrent": 4 } },
+        "webhooks": { "hook": { "project": project, "agent": "bot" } }
+    }));
+    let daemon = home.serve();
+    (home, gate, daemon)
+}
+
+#[test]
+fn the_202_comes_only_once_the_event_is_in_the_queue_and_the_session() {
+    let (home, _gate, daemon) = gated_daemon();
+    let body = r#"{"order": 4711}"#;
+    let answer = post(&daemon, "hook", body);
+    // Read the files before anything else: what the sender was promised must already be
+    // there when the promise arrives.
+    let session_text = std::fs::read_to_string(home.sessions().join(format!(
+        "{}.jsonl",
+        answer.json()["session"].as_str().unwrap_or("missing")
+    )));
+    let queue_text: String = std::fs::read_dir(home.root().join("queue"))
+        .unwrap()
+        .map(|e| read_text(&e.unwrap().path()))
+        .collect();
+
+    assert_eq!(answer.status, 202, "{answer:?}");
+    let v = answer.json();
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.len(), 2, "202 body is exactly {{session, event}}: {v}");
+    assert!(v["session"].is_string(), "{v}");
+    let event = v["event"].as_str().unwrap();
+
+    let session_text = session_text.expect("session file exists when the 202 arrives");
+    let user: Vec<serde_json::Value> = session_text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["type"] == "message" && l["role"] == "user")
+        .collect();
+    assert_eq!(user.len(), 1, "{session_text}");
+    assert_eq!(user[0]["event"], event);
+    assert_eq!(user[0]["body"], body);
+    assert!(
+        queue_text.contains(event),
+        "queue does not hold event {event}: {queue_text}"
+    );
+    assert!(
+        queue_text.contains(&serde_json::to_string(body).unwrap()),
+        "queue does not hold the body: {queue_text}"
+    );
+}
+
+#[test]
+fn a_missing_wrong_or_non_bearer_key_gets_the_same_401_for_every_source() {
+    let (_home, _gate, daemon) = gated_daemon();
+    let body = br#"{"a":1}"#;
+    let cases: [(&str, Option<String>); 5] = [
+        ("no Authorization", None),
+        (
+            "wrong key",
+            Some("Bearer lk_not_the_key_0000000000".to_owned()),
+        ),
+        ("key with a Basic scheme", Some(format!("Basic {KEY}"))),
+        ("key with no scheme", Some(KEY.to_owned())),
+        ("Bearer without a key", Some("Bearer".to_owned())),
+    ];
+    let mut seen = Vec::new();
+    for (what, auth) in &cases {
+        for source in ["hook", "no-such-source"] {
+            let headers: Vec<(&str, &str)> =
+                auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+            let answer = request(
+                "POST",
+                &daemon.url(&format!("/api/webhook/{source}")),
+                &headers,
+                body,
+            );
+            assert_eq!(answer.status, 401, "{what} to {source}: {answer:?}");
+            let challenge = answer
+                .header("www-authenticate")
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                challenge.starts_with("Bearer"),
+                "{what} to {source}: {answer:?}"
+            );
+            let text = error_text(&answer);
+            seen.push((
+                format!("{what} to {source}"),
+                challenge,
+                answer.body.clone(),
+                text,
+            ));
+        }
+    }
+    let (first_what, first_challenge, first_body, _) = &seen[0];
+    for (what, challenge, body, _) in &seen {
+        assert_eq!(
+            body, first_body,
+            "401 body of {what} differs from {first_what}"
+        );
+        assert_eq!(
+            challenge, first_challenge,
+            "WWW-Authenticate of {what} differs from {first_what}"
+        );
+    }
+    assert!(
+        !first_body.contains("hook"),
+        "401 names a source: {first_body}"
+    );
+    assert_eq!(daemon.count_log(|l| l.contains("webhook accepted")), 0);
+}
+
+#[test]
+fn an_unknown_source_with_a_valid_key_is_404() {
+    let (_home, _gate, daemon) = gated_daemon();
+    let answer = post(&daemon, "nope", r#"{"a":1}"#);
+    assert_eq!(answer.status, 404, "{answer:?}");
+    let text = error_text(&answer);
+    assert!(
+        text.contains("nope"),
+        "404 should name the source it did not find: {text}"
+    );
+}
+
+fn head(framing: &str) -> String {
+    format!(
+        "POST /api/webhook/hook HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n{framing}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// Checks a raw answer is a 413 with a JSON `{"error"}` body.
+fn assert_413(what: &str, answer: std::io::Result<(u16, String)>) {
+    let (status, text) =
+        answer.unwrap_or_else(|e| panic!("{what}: the client got no answer, only: {e}"));
+    assert_eq!(status, 413, "{what}: {text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
+    assert!(v["error"].is_string(), "{what}: {text}");
+}
+
+#[test]
+fn a_declared_content_length_over_max_body_bytes_is_413_and_the_limit_itself_passes() {
+    let (_home, _gate, daemon) = gated_daemon();
+    let addr = daemon.addr.clone().unwrap();
+    // Exactly maxBodyBytes (1000) is accepted ...
+    let at_limit = format!(r#"{{"p":"{}"}}"#, "x".repeat(1000 - 8));
+    assert_eq!(at_limit.len(), 1000);
+    let answer = post(&daemon, "hook", &at_limit);
+    assert_eq!(
+        answer.status, 202,
+        "a body of exactly maxBodyBytes: {answer:?}"
+    );
+    // ... one byte more is not.
+    let over = format!(r#"{{"p":"{}"}}"#, "x".repeat(1000 - 7));
+    let answer = post(&daemon, "hook", &over);
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert!(
+        error_text(&answer).contains("1000"),
+        "413 should name the limit: {}",
+        answer.body
+    );
+
+    // Far over, sent at once: the client writes all of it, then reads the 413.
+    let big = format!(r#"{{"p":"{}"}}"#, "x".repeat(BIG - 8)).into_bytes();
+    let framing = format!("Content-Length: {}", big.len());
+    assert_413(
+        "a 1 MB declared body",
+        raw_exchange(&addr, head(&framing), big),
+    );
+
+    // Streamed: the length is declared up front, the body follows in pieces.
+    let pieces: Vec<Vec<u8>> = vec![vec![b' '; 500]; 10];
+    assert_413(
+        "a 5000-byte declared body sent in pieces",
+        raw_exchange_paced(&addr, head("Content-Length: 5000"), pieces, PACE),
+    );
+    assert_eq!(daemon.count_log(|l| l.contains("webhook accepted")), 1);
+}
+
+#[test]
+fn a_chunked_body_over_max_body_bytes_is_413_not_a_reset() {
+    let (_home, _gate, daemon) = gated_daemon();
+    let addr = daemon.addr.clone().unwrap();
+    let chunked_head = head("Transfer-Encoding: chunked");
+
+    // Under the limit, chunked works like any body.
+    let small = br#"{"chunked": true, "n": [1, 2, 3]}"#;
+    let (status, text) = raw_exchange(&addr, chunked_head.clone(), chunked(small, 7)).unwrap();
+    assert_eq!(status, 202, "{text}");
+
+    // Just over the limit, and far over it, sent at once.
+    for size in [1001, BIG] {
+        let body = format!(r#"{{"p":"{}"}}"#, "y".repeat(size - 8));
+        assert_eq!(body.len(), size);
+        assert_413(
+            &format!("a chunked body of {size} bytes"),
+            raw_exchange(&addr, chunked_head.clone(), chunked(body.as_bytes(), 500)),
+        );
+    }
+
+    // Streamed chunk by chunk: the limit is crossed while more is still coming.
+    let body = vec![b' '; 5000];
+    assert_413(
+        "a chunked body of 5000 bytes sent chunk by chunk",
+        raw_exchange_paced(&addr, chunked_head, chunked_pieces(&body, 500), PACE),
+    );
+    assert_eq!(daemon.count_log(|l| l.contains("webhook accepted")), 1);
+}
+
+#[test]
+fn a_body_that_is_not_utf8_is_400_naming_the_byte_offset() {
+    let (_home, _gate, daemon) = gated_daemon();
+    let body = b"{\"a\":\"caf\xe9\"}";
+    let answer = post_with(
+        &daemon,
+        "hook",
+        &[("Content-Type", "application/json")],
+        body,
+    );
+    assert_eq!(answer.status, 400, "{answer:?}");
+    let text = error_text(&answer);
+    assert!(text.contains("UTF-8"), "{text}");
+    assert!(
+        text.contains("offset 9"),
+        "400 should name the byte offset 9: {text}"
+    );
+}
+
+#[test]
+fn a_body_that_is_not_json_is_400_with_the_parsers_line_and_column() {
+    let (_home, _gate, daemon) = gated_daemon();
+    let body = "{\n  \"a\": 1,\n  \"b\": ,\n}";
+    let answer = post(&daemon, "hook", body);
+    assert_eq!(answer.status, 400, "{answer:?}");
+    let text = error_text(&answer);
+    assert!(text.contains("JSON"), "{text}");
+    assert!(
+        text.contains("line 3 column 8"),
+        "400 should say where: {text}"
+    );
+
+    for bad in ["", "not json", "{\"a\":1} trailing"] {
+        let answer = post(&daemon, "hook", bad);
+        assert_eq!(answer.status, 400, "{bad:?}: {answer:?}");
+        error_text(&answer);
+    }
+    assert_eq!(daemon.count_log(|l| l.contains("webhook accepted")), 0);
+}
+
+#[test]
+fn the_body_is_judged_by_its_bytes_not_its_content_type() {
+    let (_home, _gate, daemon) = gated_daemon();
+    let body = br#"{"via":"curl -d"}"#;
+    for headers in [
+        vec![("Content-Type", "text/plain")],
+        vec![("Content-Type", "application/x-www-form-urlencoded")],
+        vec![],
+    ] {
+        let answer = post_with(&daemon, "hook", &headers, body);
+        assert_eq!(answer.status, 202, "{headers:?}: {answer:?}");
+    }
+    // And a JSON label does not make a non-JSON body acceptable.
+    let answer = post_with(
+        &daemon,
+        "hook",
+        &[("Content-Type", "application/json")],
+        b"a=1&b=2",
+    );
+    assert_eq!(answer.status, 400, "{answer:?}");
+}
+
+#[test]
+fn other_methods_on_a_webhook_path_are_405_with_allow_post() {
+    let (_home, _gate, daemon) = gated_daemon();
+    let auth = format!("Bearer {KEY}");
+    for method in ["GET", "PUT", "DELETE", "PATCH"] {
+        for source in ["hook", "no-such-source"] {
+            let body: &[u8] = if method == "GET" { b"" } else { br#"{"a":1}"# };
+            let answer = request(
+                method,
+                &daemon.url(&format!("/api/webhook/{source}")),
+                &[("Authorization", &auth)],
+                body,
+            );
+            assert_eq!(answer.status, 405, "{method} {source}: {answer:?}");
+            assert_eq!(
+                answer.header("allow"),
+                Some("POST"),
+                "{method} {source}: {answer:?}"
+            );
+            error_text(&answer);
+        }
+    }
+    assert_eq!(daemon.count_log(|l| l.contains("webhook accepted")), 0);
+}
+
+#[test]
+fn health_answers_200_without_auth_and_other_paths_answer_json_errors() {
+    let (_home, _gate, daemon) = gated_daemon();
+    let answer = request("GET", &daemon.url("/api/health"), &[], b"");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer.json();
+
+    let answer = request("GET", &daemon.url("/nowhere"), &[], b"");
+    assert_eq!(answer.status, 404, "{answer:?}");
+    error_text(&answer);
+}
