@@ -9,7 +9,11 @@ use clap_complete::Shell;
 use std::path::PathBuf;
 
 fn main() -> std::io::Result<()> {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/assets".into()));
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "target/assets".into()),
+    );
     let completions = out.join("completions");
     std::fs::create_dir_all(&completions)?;
 
