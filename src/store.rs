@@ -201,8 +201,8 @@ enum Command {
     Ingest(Box<Event>, IngestReply),
     /// Append lines to a session without waiting for them to reach the disk.
     Append(Box<Event>, Vec<Line>, Reply),
-    /// Append a run's result, sync the session, then mark the event done in the queue.
-    Finish(Box<Event>, Vec<Line>, Reply),
+    /// Mark the event done in the queue; its result is already synced in its session.
+    Done(String, Reply),
 }
 
 /// A handle to the writer thread. Cheap to clone; the thread ends when the last
@@ -210,6 +210,7 @@ enum Command {
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Command>,
+    home: Home,
 }
 
 /// Joins the writer thread.
@@ -251,7 +252,14 @@ impl Store {
             .name("lowkey-store".into())
             .spawn(move || writer.run(rx))
             .map_err(io_err(&home.root))?;
-        Ok((Store { tx }, WriterThread(thread), recovery))
+        Ok((
+            Store {
+                tx,
+                home: home.clone(),
+            },
+            WriterThread(thread),
+            recovery,
+        ))
     }
 
     async fn call<T>(
@@ -275,9 +283,23 @@ impl Store {
             .await
     }
 
+    /// Records a run's final result: appends it to the session, syncs the session file
+    /// and its folder, then marks the event done in the queue. The syncs run on the
+    /// blocking pool, not on the writer thread, so finishing runs never delays ingest.
     pub async fn finish(&self, event: &Event, lines: Vec<Line>) -> Result<(), StoreError> {
-        self.call(|r| Command::Finish(Box::new(event.clone()), lines, r))
-            .await
+        self.append(event, lines).await?;
+        let file = self.home.session_file(&event.session);
+        let dir = self.home.sessions();
+        tokio::task::spawn_blocking(move || {
+            File::open(&file)
+                .and_then(|f| f.sync_data())
+                .map_err(io_err(&file))?;
+            // The file may be new: its name must be durable too.
+            sync_dir(&dir).map_err(io_err(&dir))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        self.call(|r| Command::Done(event.id.clone(), r)).await
     }
 }
 
@@ -296,8 +318,6 @@ struct Writer {
     /// Live events per segment. A segment is deleted once it and every older one
     /// hold no live event: a later segment may hold `done` marks for older ones.
     segment_live: BTreeMap<u64, usize>,
-    /// A session file was created since the sessions folder was last synced.
-    sessions_dir_dirty: bool,
     /// Remembered deliveries by `source\0id`, and the file they are appended to.
     deliveries: HashMap<String, Seen>,
     deliveries_file: File,
@@ -366,7 +386,6 @@ impl Writer {
             segment: Segment::create(&queue, segments.last().map_or(1, |(s, _)| s + 1))?,
             live: HashMap::new(),
             segment_live: BTreeMap::new(),
-            sessions_dir_dirty: true,
             deliveries_lines: deliveries.len(),
             deliveries,
             deliveries_file,
@@ -458,7 +477,7 @@ impl Writer {
 
     fn process(&mut self, batch: Vec<Command>) {
         let mut ingests = Vec::new();
-        let mut finishes = Vec::new();
+        let mut done = Vec::new();
         let mut appends = Vec::new();
         let now = unix_now();
         for cmd in batch {
@@ -479,41 +498,18 @@ impl Writer {
                     }
                     ingests.push((e, r));
                 }
-                Command::Finish(e, l, r) => finishes.push((e, l, r)),
+                Command::Done(id, r) => done.push((id, r)),
                 Command::Append(e, l, r) => appends.push((e, l, r)),
             }
         }
 
-        // 1. Run results reach their sessions, synced, before their `done` marks.
-        let mut synced = Vec::new();
-        for (event, lines, reply) in finishes {
-            match self
-                .append_session(&event, &session::encode(&lines))
-                .and_then(|f| {
-                    let path = self.home.session_file(&event.session);
-                    f.sync_data().map_err(io_err(&path))
-                }) {
-                Ok(()) => synced.push((event, reply)),
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            }
-        }
-        if !synced.is_empty() && self.sessions_dir_dirty {
-            let dir = self.home.sessions();
-            if let Err(e) = sync_dir(&dir) {
-                tracing::error!(path = %dir.display(), error = %e, "cannot sync the sessions folder");
-            }
-            self.sessions_dir_dirty = false;
-        }
-
-        // 2. One append and one sync of the queue for every record in the batch.
+        // 1. One append and one sync of the queue for every record in the batch.
         let mut records = Vec::new();
         for (event, _) in &ingests {
             records.extend(encode_json(&Record::Accepted(event.clone())));
         }
-        for (event, _) in &synced {
-            records.extend(encode_json(&Record::Done(event.id.clone())));
+        for (id, _) in &done {
+            records.extend(encode_json(&Record::Done(id.clone())));
         }
         if let Err(e) = self.write_queue(&records) {
             tracing::error!(error = %e, "cannot write the queue; answering 503");
@@ -523,24 +519,22 @@ impl Writer {
                 }
                 let _ = reply.send(Err(self.queue_error(&e)));
             }
-            for (_, reply) in synced {
+            for (_, reply) in done {
                 let _ = reply.send(Err(self.queue_error(&e)));
             }
             return self.answer_appends(appends);
         }
         let seq = self.segment.seq;
-        for (event, _) in &synced {
-            if let Some(seg) = self.live.remove(&event.id) {
+        for (id, reply) in done {
+            if let Some(seg) = self.live.remove(&id) {
                 if let Some(n) = self.segment_live.get_mut(&seg) {
                     *n -= 1;
                 }
             }
-        }
-        for (_, reply) in synced {
             let _ = reply.send(Ok(()));
         }
 
-        // 3. Accepted events go into their sessions and on to dispatch. Their delivery
+        // 2. Accepted events go into their sessions and on to dispatch. Their delivery
         // ids are durable in the queue; the deliveries file is synced before any
         // queue segment is deleted.
         let mut seen_lines = Vec::new();
@@ -572,9 +566,7 @@ impl Writer {
 
     fn answer_appends(&mut self, appends: Vec<(Box<Event>, Vec<Line>, Reply)>) {
         for (event, lines, reply) in appends {
-            let result = self
-                .append_session(&event, &session::encode(&lines))
-                .map(drop);
+            let result = self.append_session(&event, &session::encode(&lines));
             let _ = reply.send(result);
         }
     }
@@ -660,7 +652,7 @@ impl Writer {
     /// Appends bytes to a session file, creating it (0600, with its header line) on
     /// first use. A torn last line from a crash is ended first, so it stays one bad
     /// line that readers skip instead of corrupting the next one.
-    fn append_session(&mut self, event: &Event, bytes: &[u8]) -> Result<File, StoreError> {
+    fn append_session(&mut self, event: &Event, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.home.session_file(&event.session);
         let err = io_err(&path);
         let mut buf = Vec::with_capacity(bytes.len() + 256);
@@ -683,15 +675,13 @@ impl Writer {
                     .mode(0o600)
                     .open(&path)
                     .map_err(io_err(&path))?;
-                self.sessions_dir_dirty = true;
                 buf.extend(session::encode(&[Line::Session(event.header())]));
                 file
             }
             Err(e) => return Err(err(e)),
         };
         buf.extend_from_slice(bytes);
-        (&file).write_all(&buf).map_err(io_err(&path))?;
-        Ok(file)
+        (&file).write_all(&buf).map_err(io_err(&path))
     }
 }
 
