@@ -45,7 +45,7 @@ Environment:
   LOWKEY_HOME  state folder (default ~/.lowkey)
   LOWKEY_LOG   log filter (default info), e.g. debug or lowkey=debug";
 
-/// lowkey: authenticated webhooks become durable sessions that an agent works on.
+/// Authenticated webhooks become durable sessions that an AI agent works on.
 #[derive(Debug, Parser)]
 #[command(name = "lowkey", version, after_help = EXIT_CODES)]
 pub struct Cli {
