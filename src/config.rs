@@ -192,6 +192,26 @@ fn list(problems: &[Problem]) -> String {
         .join("\n")
 }
 
+impl Config {
+    /// What lowkey serves with while the config file is unusable under socket
+    /// activation: no sources, no agents, and a key nobody knows. Requests are answered
+    /// 503 before it is consulted; it only keeps the daemon up until a reload.
+    pub fn unusable(path: &Path) -> Config {
+        let mut key = [0u8; 32];
+        let _ = getrandom::fill(&mut key);
+        Config {
+            path: path.to_owned(),
+            api_key: Secret::new(format!("unusable-{key:?}")),
+            listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            idle_exit: None,
+            agents: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
 /// A config that passed validation, with the warnings it still deserves.
 #[derive(Debug)]
 pub struct Loaded {

@@ -15,7 +15,7 @@ use crate::log::id;
 use crate::server::{self, Listener};
 use crate::store::{Home, Store, StoreError};
 use crate::systemd;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,11 +60,35 @@ pub enum DaemonError {
 }
 
 pub async fn serve(opts: Options) -> Result<(), DaemonError> {
-    let loaded = config::load(&opts.config_path)?;
-    for w in &loaded.warnings {
-        tracing::warn!("config {w}");
-    }
-    let config = Arc::new(ArcSwap::from_pointee(loaded.config));
+    // Before anything else: a SIGHUP that arrived before its handler would kill lowkey.
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let passed = systemd::take_listeners().map_err(DaemonError::Sockets)?;
+    let socket_activated = !passed.is_empty();
+    let unusable: Arc<ArcSwapOption<String>> = Arc::new(ArcSwapOption::empty());
+    let config = match config::load(&opts.config_path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                tracing::warn!("config {w}");
+            }
+            loaded.config
+        }
+        // Exiting would leave the connection that started us unanswered, and systemd
+        // would start lowkey again for it until it gave up and closed the socket. So
+        // lowkey stays up, answers 503 and runs nothing until a reload fixes the file.
+        Err(e) if socket_activated => {
+            let reason = e.to_string();
+            tracing::error!(
+                message_id = id::RELOAD_FAILED,
+                "the config is unusable; answering 503 until it is fixed and reloaded: {reason}"
+            );
+            unusable.store(Some(Arc::new(first_line(&reason))));
+            Config::unusable(&opts.config_path)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let config = Arc::new(ArcSwap::from_pointee(config));
 
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     let (store, writer, recovery) = Store::open(&opts.home, jobs_tx)?;
@@ -77,8 +101,6 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
         );
     }
 
-    let passed = systemd::take_listeners().map_err(DaemonError::Sockets)?;
-    let socket_activated = !passed.is_empty();
     let mut listeners = Vec::new();
     for p in passed {
         tracing::info!(fd_name = %p.name, listener = %p.listener, "serving socket passed by systemd");
@@ -97,28 +119,32 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
     let activity = Arc::new(Activity::default());
     let (http_stop_tx, http_stop) = watch::channel(false);
     let (runs_stop_tx, runs_stop) = watch::channel(false);
+    let (reloaded_tx, reloaded) = watch::channel(());
     let ctx = dispatch::Context {
         home: opts.home.clone(),
         config: config.clone(),
+        unusable: unusable.clone(),
         store: store.clone(),
         activity: activity.clone(),
     };
-    let dispatcher = tokio::spawn(dispatch::run(ctx, jobs_rx, runs_stop));
-    let app = Arc::new(App::new(config.clone(), store, activity.clone()));
+    let dispatcher = tokio::spawn(dispatch::run(ctx, jobs_rx, runs_stop, reloaded));
+    let app = Arc::new(App::new(
+        config.clone(),
+        unusable.clone(),
+        store,
+        activity.clone(),
+    ));
     let http = tokio::spawn({
         let listeners = listeners.clone();
         async move { server::serve(&listeners, app, http_stop, REQUEST_DRAIN).await }
     });
 
-    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signal)?;
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
-
-    let mut reload_error: Option<String> = None;
+    let mut reload_error: Option<String> = unusable.load().as_deref().cloned();
     systemd::ready(&status_line(
         &config.load(),
         &activity,
         reload_error.as_deref(),
+        unusable.load().is_some(),
     ));
     tracing::info!(
         message_id = id::STARTED,
@@ -155,7 +181,11 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
             .map(|(limit, since)| since + limit);
         tokio::select! {
             _ = hup.recv() => {
-                reload_error = reload(&opts.config_path, &config, &activity);
+                reload_error = reload(&opts.config_path, &config, &unusable, &activity);
+                if reload_error.is_none() {
+                    // Runs held back by an unusable config may start now.
+                    let _ = reloaded_tx.send(());
+                }
                 last_status.clear();
             }
             _ = term.recv() => break,
@@ -176,7 +206,12 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
         }
         if dirty && Instant::now() >= next_status {
             dirty = false;
-            let line = status_line(&config.load(), &activity, reload_error.as_deref());
+            let line = status_line(
+                &config.load(),
+                &activity,
+                reload_error.as_deref(),
+                unusable.load().is_some(),
+            );
             if line != last_status {
                 systemd::status(&line);
                 last_status = line;
@@ -204,7 +239,13 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
 }
 
 /// Re-reads the config and swaps it in; on failure keeps the old one and returns why.
-fn reload(path: &std::path::Path, config: &ArcSwap<Config>, activity: &Activity) -> Option<String> {
+/// A good config also ends the unusable state.
+fn reload(
+    path: &std::path::Path,
+    config: &ArcSwap<Config>,
+    unusable: &ArcSwapOption<String>,
+    activity: &Activity,
+) -> Option<String> {
     // RELOADING=1 first: systemd 252 waits for READY=1 only if it hears this promptly.
     systemd::reloading();
     let old_listen = config.load().listen;
@@ -218,6 +259,7 @@ fn reload(path: &std::path::Path, config: &ArcSwap<Config>, activity: &Activity)
             }
             let sources = loaded.config.sources.len();
             config.store(Arc::new(loaded.config));
+            unusable.store(None);
             tracing::info!(message_id = id::CONFIG_RELOADED, sources, "config reloaded");
             None
         }
@@ -227,15 +269,34 @@ fn reload(path: &std::path::Path, config: &ArcSwap<Config>, activity: &Activity)
                 message_id = id::RELOAD_FAILED,
                 "config reload failed; the old config stays in force: {reason}"
             );
-            Some(reason.lines().next().unwrap_or_default().to_owned())
+            let reason = first_line(&reason);
+            if unusable.load().is_some() {
+                unusable.store(Some(Arc::new(reason.clone())));
+            }
+            Some(reason)
         }
     };
-    systemd::ready(&status_line(&config.load(), activity, result.as_deref()));
+    systemd::ready(&status_line(
+        &config.load(),
+        activity,
+        result.as_deref(),
+        unusable.load().is_some(),
+    ));
     result
 }
 
+/// The headline of a multi-line error, for `STATUS=` and 503 answers.
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
 /// One human line for `systemctl status`.
-fn status_line(config: &Config, activity: &Activity, reload_error: Option<&str>) -> String {
+fn status_line(
+    config: &Config,
+    activity: &Activity,
+    reload_error: Option<&str>,
+    unusable: bool,
+) -> String {
     let sources = config.sources.len();
     let running = activity.running.load(Ordering::SeqCst);
     let queued = activity.queued.load(Ordering::SeqCst);
@@ -254,8 +315,12 @@ fn status_line(config: &Config, activity: &Activity, reload_error: Option<&str>)
         )),
         None => line.push_str(" · no webhook yet"),
     }
-    if let Some(e) = reload_error {
-        line.push_str(&format!(" · RELOAD FAILED, old config kept: {e}"));
+    match (reload_error, unusable) {
+        (Some(e), true) => line.push_str(&format!(
+            " · CONFIG UNUSABLE, answering 503 until fixed and reloaded: {e}"
+        )),
+        (Some(e), false) => line.push_str(&format!(" · RELOAD FAILED, old config kept: {e}")),
+        (None, _) => {}
     }
     line
 }

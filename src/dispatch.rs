@@ -10,7 +10,7 @@ use crate::log::id;
 use crate::runner;
 use crate::session::{self, Line, Run, RunStatus};
 use crate::store::{Event, Home, Store};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -21,6 +21,8 @@ use tokio::task::JoinSet;
 pub struct Context {
     pub home: Home,
     pub config: Arc<ArcSwap<Config>>,
+    /// Set while the config file is unusable: no run starts until a reload fixes it.
+    pub unusable: Arc<ArcSwapOption<String>>,
     pub store: Store,
     pub activity: Arc<Activity>,
 }
@@ -88,6 +90,7 @@ pub async fn run(
     ctx: Context,
     mut jobs: mpsc::UnboundedReceiver<Event>,
     stop: watch::Receiver<bool>,
+    mut reloaded: watch::Receiver<()>,
 ) {
     let mut queues = Queues::default();
     let mut tasks: JoinSet<(String, String)> = JoinSet::new();
@@ -111,16 +114,26 @@ pub async fn run(
                     queues.done(&session, &agent);
                     // The freed slot may serve this agent, and the session's next event
                     // may be for another one.
-                    let agents: Vec<String> = queues.ready.keys().cloned().collect();
-                    for a in agents {
-                        start_ready(&ctx, &mut queues, &mut tasks, &a, &stop);
-                    }
+                    start_all(&ctx, &mut queues, &mut tasks, &stop);
                 }
             }
+            Ok(()) = reloaded.changed() => start_all(&ctx, &mut queues, &mut tasks, &stop),
             _ = stop_rx.changed() => {}
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+fn start_all(
+    ctx: &Context,
+    queues: &mut Queues,
+    tasks: &mut JoinSet<(String, String)>,
+    stop: &watch::Receiver<bool>,
+) {
+    let agents: Vec<String> = queues.ready.keys().cloned().collect();
+    for agent in agents {
+        start_ready(ctx, queues, tasks, &agent, stop);
+    }
 }
 
 fn start_ready(
@@ -130,6 +143,9 @@ fn start_ready(
     agent: &str,
     stop: &watch::Receiver<bool>,
 ) {
+    if ctx.unusable.load().is_some() {
+        return;
+    }
     let cap = ctx
         .config
         .load()

@@ -11,7 +11,7 @@ use crate::log::id;
 use crate::session;
 use crate::signature::{self, Scheme};
 use crate::store::{Event, Ingested, Store};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -35,6 +35,8 @@ const UNAUTHORIZED: &str = "unauthorized: send the box API key as `Authorization
 /// Shared by every connection.
 pub struct App {
     pub config: Arc<ArcSwap<Config>>,
+    /// Why the config file is unusable, while it is: every webhook gets 503.
+    pub unusable: Arc<ArcSwapOption<String>>,
     pub store: Store,
     pub activity: Arc<Activity>,
     ids: Mutex<ulid::Generator>,
@@ -52,9 +54,15 @@ pub struct Peer {
 }
 
 impl App {
-    pub fn new(config: Arc<ArcSwap<Config>>, store: Store, activity: Arc<Activity>) -> App {
+    pub fn new(
+        config: Arc<ArcSwap<Config>>,
+        unusable: Arc<ArcSwapOption<String>>,
+        store: Store,
+        activity: Arc<Activity>,
+    ) -> App {
         App {
             config,
+            unusable,
             store,
             activity,
             ids: Mutex::new(ulid::Generator::new()),
@@ -157,7 +165,22 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> HttpRespo
         );
     }
     let started = Instant::now();
-    let res = webhook(app, req, &source, peer).await;
+    let res = match app.unusable.load_full() {
+        // The sender retries later; by then the owner may have fixed the file.
+        // The reason stays in the log: it names sources, which callers must not learn.
+        Some(_) => {
+            drain(req.into_body()).await;
+            with_header(
+                json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "lowkey's config is unusable, so nothing is accepted until the box owner fixes it and reloads; retry later",
+                ),
+                header::RETRY_AFTER,
+                "60",
+            )
+        }
+        None => webhook(app, req, &source, peer).await,
+    };
     let status = res.status().as_u16();
     let duration_ms = started.elapsed().as_millis() as u64;
     if !res.status().is_success() {

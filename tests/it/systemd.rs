@@ -421,3 +421,55 @@ fn idle_exit_only_when_socket_activated_and_nothing_is_lost() {
     let event = answer.json()["event"].as_str().unwrap().to_owned();
     second.wait_run_end(&event);
 }
+
+#[test]
+fn a_broken_config_under_socket_activation_answers_503_until_a_reload_fixes_it() {
+    let home = Home::with_agent("cat >/dev/null; echo fixed");
+    let good = std::fs::read(home.config_path()).unwrap();
+    // An event accepted earlier, still waiting for its run.
+    let daemon = home.serve();
+    let (session, event) = {
+        let answer = post(&daemon, "hook", "{\"early\":true}");
+        assert_eq!(answer.status, 202);
+        let v = answer.json();
+        (
+            v["session"].as_str().unwrap().to_owned(),
+            v["event"].as_str().unwrap().to_owned(),
+        )
+    };
+    daemon.wait_run_end(&event);
+    drop(daemon);
+
+    home.write_config_text(
+        "{ \"apiKey\": \"lk_x\", \"webhooks\": { \"hook\": { \"projcet\": \"/\" } } }",
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let notify = Notify::new(&home);
+    let mut daemon = spawn_activated(&home, &[(&listener, "http")], &[notify.env()]);
+    daemon.addr = Some(listener.local_addr().unwrap().to_string());
+    daemon.wait_log("the unusable config logged", |l| {
+        l.contains("config is unusable")
+    });
+    notify.wait("READY=1 with the reason", 1, |m| {
+        has_line(m, "READY=1") && m.contains("CONFIG UNUSABLE")
+    });
+
+    // Anyone, with or without the key, gets a retryable 503 that names no source.
+    let answer = post(&daemon, "hook", "{}");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(answer.header("retry-after").is_some());
+    assert!(!answer.body.contains("projcet"), "{}", answer.body);
+    assert!(!daemon.has_exited());
+
+    std::fs::write(home.config_path(), &good).unwrap();
+    daemon.signal(Signal::SIGHUP);
+    daemon.wait_log("config reloaded", |l| l.contains("config reloaded"));
+    let (later_session, later) = accept(&daemon, "hook", "{\"later\":true}");
+    daemon.wait_run_end(&later);
+    assert!(
+        home.session(&later_session)
+            .iter()
+            .any(|l| l["text"] == "fixed")
+    );
+    assert!(home.session(&session).iter().any(|l| l["role"] == "agent"));
+}
