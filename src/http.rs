@@ -1,8 +1,10 @@
 //! The HTTP surface: `POST /api/webhook/<source>` and `GET /api/health`.
 //!
-//! A webhook is checked in this order, cheapest and least revealing first: method, API
-//! key, source, body size, UTF-8, JSON. Only then is it stored, and the 202 goes out
-//! only after the store says the event is on disk.
+//! A webhook is checked in this order, cheapest and least revealing first: method,
+//! the failed-auth throttle, API key, source, body size, signature (over the raw
+//! bytes), UTF-8, JSON, the source's rate limit. Only then is it stored (where a
+//! repeated delivery is caught), and the 202 goes out only after the store says the
+//! event is on disk.
 
 use crate::activity::Activity;
 use crate::config::{Auth, Config, Target};
@@ -19,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How much of the payload goes into the message, in Unicode characters.
 pub const MESSAGE_CHARS: usize = 2000;
@@ -237,12 +239,6 @@ fn too_many(message: &str, wait: Duration) -> HttpResponse {
     res
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 async fn webhook(
     app: &App,
     req: Request<Incoming>,
@@ -343,7 +339,7 @@ async fn webhook(
             &verify.keys,
             &parts.headers,
             &bytes,
-            unix_now(),
+            session::unix_now() as i64,
             verify.tolerance_sec,
         );
         if let Err(e) = checked {
@@ -430,7 +426,7 @@ async fn webhook(
         trimmed,
         dedup_until: delivery
             .as_ref()
-            .map(|_| unix_now() as u64 + source.dedup.as_secs()),
+            .map(|_| session::unix_now() + source.dedup.as_secs()),
         delivery,
     };
     match app.store.ingest(event).await {

@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -76,9 +75,7 @@ pub async fn send(
         );
     }
     if let Some(verify) = &src.verify {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = crate::session::unix_now() as i64;
         let message_id = format!("msg_{}", ulid::Ulid::new());
         for (name, value) in
             signature::sign(&verify.scheme, &verify.keys[0], &body, now, &message_id)?

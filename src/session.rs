@@ -120,6 +120,13 @@ pub fn now() -> String {
     timestamp(SystemTime::now())
 }
 
+/// Seconds since the Unix epoch, for signature windows and dedup expiry.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Reads a transcript, skipping lines that do not parse.
 pub fn read(path: &Path) -> io::Result<Vec<Line>> {
     let file = std::fs::File::open(path)?;

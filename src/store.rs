@@ -21,7 +21,6 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 /// A queue segment is closed and a new one started past this size.
@@ -134,12 +133,6 @@ impl Seen {
 
 fn delivery_key(source: &str, id: &str) -> String {
     format!("{source}\0{id}")
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Event {
@@ -347,7 +340,7 @@ impl Writer {
             .collect();
         segments.sort();
 
-        let now = unix_now();
+        let now = session::unix_now();
         let mut deliveries: HashMap<String, Seen> = HashMap::new();
         if let Ok(bytes) = fs::read(home.deliveries()) {
             for raw in bytes.split(|b| *b == b'\n') {
@@ -479,7 +472,7 @@ impl Writer {
         let mut ingests = Vec::new();
         let mut done = Vec::new();
         let mut appends = Vec::new();
-        let now = unix_now();
+        let now = session::unix_now();
         for cmd in batch {
             match cmd {
                 Command::Ingest(e, r) => {
@@ -638,7 +631,7 @@ impl Writer {
         if self.deliveries_lines < 2 * self.deliveries.len() + 10_000 {
             return;
         }
-        let now = unix_now();
+        let now = session::unix_now();
         self.deliveries.retain(|_, seen| seen.until > now);
         match write_deliveries(&self.home, &self.deliveries) {
             Ok(file) => {
