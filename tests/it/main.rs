@@ -15,6 +15,7 @@ mod messages;
 mod recovery;
 mod runs;
 mod sessions;
+mod shipped;
 
 mod smoke {
     use crate::support::*;
