@@ -1,9 +1,14 @@
 //! The one integration-test binary: the real `lowkey` over real HTTP, with real agent
 //! scripts and real files.
 
+mod dedup;
 mod journald;
+mod limits;
+mod senders;
+mod signatures;
 mod support;
 mod systemd;
+mod templates;
 
 mod helpers;
 

@@ -1,0 +1,159 @@
+//! `target` templates: events about one PR or ticket share a session named from the
+//! payload. The rule (src/template.rs): a missing, null, object or array field starts a
+//! new session; other values are inserted with every character outside
+//! `A-Z a-z 0-9 . _ -` replaced by `-`, and a result that is still not a session id
+//! starts a new session.
+
+use crate::senders::*;
+use serde_json::{Value, json};
+
+fn template_zoo() -> Zoo {
+    Zoo::start_with(
+        |config, home| {
+            let project = home.project("proj");
+            let mut gh = source_config(
+                Scheme::Github,
+                Auth::Signature,
+                &project,
+                json!(Scheme::Github.secret(1)),
+            );
+            gh["target"] = json!("gh-pr-{{pull_request.number}}");
+            let sources = &mut config["webhooks"];
+            sources["gh-prs"] = gh;
+            sources["tickets"] = json!({ "project": project, "target": "t-{{ticket.key}}" });
+            sources["named"] = json!({ "project": project, "target": "{{name}}" });
+        },
+        &[],
+    )
+}
+
+/// A fresh session id lowkey made up: a ULID.
+fn is_new_session(id: &str) -> bool {
+    id.len() == 26
+        && id
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+}
+
+#[test]
+fn events_about_one_pull_request_share_its_session() {
+    let zoo = template_zoo();
+    let github = |body: Value| {
+        let id = unique_id("gh");
+        let body = body.to_string();
+        Delivery::signed(Scheme::Github, &Scheme::Github.secret(1), body, now(), &id)
+    };
+    let pr = |n: u64, action: &str| {
+        github(
+            json!({ "action": action, "number": n, "pull_request": { "number": n, "title": "Fix ☕" } }),
+        )
+    };
+    let mut events = Vec::new();
+    for (delivery, want) in [
+        (pr(7, "opened"), Some("gh-pr-7")),
+        (pr(8, "opened"), Some("gh-pr-8")),
+        (pr(7, "synchronize"), Some("gh-pr-7")),
+        // No pull request in these: each starts a session of its own.
+        (
+            github(json!({ "zen": "Keep it logically awesome.", "hook_id": 1 })),
+            None,
+        ),
+        (
+            github(json!({ "action": "created", "pull_request": null })),
+            None,
+        ),
+        (
+            github(json!({ "action": "created", "pull_request": { "title": "no number" } })),
+            None,
+        ),
+    ] {
+        let (session, event) = zoo.accept("gh-prs", &delivery);
+        match want {
+            Some(want) => assert_eq!(session, want),
+            None => assert!(is_new_session(&session), "{session}"),
+        }
+        events.push((session, event));
+    }
+    zoo.daemon
+        .wait_log_count("of runs finished", events.len(), |l| {
+            l.contains("run finished")
+        });
+    let ev = |i: usize| events[i].1.as_str();
+    assert_eq!(user_events(&zoo.home, "gh-pr-7"), [ev(0), ev(2)]);
+    assert_eq!(user_events(&zoo.home, "gh-pr-8"), [ev(1)]);
+    let fresh: Vec<&str> = events[3..].iter().map(|(s, _)| s.as_str()).collect();
+    for (i, session) in fresh.iter().enumerate() {
+        assert_eq!(user_events(&zoo.home, session), [ev(3 + i)]);
+        assert_eq!(fresh.iter().filter(|s| *s == session).count(), 1);
+    }
+}
+
+#[test]
+fn template_values_are_sanitised_or_start_a_new_session() {
+    let zoo = template_zoo();
+    let cases: Vec<(&str, Value, Option<&str>)> = vec![
+        (
+            "tickets",
+            json!({ "ticket": { "key": "ABC-12" } }),
+            Some("t-ABC-12"),
+        ),
+        (
+            "tickets",
+            json!({ "ticket": { "key": "ABC/12 ü" } }),
+            Some("t-ABC-12--"),
+        ),
+        (
+            "tickets",
+            json!({ "ticket": { "key": "../../etc/passwd" } }),
+            Some("t-..-..-etc-passwd"),
+        ),
+        (
+            "tickets",
+            json!({ "ticket": { "key": "a\nb\u{0}c" } }),
+            Some("t-a-b-c"),
+        ),
+        ("tickets", json!({ "ticket": { "key": 42 } }), Some("t-42")),
+        (
+            "tickets",
+            json!({ "ticket": { "key": true } }),
+            Some("t-true"),
+        ),
+        (
+            "tickets",
+            json!({ "ticket": { "key": "x".repeat(200) } }),
+            None,
+        ),
+        ("tickets", json!({ "ticket": { "key": null } }), None),
+        ("tickets", json!({ "ticket": { "key": { "id": 1 } } }), None),
+        ("tickets", json!({ "ticket": { "key": [1] } }), None),
+        ("tickets", json!({ "ticket": "ABC-12" }), None),
+        ("named", json!({ "name": "release.v2" }), Some("release.v2")),
+        ("named", json!({ "name": "../x" }), None),
+        ("named", json!({ "name": ".." }), None),
+        ("named", json!({ "name": ".hidden" }), None),
+        ("named", json!({ "name": "" }), None),
+    ];
+    let mut expected_files = Vec::new();
+    for (source, body, want) in &cases {
+        let delivery = Delivery::unsigned(body.to_string()).with_key();
+        let (session, event) = zoo.accept(source, &delivery);
+        match want {
+            Some(want) => assert_eq!(&session, want, "{body}"),
+            None => assert!(is_new_session(&session), "{body} made session {session}"),
+        }
+        zoo.daemon.wait_run_end(&event);
+        assert!(user_events(&zoo.home, &session).contains(&event));
+        expected_files.push(format!("{session}.jsonl"));
+    }
+    // Every session file is inside the sessions folder, named as answered; nothing
+    // escaped it.
+    let mut files: Vec<String> = std::fs::read_dir(zoo.home.sessions())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    expected_files.sort();
+    assert_eq!(files, expected_files);
+    assert!(!zoo.home.dir.path().join("etc").exists());
+    assert!(!zoo.home.root().join("x.jsonl").exists());
+}
