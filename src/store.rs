@@ -178,6 +178,19 @@ pub enum StoreError {
     Closed,
 }
 
+impl StoreError {
+    /// The same error again, for each of the requests one failed write answers.
+    fn copy(&self) -> StoreError {
+        match self {
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            StoreError::Closed => StoreError::Closed,
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_owned(),
@@ -472,22 +485,34 @@ impl Writer {
         let mut ingests = Vec::new();
         let mut done = Vec::new();
         let mut appends = Vec::new();
+        // Copies of a delivery first claimed in this very batch: they are answered as
+        // duplicates only once that claim is on disk, and get 503 with it otherwise.
+        let mut copies = Vec::new();
+        let mut claimed = HashSet::new();
         let now = session::unix_now();
         for cmd in batch {
             match cmd {
                 Command::Ingest(e, r) => {
                     if let Some(seen) = Seen::of(&e) {
-                        match self.deliveries.get(&seen.key()) {
+                        let key = seen.key();
+                        match self.deliveries.get(&key) {
                             Some(first) if first.until > now => {
-                                let _ = r.send(Ok(Ingested::Duplicate {
+                                let answer = Ingested::Duplicate {
                                     session: first.session.clone(),
                                     event: first.event.clone(),
-                                }));
+                                };
+                                if claimed.contains(&key) {
+                                    copies.push((answer, r));
+                                } else {
+                                    let _ = r.send(Ok(answer));
+                                }
                                 continue;
                             }
-                            // Claimed now, so a copy later in this batch is a duplicate.
-                            _ => self.deliveries.insert(seen.key(), seen),
-                        };
+                            _ => {
+                                self.deliveries.insert(key.clone(), seen);
+                                claimed.insert(key);
+                            }
+                        }
                     }
                     ingests.push((e, r));
                 }
@@ -510,12 +535,18 @@ impl Writer {
                 if let Some(seen) = Seen::of(&event) {
                     self.deliveries.remove(&seen.key());
                 }
-                let _ = reply.send(Err(self.queue_error(&e)));
+                let _ = reply.send(Err(e.copy()));
+            }
+            for (_, reply) in copies {
+                let _ = reply.send(Err(e.copy()));
             }
             for (_, reply) in done {
-                let _ = reply.send(Err(self.queue_error(&e)));
+                let _ = reply.send(Err(e.copy()));
             }
             return self.answer_appends(appends);
+        }
+        for (answer, reply) in copies {
+            let _ = reply.send(Ok(answer));
         }
         let seq = self.segment.seq;
         for (id, reply) in done {
@@ -561,13 +592,6 @@ impl Writer {
         for (event, lines, reply) in appends {
             let result = self.append_session(&event, &session::encode(&lines));
             let _ = reply.send(result);
-        }
-    }
-
-    fn queue_error(&self, e: &StoreError) -> StoreError {
-        StoreError::Io {
-            path: self.segment.path.clone(),
-            source: io::Error::other(e.to_string()),
         }
     }
 

@@ -10,7 +10,6 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
 
 /// Starts `lowkey serve` the way systemd does: `listeners` as fds 3, 4, ... with
 /// `LISTEN_FDS`/`LISTEN_PID`/`LISTEN_FDNAMES`, and every variable in `pid_vars` (such as
@@ -397,10 +396,8 @@ fn idle_exit_only_when_socket_activated_and_nothing_is_lost() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let first = spawn_activated(&home, &[(&listener, "http")], &[]);
-    let started = Instant::now();
     assert_eq!(first.wait_exit(), Some(0), "{}", first.log_text());
     assert!(first.log_text().contains("idle for 1s"));
-    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
 
     // The socket outlives lowkey (systemd holds it): a webhook sent now waits in its
     // backlog and is served by the next start.
