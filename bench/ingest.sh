@@ -27,10 +27,20 @@
 #   BENCH_TMPDIR       where the state folder goes (default $TMPDIR or /var/tmp; it must
 #                      be on a real disk, or fsync costs nothing)
 #   BENCH_SKIP_BUILD=1 use the binaries already in target/release
+#   BENCH_LOWKEY=PATH  measure this lowkey binary instead of target/release/lowkey (to
+#                      compare a change against the ceiling with the same script)
+#   BENCH_COOLDOWN=1   wait until the previous run's cleanup is 6 minutes old (below)
 #   BENCH_KEEP=1       keep the state folder and logs, and print where they are
-#   BENCH_STRACE=1     also attach `strace -c -f` to lowkey during its load and print the
-#                      syscall summary (slows lowkey down: its figures then mean little)
+#   BENCH_STRACE=1     also attach `strace -c -w` to lowkey's threads during its load and
+#                      print the syscall summary (wall time per call; strace slows lowkey
+#                      down, so its figures then mean little)
 #   LOWKEY_LOG         lowkey's log filter (default info, as in production)
+#
+# Deleting files slows later file creation on ext4 without a journal (this machine's
+# disk): for 1 to 6 minutes the allocator skips recently deleted inodes, and a run that
+# creates ~100k session files then pays up to 30x more per file. Every run deletes its
+# ~100k files at the end, so back-to-back runs understate lowkey; the script warns when
+# the previous cleanup was less than 6 minutes ago (BENCH_COOLDOWN=1 waits instead).
 #
 # Exit status: 0 when the run completed (the speed and memory targets are reported as
 # MET or MISSED: the figures are noisy on a shared machine); 1 when an accepted event is
@@ -71,6 +81,7 @@ esac
 # --- state and cleanup ----------------------------------------------------------------
 
 WORK=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/var/tmp}}/lowkey-bench.XXXXXX")
+LAST_CLEANUP=$(dirname "$WORK")/lowkey-bench.last-cleanup
 SERVER_PID=""
 STRACE_PID=""
 
@@ -98,6 +109,7 @@ cleanup() {
         note "kept the state folder and logs in $WORK"
     else
         rm -rf "$WORK"
+        touch "$LAST_CLEANUP" 2>/dev/null || true
     fi
     exit "$status"
 }
@@ -108,6 +120,27 @@ trap 'exit 143' TERM
 FSTYPE=$(stat -f -c %T "$WORK")
 [[ $FSTYPE == tmpfs || $FSTYPE == ramfs ]] &&
     note "warning: $WORK is on $FSTYPE, where fsync costs nothing; set BENCH_TMPDIR to a disk"
+# ext4 reports as ext2/ext3 here; name it, and say whether it has a journal (which sets
+# what fsync and file creation cost).
+DEV=$(findmnt -n -o SOURCE -T "$WORK" 2>/dev/null || true)
+if [[ -n $DEV && -r /sys/fs/ext4/${DEV##*/}/journal_task ]]; then
+    FSTYPE=ext4
+    [[ $(cat "/sys/fs/ext4/${DEV##*/}/journal_task") == "<none>" ]] && FSTYPE="ext4 (no journal)"
+fi
+
+COOLDOWN_S=360
+if [[ -f $LAST_CLEANUP ]]; then
+    since=$(($(date +%s) - $(stat -c %Y "$LAST_CLEANUP")))
+    if ((since < COOLDOWN_S)); then
+        if [[ ${BENCH_COOLDOWN:-0} == 1 ]]; then
+            note "the previous run deleted its files ${since}s ago; waiting $((COOLDOWN_S - since))s (BENCH_COOLDOWN=1)"
+            sleep $((COOLDOWN_S - since))
+        else
+            note "warning: the previous run deleted its files ${since}s ago; on ext4 without a journal," \
+                "creating files is slower for a few minutes, so lowkey may read low (BENCH_COOLDOWN=1 waits)"
+        fi
+    fi
+fi
 
 # --- build ----------------------------------------------------------------------------
 
@@ -115,7 +148,7 @@ if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
     note "building (cargo build --release --examples --bins)"
     cargo build --release --examples --bins --quiet || die "the build failed"
 fi
-LOWKEY=$ROOT/target/release/lowkey
+LOWKEY=${BENCH_LOWKEY:-$ROOT/target/release/lowkey}
 BARE=$ROOT/target/release/examples/bare_server
 [[ -x $LOWKEY && -x $BARE ]] || die "missing $LOWKEY or $BARE"
 
@@ -201,24 +234,28 @@ cpu_ticks() { # pid → utime+stime of the process itself, in clock ticks
     sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
-# Waits for "listening on http://ADDR" in a log, then for GET URL to answer 200.
-wait_ready() { # log, health path, pid → prints ADDR
-    local log=$1 path=$2 pid=$3 addr="" i
+# A loopback port nobody listens on (a listener taking it meanwhile makes the start fail,
+# which the caller retries).
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 40000))
+        # /proc/net/tcp lists ports in hex; state 0A is LISTEN.
+        awk -v p="$(printf ':%04X' "$port")" '$2 ~ p "$" && $4 == "0A" { found = 1 } END { exit !found }' \
+            /proc/net/tcp /proc/net/tcp6 2>/dev/null || { echo "$port"; return; }
+    done
+}
+
+# Waits until GET URL answers 200; fails if the server exits first.
+wait_ready() { # url, pid, log
+    local url=$1 pid=$2 log=$3 i
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "the server exited during start-up"; }
-        addr=$(grep -o -m1 'listening on http://[0-9.]*:[0-9]*' "$log" | sed 's|.*http://||') || true
-        [[ -n $addr ]] && break
+        kill -0 "$pid" 2>/dev/null || return 1
+        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
         sleep 0.1
     done
-    [[ -n $addr ]] || { cat "$log" >&2; die "no listening address in $log after 10s"; }
-    for ((i = 0; i < 100; i++)); do
-        if curl -fsS -o /dev/null --max-time 1 "http://$addr$path" 2>/dev/null; then
-            echo "$addr"
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "http://$addr$path did not answer 200 within 10s"
+    cat "$log" >&2
+    die "$url did not answer 200 within 10s"
 }
 
 # Runs wrk against URL; sets W_* from its BENCH line. wrk's own report goes to $1.
@@ -242,16 +279,26 @@ run_wrk() { # report file, url
 
 note "state folder: $WORK ($FSTYPE)"
 note "lowkey: starting"
-LOWKEY_HOME=$HOME_DIR "$LOWKEY" serve --listen 127.0.0.1:0 >"$WORK/lowkey.out" 2>"$WORK/lowkey.log" &
-SERVER_PID=$!
-LK_ADDR=$(wait_ready "$WORK/lowkey.log" /api/health "$SERVER_PID")
+for attempt in 1 2 3 4 5; do
+    LK_ADDR=127.0.0.1:$(free_port)
+    LOWKEY_HOME=$HOME_DIR "$LOWKEY" serve --listen "$LK_ADDR" >"$WORK/lowkey.out" 2>"$WORK/lowkey.log" &
+    SERVER_PID=$!
+    wait_ready "http://$LK_ADDR/api/health" "$SERVER_PID" "$WORK/lowkey.log" && break
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+    ((attempt < 5)) || { cat "$WORK/lowkey.log" >&2; die "lowkey did not start"; }
+done
 sleep 1
 LK_IDLE_RSS=$(status_kib "$SERVER_PID" VmRSS)
 note "lowkey: ready on $LK_ADDR, idle RSS $LK_IDLE_RSS KiB; ${DURATION} of load"
 
 if [[ ${BENCH_STRACE:-0} == 1 ]]; then
     command -v strace >/dev/null || die "BENCH_STRACE=1 needs strace"
-    strace -c -f -o "$WORK/strace.txt" -p "$SERVER_PID" 2>/dev/null &
+    # Every thread of the daemon, but not the agents it forks: following forks (-f)
+    # leaves the children stopped under ptrace.
+    strace_args=()
+    for task in /proc/"$SERVER_PID"/task/*; do strace_args+=(-p "${task##*/}"); done
+    strace -c -w -o "$WORK/strace.txt" "${strace_args[@]}" 2>/dev/null &
     STRACE_PID=$!
     sleep 0.5
 fi
@@ -259,12 +306,15 @@ LK_CPU0=$(cpu_ticks "$SERVER_PID")
 run_wrk "$WORK/wrk-lowkey.txt" "http://$LK_ADDR/api/webhook/bench"
 LK_CPU1=$(cpu_ticks "$SERVER_PID")
 if [[ -n $STRACE_PID ]]; then
-    kill -INT "$STRACE_PID" 2>/dev/null || true
-    wait "$STRACE_PID" 2>/dev/null || true
+    stop_pid "$STRACE_PID" 5
     STRACE_PID=""
 fi
 LK_PEAK_RSS=$(status_kib "$SERVER_PID" VmHWM)
-LK_RUNS_AT_END=$(grep -c '^s ' "$AGENT_LOG" || true)
+if [[ $AGENT == recorder ]]; then
+    LK_RUNS_AT_END=$(grep -c '^s ' "$AGENT_LOG" || true)
+else
+    LK_RUNS_AT_END=$(grep -c 'run started' "$WORK/lowkey.log" || true)
+fi
 LK_REQUESTS=$W_REQUESTS LK_NON2XX=$W_NON2XX LK_SOCKERR=$W_SOCKERR
 LK_P50=$W_P50_US LK_P99=$W_P99_US LK_RPS=$W_RPS
 LK_ACCEPTED=$((W_REQUESTS - W_NON2XX))
@@ -281,7 +331,11 @@ LK_MESSAGES=$(find "$HOME_DIR/sessions" -name '*.jsonl' -exec cat {} + 2>/dev/nu
     grep -c '"type":"message","role":"user"' || true)
 LK_STARTED_LINES=$(find "$HOME_DIR/sessions" -name '*.jsonl' -exec cat {} + 2>/dev/null |
     grep -c '"status":"started"' || true)
-LK_RUNS_TOTAL=$(grep -c '^s ' "$AGENT_LOG" || true)
+if [[ $AGENT == recorder ]]; then
+    LK_RUNS_TOTAL=$(grep -c '^s ' "$AGENT_LOG" || true)
+else
+    LK_RUNS_TOTAL=$(grep -c 'run started' "$WORK/lowkey.log" || true)
+fi
 # Peak processes alive at once: sweep the start/end marks in time order (an end before
 # a start at the same microsecond, so touching runs do not count as overlapping).
 LK_PEAK_AGENTS=$(awk '{ print $2, ($1 == "s" ? 1 : 0), $1 }' "$AGENT_LOG" | sort -k1,1n -k2,2n |
@@ -292,7 +346,15 @@ LK_PEAK_AGENTS=$(awk '{ print $2, ($1 == "s" ? 1 : 0), $1 }' "$AGENT_LOG" | sort
 note "bare server: starting"
 "$BARE" 127.0.0.1:0 >"$WORK/bare.log" 2>&1 &
 SERVER_PID=$!
-BARE_ADDR=$(wait_ready "$WORK/bare.log" / "$SERVER_PID")
+BARE_ADDR=""
+for ((i = 0; i < 100; i++)); do
+    BARE_ADDR=$(grep -o -m1 'listening on http://[0-9.]*:[0-9]*' "$WORK/bare.log" | sed 's|.*http://||') || true
+    [[ -n $BARE_ADDR ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+done
+[[ -n $BARE_ADDR ]] || { cat "$WORK/bare.log" >&2; die "the bare server did not start"; }
+wait_ready "http://$BARE_ADDR/" "$SERVER_PID" "$WORK/bare.log" || { cat "$WORK/bare.log" >&2; die "the bare server exited"; }
 sleep 1
 BARE_IDLE_RSS=$(status_kib "$SERVER_PID" VmRSS)
 note "bare server: ready on $BARE_ADDR; ${DURATION} of load"
@@ -328,9 +390,14 @@ echo
 echo "durable ingest = ${RATIO}% of the ceiling"
 echo
 echo "events accepted (2xx seen by wrk):       $LK_ACCEPTED"
-echo "events accepted (daemon log):            $LK_LOG_ACCEPTED"
+if ((LK_LOG_ACCEPTED > 0)); then
+    echo "events accepted (daemon log):            $LK_LOG_ACCEPTED"
+else
+    echo "events accepted (daemon log):            not logged (LOWKEY_LOG=$LOWKEY_LOG)"
+    LK_LOG_ACCEPTED=$LK_SESSIONS
+fi
 echo "session files on disk:                   $LK_SESSIONS ($LK_MESSAGES user messages)"
-echo "agent runs started by the end of load:   $LK_RUNS_AT_END (the rest queued)"
+echo "agent runs started by the end of load:   $LK_RUNS_AT_END ($((LK_ACCEPTED - LK_RUNS_AT_END)) events queued behind maxConcurrent $MAX_CONCURRENT)"
 echo "agent runs started by shutdown:          $LK_RUNS_TOTAL ($LK_STARTED_LINES \"started\" records in sessions)"
 if [[ $AGENT == recorder ]]; then
     echo "peak agent processes alive at once:      $LK_PEAK_AGENTS (maxConcurrent $MAX_CONCURRENT)"
@@ -366,7 +433,7 @@ if [[ $AGENT == recorder ]]; then
 fi
 if [[ -f $WORK/strace.txt ]]; then
     echo
-    echo "strace -c -f of lowkey during the load (slowed down by strace):"
+    echo "strace -c -w of lowkey's threads during the load (slowed down by strace):"
     head -n 25 "$WORK/strace.txt"
 fi
 exit "$fail"
