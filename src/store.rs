@@ -136,6 +136,14 @@ fn delivery_key(source: &str, id: &str) -> String {
 }
 
 impl Event {
+    /// The event as the run queue keeps it: without the raw body, which a run does not
+    /// need and which is already in the queue file and the session. A backlog of
+    /// thousands of events then costs about the size of their messages.
+    fn for_dispatch(mut self) -> Event {
+        self.body = String::new();
+        self
+    }
+
     fn header(&self) -> Header {
         Header {
             id: self.session.clone(),
@@ -250,7 +258,7 @@ impl Store {
         for event in pending {
             writer.live.insert(event.id.clone(), writer.segment.seq);
             *writer.segment_live.entry(writer.segment.seq).or_default() += 1;
-            let _ = jobs.send(event);
+            let _ = jobs.send(event.for_dispatch());
         }
         writer.jobs = Some(jobs);
         let (tx, rx) = mpsc::channel();
@@ -579,7 +587,7 @@ impl Writer {
                 tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot write the session file");
             }
             if let Some(jobs) = &self.jobs {
-                let _ = jobs.send(*event);
+                let _ = jobs.send(event.for_dispatch());
             }
             let _ = reply.send(Ok(Ingested::Accepted));
         }
