@@ -4,7 +4,7 @@ use crate::config::{self, ConfigError, Severity};
 use crate::daemon::{self, DaemonError};
 use crate::init::{self, InitError};
 use crate::store::Home;
-use crate::{log, session, view};
+use crate::{log, view};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -318,7 +318,7 @@ fn send(
 
 fn sessions(home: &Home, command: SessionsCommand) -> u8 {
     match command {
-        SessionsCommand::List { json } => match view::list(&home.sessions()) {
+        SessionsCommand::List { json } => match view::list(home) {
             Ok(rows) if json => {
                 println!(
                     "{}",
@@ -346,20 +346,19 @@ fn sessions(home: &Home, command: SessionsCommand) -> u8 {
                 );
                 return exit::NO_INPUT;
             }
-            let path = home.session_file(&id);
-            match session::read(&path) {
-                Ok(lines) if json => {
+            match view::transcript(home, &id) {
+                Ok(Some(lines)) if json => {
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&lines).expect("lines serialize")
                     );
                     exit::OK
                 }
-                Ok(lines) => {
+                Ok(Some(lines)) => {
                     print!("{}", view::render_show(&lines));
                     exit::OK
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None) => {
                     eprintln!(
                         "lowkey: no session \"{id}\" in {}; `lowkey sessions list` prints the ids",
                         home.sessions().display()
@@ -367,7 +366,10 @@ fn sessions(home: &Home, command: SessionsCommand) -> u8 {
                     exit::NO_INPUT
                 }
                 Err(e) => {
-                    eprintln!("lowkey: cannot read {}: {e}", path.display());
+                    eprintln!(
+                        "lowkey: cannot read session \"{id}\" in {}: {e}",
+                        home.root.display()
+                    );
                     exit::IO
                 }
             }

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::log::id;
 use crate::runner;
 use crate::session::{self, Line, Run, RunStatus};
-use crate::store::{Event, Home, Store};
+use crate::store::{Event, Home, Job, Store};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -29,8 +29,8 @@ pub struct Context {
 
 #[derive(Default)]
 struct Queues {
-    /// Events waiting, per session, in acceptance order.
-    sessions: HashMap<String, VecDeque<Event>>,
+    /// Runs waiting, per session, in acceptance order.
+    sessions: HashMap<String, VecDeque<Job>>,
     /// Sessions with a run in flight.
     busy: HashSet<String>,
     /// Per agent: sessions whose next event is for that agent and that are not busy, in
@@ -41,31 +41,31 @@ struct Queues {
 }
 
 impl Queues {
-    fn push(&mut self, event: Event) {
-        let session = event.session.clone();
+    fn push(&mut self, job: Job) {
+        let session = job.session.clone();
         let queue = self.sessions.entry(session.clone()).or_default();
-        queue.push_back(event);
+        queue.push_back(job);
         if queue.len() == 1 && !self.busy.contains(&session) {
             let agent = queue[0].agent.clone();
             self.ready.entry(agent).or_default().push_back(session);
         }
     }
 
-    /// The next event that may start for `agent` under `cap`, marking its session busy.
-    fn next(&mut self, agent: &str, cap: usize) -> Option<Event> {
+    /// The next run that may start for `agent` under `cap`, marking its session busy.
+    fn next(&mut self, agent: &str, cap: usize) -> Option<Job> {
         let running = self.running.entry(agent.to_owned()).or_default();
         if *running >= cap {
             return None;
         }
         let session = self.ready.get_mut(agent)?.pop_front()?;
         let queue = self.sessions.get_mut(&session)?;
-        let event = queue.pop_front()?;
+        let job = queue.pop_front()?;
         if queue.is_empty() {
             self.sessions.remove(&session);
         }
         *running += 1;
         self.busy.insert(session);
-        Some(event)
+        Some(job)
     }
 
     /// A run ended: its session may go on, possibly with another agent.
@@ -88,7 +88,7 @@ impl Queues {
 /// which end themselves (TERM, then KILL) and stay pending for the next start.
 pub async fn run(
     ctx: Context,
-    mut jobs: mpsc::UnboundedReceiver<Event>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
     stop: watch::Receiver<bool>,
     mut reloaded: watch::Receiver<()>,
 ) {
@@ -101,10 +101,10 @@ pub async fn run(
         }
         tokio::select! {
             job = jobs.recv() => match job {
-                Some(event) => {
+                Some(job) => {
                     ctx.activity.add(&ctx.activity.queued, 1);
-                    let agent = event.agent.clone();
-                    queues.push(event);
+                    let agent = job.agent.clone();
+                    queues.push(job);
                     start_ready(&ctx, &mut queues, &mut tasks, &agent, &stop);
                 }
                 None => break,
@@ -152,20 +152,35 @@ fn start_ready(
         .agents
         .get(agent)
         .map_or(1, |a| a.max_concurrent);
-    while let Some(event) = queues.next(agent, cap) {
+    while let Some(job) = queues.next(agent, cap) {
         ctx.activity.add(&ctx.activity.queued, -1);
         ctx.activity.add(&ctx.activity.running, 1);
         let ctx = ctx.clone();
         let stop = stop.clone();
         tasks.spawn(async move {
-            run_one(&ctx, &event, stop).await;
+            match ctx.store.load(&job).await {
+                Ok(event) => run_one(&ctx, &event, job.materialized, stop).await,
+                // Not marked done: the next start reads the queue afresh.
+                Err(e) => tracing::error!(
+                    session_id = %job.session,
+                    event_id = %job.event,
+                    error = %e,
+                    "cannot read the queued event; it stays queued for the next start"
+                ),
+            }
             ctx.activity.add(&ctx.activity.running, -1);
-            (event.session, event.agent)
+            (job.session, job.agent)
         });
     }
 }
 
-async fn run_one(ctx: &Context, event: &Event, stop: watch::Receiver<bool>) {
+async fn run_one(ctx: &Context, event: &Event, materialized: bool, stop: watch::Receiver<bool>) {
+    // The message goes into the session now, before the agent that may read it starts.
+    if !materialized {
+        if let Err(e) = ctx.store.append(event, vec![event.message()]).await {
+            tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot write the message into the session");
+        }
+    }
     // The agent is looked up when the run starts, so a reload that fixed its command
     // applies to events already waiting.
     let agent = ctx.config.load().agents.get(&event.agent).cloned();

@@ -104,6 +104,27 @@ pub enum Ingested {
     },
 }
 
+/// Where an accepted record sits in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Location {
+    seq: u64,
+    offset: u64,
+    len: usize,
+}
+
+/// A queued run. It holds only where its event is in the queue, not the event, so a
+/// backlog of many thousands of events costs little memory; the run reads its event
+/// back when it starts (`Store::load`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub event: String,
+    pub session: String,
+    pub agent: String,
+    /// The session already shows the event's message (a run cut short before a restart).
+    pub materialized: bool,
+    location: Location,
+}
+
 /// A remembered delivery, one line of `deliveries.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -136,15 +157,18 @@ fn delivery_key(source: &str, id: &str) -> String {
 }
 
 impl Event {
-    /// The event as the run queue keeps it: without the raw body, which a run does not
-    /// need and which is already in the queue file and the session. A backlog of
-    /// thousands of events then costs about the size of their messages.
-    fn for_dispatch(mut self) -> Event {
-        self.body = String::new();
-        self
+    fn job(&self, location: Location, materialized: bool) -> Job {
+        Job {
+            event: self.id.clone(),
+            session: self.session.clone(),
+            agent: self.agent.clone(),
+            materialized,
+            location,
+        }
     }
 
-    fn header(&self) -> Header {
+    /// The session's first line, when this event creates the session.
+    pub fn header(&self) -> Header {
         Header {
             id: self.session.clone(),
             source: self.source.clone(),
@@ -154,7 +178,8 @@ impl Event {
         }
     }
 
-    fn message(&self) -> Line {
+    /// The event's message line in its session.
+    pub fn message(&self) -> Line {
         Line::Message(Message {
             role: Role::User,
             text: self.text.clone(),
@@ -182,6 +207,8 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error("{} does not hold the queued event at byte {offset}", path.display())]
+    Corrupt { path: PathBuf, offset: u64 },
     #[error("the store has shut down")]
     Closed,
 }
@@ -193,6 +220,10 @@ impl StoreError {
             StoreError::Io { path, source } => StoreError::Io {
                 path: path.clone(),
                 source: io::Error::new(source.kind(), source.to_string()),
+            },
+            StoreError::Corrupt { path, offset } => StoreError::Corrupt {
+                path: path.clone(),
+                offset: *offset,
             },
             StoreError::Closed => StoreError::Closed,
         }
@@ -251,14 +282,14 @@ impl Store {
     /// accepted event (recovered or new) is sent to `jobs` once it is durable.
     pub fn open(
         home: &Home,
-        jobs: tokio_mpsc::UnboundedSender<Event>,
+        jobs: tokio_mpsc::UnboundedSender<Job>,
     ) -> Result<(Store, WriterThread, Recovery), StoreError> {
         home.create_dirs().map_err(io_err(&home.root))?;
         let (mut writer, pending, recovery) = Writer::recover(home)?;
-        for event in pending {
-            writer.live.insert(event.id.clone(), writer.segment.seq);
+        for job in pending {
+            writer.live.insert(job.event.clone(), writer.segment.seq);
             *writer.segment_live.entry(writer.segment.seq).or_default() += 1;
-            let _ = jobs.send(event.for_dispatch());
+            let _ = jobs.send(job);
         }
         writer.jobs = Some(jobs);
         let (tx, rx) = mpsc::channel();
@@ -295,6 +326,24 @@ impl Store {
     pub async fn append(&self, event: &Event, lines: Vec<Line>) -> Result<(), StoreError> {
         self.call(|r| Command::Append(Box::new(event.clone()), lines, r))
             .await
+    }
+
+    /// Reads a queued run's event back from the queue.
+    pub async fn load(&self, job: &Job) -> Result<Event, StoreError> {
+        let path = segment_path(&self.home.queue(), job.location.seq);
+        let Location { offset, len, .. } = job.location;
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            File::open(&path)
+                .and_then(|f| f.read_exact_at(&mut buf, offset))
+                .map_err(io_err(&path))?;
+            match serde_json::from_slice::<Record>(&buf) {
+                Ok(Record::Accepted(event)) => Ok(*event),
+                _ => Err(StoreError::Corrupt { path, offset }),
+            }
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
     }
 
     /// Records a run's final result: appends it to the session, syncs the session file
@@ -337,30 +386,15 @@ struct Writer {
     deliveries_file: File,
     /// Lines in the deliveries file; it is rewritten when mostly expired.
     deliveries_lines: usize,
-    jobs: Option<tokio_mpsc::UnboundedSender<Event>>,
+    jobs: Option<tokio_mpsc::UnboundedSender<Job>>,
 }
 
 impl Writer {
     /// Reads the queue, puts the sessions of pending events right, and compacts the
     /// pending records into one fresh segment.
-    fn recover(home: &Home) -> Result<(Writer, Vec<Event>, Recovery), StoreError> {
+    fn recover(home: &Home) -> Result<(Writer, Vec<Job>, Recovery), StoreError> {
         let queue = home.queue();
-        let mut segments: Vec<(u64, PathBuf)> = fs::read_dir(&queue)
-            .map_err(io_err(&queue))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let path = e.path();
-                let seq = path
-                    .file_name()?
-                    .to_str()?
-                    .strip_suffix(".wal")?
-                    .parse()
-                    .ok()?;
-                Some((seq, path))
-            })
-            .collect();
-        segments.sort();
-
+        let read = read_queue(&queue).map_err(io_err(&queue))?;
         let now = session::unix_now();
         let mut deliveries: HashMap<String, Seen> = HashMap::new();
         if let Ok(bytes) = fs::read(home.deliveries()) {
@@ -370,34 +404,17 @@ impl Writer {
                 }
             }
         }
-        let mut accepted: Vec<Event> = Vec::new();
-        let mut done: HashSet<String> = HashSet::new();
-        for (_, path) in &segments {
-            let bytes = fs::read(path).map_err(io_err(path))?;
-            // A torn last record was never acknowledged, so skipping it loses nothing.
-            for raw in bytes.split(|b| *b == b'\n') {
-                match serde_json::from_slice::<Record>(raw) {
-                    Ok(Record::Accepted(event)) => {
-                        let event = *event;
-                        // The queue record is the durable copy of a delivery the
-                        // deliveries file may not have reached before a crash.
-                        if let Some(seen) = Seen::of(&event) {
-                            deliveries.insert(seen.key(), seen);
-                        }
-                        accepted.push(event);
-                    }
-                    Ok(Record::Done(id)) => {
-                        done.insert(id);
-                    }
-                    Err(_) => {}
-                }
-            }
+        // The queue records are the durable copy of deliveries the deliveries file may
+        // not have reached before a crash.
+        for seen in read.accepted.iter().filter_map(Seen::of) {
+            deliveries.insert(seen.key(), seen);
         }
         deliveries.retain(|_, seen| seen.until > now);
         let deliveries_file = write_deliveries(home, &deliveries)?;
+        let next_seq = read.segments.last().map_or(1, |(s, _)| s + 1);
         let mut writer = Writer {
             home: home.clone(),
-            segment: Segment::create(&queue, segments.last().map_or(1, |(s, _)| s + 1))?,
+            segment: Segment::create(&queue, next_seq)?,
             live: HashMap::new(),
             segment_live: BTreeMap::new(),
             deliveries_lines: deliveries.len(),
@@ -408,31 +425,36 @@ impl Writer {
 
         let mut recovery = Recovery::default();
         let mut pending = Vec::new();
-        for event in accepted.into_iter().filter(|e| !done.contains(&e.id)) {
-            if writer.repair(&event)? {
-                recovery.completed += 1;
-            } else {
-                pending.push(event);
+        for event in read
+            .accepted
+            .into_iter()
+            .filter(|e| !read.done.contains(&e.id))
+        {
+            match writer.repair(&event)? {
+                None => recovery.completed += 1,
+                Some(materialized) => pending.push((event, materialized)),
             }
         }
         recovery.pending = pending.len();
-        let records: Vec<u8> = pending
-            .iter()
-            .flat_map(|e| encode_json(&Record::Accepted(Box::new(e.clone()))))
-            .collect();
+        let (records, locations) = encode_accepted(pending.iter().map(|(e, _)| e), &writer.segment);
         writer.write_queue(&records)?;
         // The pending records are safe in the new segment; the old ones can go.
-        for (_, path) in &segments {
+        for (_, path) in &read.segments {
             fs::remove_file(path).map_err(io_err(path))?;
         }
         sync_dir(&queue).map_err(io_err(&queue))?;
-        Ok((writer, pending, recovery))
+        let jobs = pending
+            .into_iter()
+            .zip(locations)
+            .map(|((event, materialized), location)| event.job(location, materialized))
+            .collect();
+        Ok((writer, jobs, recovery))
     }
 
-    /// Makes a pending event's session show it: the header and message if they are
-    /// missing, an `interrupted` record if a run was cut short. Returns true when the
-    /// session already holds the run's final result (the `done` mark was lost).
-    fn repair(&mut self, event: &Event) -> Result<bool, StoreError> {
+    /// Puts a pending event's session right after a crash: a run cut short gets an
+    /// `interrupted` record. Returns `None` when the session already holds the run's
+    /// final result (the `done` mark was lost), else whether it shows the message.
+    fn repair(&mut self, event: &Event) -> Result<Option<bool>, StoreError> {
         let path = self.home.session_file(&event.session);
         let lines = match session::read(&path) {
             Ok(lines) => lines,
@@ -451,14 +473,10 @@ impl Writer {
             }
         }
         if last_run.is_some_and(RunStatus::is_final) {
-            return Ok(true);
-        }
-        let mut add = Vec::new();
-        if !has_message {
-            add.push(event.message());
+            return Ok(None);
         }
         if last_run == Some(RunStatus::Started) {
-            add.push(Line::Run(Run {
+            let interrupted = Line::Run(Run {
                 event: event.id.clone(),
                 status: RunStatus::Interrupted,
                 agent: event.agent.clone(),
@@ -468,12 +486,10 @@ impl Writer {
                 signal: None,
                 duration_ms: None,
                 error: Some("lowkey stopped during the run; it runs again".into()),
-            }));
+            });
+            self.append_session(event, &session::encode(&[interrupted]))?;
         }
-        if !add.is_empty() {
-            self.append_session(event, &session::encode(&add))?;
-        }
-        Ok(false)
+        Ok(Some(has_message))
     }
 
     fn run(mut self, rx: mpsc::Receiver<Command>) {
@@ -530,10 +546,8 @@ impl Writer {
         }
 
         // 1. One append and one sync of the queue for every record in the batch.
-        let mut records = Vec::new();
-        for (event, _) in &ingests {
-            records.extend(encode_json(&Record::Accepted(event.clone())));
-        }
+        let (mut records, locations) =
+            encode_accepted(ingests.iter().map(|(e, _)| &**e), &self.segment);
         for (id, _) in &done {
             records.extend(encode_json(&Record::Done(id.clone())));
         }
@@ -566,9 +580,10 @@ impl Writer {
             let _ = reply.send(Ok(()));
         }
 
-        // 2. Accepted events go into their sessions and on to dispatch. Their delivery
-        // ids are durable in the queue; the deliveries file is synced before any
-        // queue segment is deleted.
+        // 2. Accepted events go on to dispatch; a run writes its event's message into
+        // the session when it starts, so ingest creates no file. Delivery ids are
+        // durable in the queue; the deliveries file is synced before any queue segment
+        // is deleted.
         let mut seen_lines = Vec::new();
         for (event, _) in &ingests {
             if let Some(seen) = Seen::of(event) {
@@ -579,15 +594,11 @@ impl Writer {
         if let Err(e) = (&self.deliveries_file).write_all(&seen_lines) {
             tracing::error!(error = %e, "cannot append to the deliveries file");
         }
-        for (event, reply) in ingests {
+        for ((event, reply), location) in ingests.into_iter().zip(locations) {
             self.live.insert(event.id.clone(), seq);
             *self.segment_live.entry(seq).or_default() += 1;
-            // The event is durable in the queue; a failure here is repaired at start-up.
-            if let Err(e) = self.append_session(&event, &session::encode(&[event.message()])) {
-                tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot write the session file");
-            }
             if let Some(jobs) = &self.jobs {
-                let _ = jobs.send(event.for_dispatch());
+                let _ = jobs.send(event.job(location, false));
             }
             let _ = reply.send(Ok(Ingested::Accepted));
         }
@@ -732,6 +743,93 @@ impl Segment {
 
 fn segment_path(queue: &Path, seq: u64) -> PathBuf {
     queue.join(format!("{seq:016}.wal"))
+}
+
+/// Encodes `accepted` records to be appended to `segment`, with where each will sit.
+fn encode_accepted<'a>(
+    events: impl Iterator<Item = &'a Event>,
+    segment: &Segment,
+) -> (Vec<u8>, Vec<Location>) {
+    let mut records = Vec::new();
+    let mut locations = Vec::new();
+    for event in events {
+        let start = records.len();
+        records.extend(encode_json(&Record::Accepted(Box::new(event.clone()))));
+        locations.push(Location {
+            seq: segment.seq,
+            offset: segment.len + start as u64,
+            len: records.len() - start,
+        });
+    }
+    (records, locations)
+}
+
+/// What the queue folder holds.
+struct QueueContents {
+    /// Segment files, oldest first.
+    segments: Vec<(u64, PathBuf)>,
+    /// Every `accepted` record, in acceptance order.
+    accepted: Vec<Event>,
+    /// Every event marked done.
+    done: HashSet<String>,
+}
+
+fn read_queue(queue: &Path) -> io::Result<QueueContents> {
+    let mut segments: Vec<(u64, PathBuf)> = fs::read_dir(queue)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let path = e.path();
+            let seq = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".wal")?
+                .parse()
+                .ok()?;
+            Some((seq, path))
+        })
+        .collect();
+    segments.sort();
+    let mut contents = QueueContents {
+        segments: Vec::new(),
+        accepted: Vec::new(),
+        done: HashSet::new(),
+    };
+    for (seq, path) in segments.drain(..) {
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Deleted by the daemon while another process reads the queue.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        // A torn last record was never acknowledged, so skipping it loses nothing.
+        for raw in bytes.split(|b| *b == b'\n') {
+            match serde_json::from_slice::<Record>(raw) {
+                Ok(Record::Accepted(event)) => contents.accepted.push(*event),
+                Ok(Record::Done(id)) => {
+                    contents.done.insert(id);
+                }
+                Err(_) => {}
+            }
+        }
+        contents.segments.push((seq, path));
+    }
+    Ok(contents)
+}
+
+/// Accepted events whose runs have not finished, in acceptance order, read from the
+/// queue while the daemon may be writing it (for `lowkey sessions`).
+pub fn queued(home: &Home) -> io::Result<Vec<Event>> {
+    let contents = match read_queue(&home.queue()) {
+        Ok(c) => c,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let done = contents.done;
+    Ok(contents
+        .accepted
+        .into_iter()
+        .filter(|e| !done.contains(&e.id))
+        .collect())
 }
 
 fn encode_json(value: &impl Serialize) -> Vec<u8> {

@@ -1,11 +1,15 @@
 //! `lowkey sessions list|show`: sessions as people read them.
 
+//!
+//! An accepted event whose run has not started yet is in the queue, not yet in its
+//! session file (runs write it there when they start), so both read the queue too.
+
 use crate::session::{self, Line, Role, RunStatus};
+use crate::store::{self, Event, Home};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io;
-use std::path::Path;
 
 /// One row of `sessions list`.
 #[derive(Debug, Serialize)]
@@ -24,16 +28,62 @@ pub struct Summary {
     pub updated: String,
 }
 
-/// Summarises every session under `dir`, newest activity first.
-pub fn list(dir: &Path) -> io::Result<Vec<Summary>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+/// Queued events by session.
+fn queued_by_session(home: &Home) -> io::Result<BTreeMap<String, Vec<Event>>> {
+    let mut by_session: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+    for event in store::queued(home)? {
+        by_session
+            .entry(event.session.clone())
+            .or_default()
+            .push(event);
+    }
+    Ok(by_session)
+}
+
+/// A session's lines: its file, then the queued events its file does not show yet.
+fn merge(file: Vec<Line>, queued: Vec<Event>) -> Vec<Line> {
+    let shown: HashSet<String> = file
+        .iter()
+        .filter_map(|l| match l {
+            Line::Message(m) if m.role == Role::User => Some(m.event.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut lines = file;
+    for event in queued.into_iter().filter(|e| !shown.contains(&e.id)) {
+        if lines.is_empty() {
+            lines.push(Line::Session(event.header()));
+        }
+        lines.push(event.message());
+    }
+    lines
+}
+
+/// One session's transcript, or `None` when there is no such session.
+pub fn transcript(home: &Home, id: &str) -> io::Result<Option<Vec<Line>>> {
+    let file = match session::read(&home.session_file(id)) {
+        Ok(lines) => Some(lines),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let queued = queued_by_session(home)?.remove(id).unwrap_or_default();
+    if file.is_none() && queued.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(merge(file.unwrap_or_default(), queued)))
+}
+
+/// Summarises every session, newest activity first.
+pub fn list(home: &Home) -> io::Result<Vec<Summary>> {
+    let mut queued = queued_by_session(home)?;
+    let entries = match std::fs::read_dir(home.sessions()) {
+        Ok(entries) => entries.collect::<Result<Vec<_>, _>>()?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
     let mut rows = Vec::new();
     for entry in entries {
-        let path = entry?.path();
+        let path = entry.path();
         let Some(id) = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -47,7 +97,11 @@ pub fn list(dir: &Path) -> io::Result<Vec<Summary>> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        rows.push(summarise(id, &lines));
+        let pending = queued.remove(id).unwrap_or_default();
+        rows.push(summarise(id, &merge(lines, pending)));
+    }
+    for (id, events) in queued {
+        rows.push(summarise(&id, &merge(Vec::new(), events)));
     }
     rows.sort_by(|a, b| b.updated.cmp(&a.updated).then_with(|| b.id.cmp(&a.id)));
     Ok(rows)

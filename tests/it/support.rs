@@ -112,11 +112,12 @@ impl Home {
     }
 
     /// Reads a session transcript as JSON values, one per line.
+    /// A session as `lowkey sessions show --json` gives it: the session file, plus the
+    /// events still queued for it (a run writes its event into the file when it starts).
     pub fn session(&self, id: &str) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.sessions().join(format!("{id}.jsonl"))).unwrap();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        let out = self.run(&["sessions", "show", id, "--json"]);
+        assert_eq!(out.code, 0, "sessions show {id}: {out:?}");
+        serde_json::from_str(&out.stdout).unwrap()
     }
 }
 
