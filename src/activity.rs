@@ -1,7 +1,7 @@
 //! Counters of what lowkey is doing, read by the `STATUS=` line and the idle exit.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::sync::Notify;
 
@@ -15,7 +15,10 @@ pub struct Activity {
     pub running: AtomicUsize,
     /// The source and time of the last accepted event.
     last_event: Mutex<Option<(String, Instant)>>,
-    /// Woken on every change, so watchers need not poll.
+    /// Something changed since the watcher last looked (`take_changed`).
+    dirty: AtomicBool,
+    /// Woken when `dirty` turns true, so the watcher need not poll, and is woken once
+    /// per look rather than once per request.
     pub changed: Notify,
 }
 
@@ -26,12 +29,24 @@ impl Activity {
         } else {
             counter.fetch_sub(delta.unsigned_abs(), Ordering::SeqCst);
         }
-        self.changed.notify_waiters();
+        self.touch();
     }
 
     pub fn event_accepted(&self, source: &str) {
         *self.last_event.lock().expect("activity lock") = Some((source.to_owned(), Instant::now()));
-        self.changed.notify_waiters();
+        self.touch();
+    }
+
+    fn touch(&self) {
+        if !self.dirty.swap(true, Ordering::SeqCst) {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Whether anything changed since the last call. Call it after registering for
+    /// `changed`, so a change in between still wakes the caller.
+    pub fn take_changed(&self) -> bool {
+        self.dirty.swap(false, Ordering::SeqCst)
     }
 
     pub fn last_event(&self) -> Option<(String, Instant)> {

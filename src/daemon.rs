@@ -170,6 +170,10 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
         let changed = activity.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
+        if activity.take_changed() {
+            dirty = true;
+            idle_since = None;
+        }
         if activity.is_idle() {
             idle_since.get_or_insert_with(Instant::now);
         } else {
@@ -197,10 +201,8 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
                     break;
                 }
             }
-            () = &mut changed => {
-                dirty = true;
-                idle_since = None;
-            }
+            // Handled at the top of the loop, by `take_changed`.
+            () = &mut changed => {}
             () = tokio::time::sleep_until(next_status.into()), if dirty => {}
             () = tokio::time::sleep(STATUS_REFRESH) => dirty = true,
         }
