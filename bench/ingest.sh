@@ -325,10 +325,13 @@ note "lowkey: stopping (SIGTERM)"
 stop_pid "$SERVER_PID" 20
 SERVER_PID=""
 
-# On disk: one session file per event (the source makes a new session per event).
-LK_SESSIONS=$(find "$HOME_DIR/sessions" -name '*.jsonl' | wc -l)
-LK_MESSAGES=$(find "$HOME_DIR/sessions" -name '*.jsonl' -exec cat {} + 2>/dev/null |
-    grep -c '"type":"message","role":"user"' || true)
+# On disk: one session per event (the source makes a new session per event). An event
+# whose run has started is in its session file; the rest are still in the queue, which
+# `lowkey sessions list` reads too.
+LK_SESSIONS=$(LOWKEY_HOME=$HOME_DIR "$LOWKEY" sessions list --json |
+    python3 -c 'import json, sys; rows = json.load(sys.stdin); print(len(rows), sum(r["events"] for r in rows))')
+LK_MESSAGES=${LK_SESSIONS#* }
+LK_SESSIONS=${LK_SESSIONS% *}
 LK_STARTED_LINES=$(find "$HOME_DIR/sessions" -name '*.jsonl' -exec cat {} + 2>/dev/null |
     grep -c '"status":"started"' || true)
 if [[ $AGENT == recorder ]]; then
@@ -396,7 +399,7 @@ else
     echo "events accepted (daemon log):            not logged (LOWKEY_LOG=$LOWKEY_LOG)"
     LK_LOG_ACCEPTED=$LK_SESSIONS
 fi
-echo "session files on disk:                   $LK_SESSIONS ($LK_MESSAGES user messages)"
+echo "sessions on disk (files + queue):        $LK_SESSIONS ($LK_MESSAGES events)"
 echo "agent runs started by the end of load:   $LK_RUNS_AT_END ($((LK_ACCEPTED - LK_RUNS_AT_END)) events queued behind maxConcurrent $MAX_CONCURRENT)"
 echo "agent runs started by shutdown:          $LK_RUNS_TOTAL ($LK_STARTED_LINES \"started\" records in sessions)"
 if [[ $AGENT == recorder ]]; then
@@ -418,9 +421,9 @@ verdict "$((LK_IDLE_RSS <= TARGET_IDLE_RSS_KIB))" "idle RSS <= 8 MiB ($(mib "$LK
 # a few more files than 202s is expected, fewer is a lost event.
 if ((LK_SESSIONS >= LK_ACCEPTED && LK_MESSAGES >= LK_ACCEPTED && LK_SESSIONS >= LK_LOG_ACCEPTED &&
     LK_SESSIONS <= LK_LOG_ACCEPTED + CONNECTIONS)); then
-    echo "OK      every accepted event is on disk ($LK_SESSIONS files for $LK_ACCEPTED 202s seen by wrk)"
+    echo "OK      every accepted event is on disk ($LK_SESSIONS sessions for $LK_ACCEPTED 202s seen by wrk)"
 else
-    echo "FAILED  accepted events missing from disk: $LK_ACCEPTED 202s, $LK_LOG_ACCEPTED logged, $LK_SESSIONS files"
+    echo "FAILED  accepted events missing from disk: $LK_ACCEPTED 202s, $LK_LOG_ACCEPTED logged, $LK_SESSIONS sessions"
     fail=1
 fi
 if [[ $AGENT == recorder ]]; then
