@@ -23,8 +23,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How much of the payload goes into the message, in Unicode characters.
-pub const MESSAGE_CHARS: usize = 2000;
 /// A body must arrive within this long, so a slow sender cannot hold a request open.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// After an error, up to this much of an unread body is read and dropped before the
@@ -85,24 +83,6 @@ impl App {
 }
 
 pub type HttpResponse = Response<Full<Bytes>>;
-
-/// Builds the agent's message: `Webhook from <source>: <payload>`, with the payload cut
-/// after `MESSAGE_CHARS` characters (never inside one) and a visible note when cut.
-pub fn message(source: &str, body: &str) -> (String, bool) {
-    match body.char_indices().nth(MESSAGE_CHARS) {
-        None => (format!("Webhook from {source}: {body}"), false),
-        Some((cut, _)) => {
-            let total = body.chars().count();
-            (
-                format!(
-                    "Webhook from {source}: {}\n[payload trimmed: showing the first {MESSAGE_CHARS} of {total} characters; the full body is in the session file]",
-                    &body[..cut]
-                ),
-                true,
-            )
-        }
-    }
-}
 
 fn json_error(status: StatusCode, message: &str) -> HttpResponse {
     json(status, &serde_json::json!({ "error": message }))
@@ -413,7 +393,6 @@ async fn webhook(
             app.new_id()
         }),
     };
-    let (text_message, trimmed) = message(source_name, text);
     let event = Event {
         id: event_id.clone(),
         session: session_id.clone(),
@@ -421,9 +400,7 @@ async fn webhook(
         agent: source.agent.clone(),
         project: source.project.clone(),
         at: session::timestamp(SystemTime::now()),
-        text: text_message,
         body: text.to_owned(),
-        trimmed,
         dedup_until: delivery
             .as_ref()
             .map(|_| session::unix_now() + source.dedup.as_secs()),
@@ -537,35 +514,4 @@ async fn drain(mut body: Incoming) {
         }
     };
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, read).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_payload_is_whole() {
-        let (text, trimmed) = message("stripe", "{\"a\":1}");
-        assert_eq!(text, "Webhook from stripe: {\"a\":1}");
-        assert!(!trimmed);
-    }
-
-    #[test]
-    fn cut_never_splits_a_character() {
-        let body = "é".repeat(MESSAGE_CHARS + 1);
-        let (text, trimmed) = message("s", &body);
-        assert!(trimmed);
-        let payload = text.strip_prefix("Webhook from s: ").unwrap();
-        let shown: String = payload.chars().take_while(|c| *c == 'é').collect();
-        assert_eq!(shown.chars().count(), MESSAGE_CHARS);
-        assert!(payload.contains("of 2001 characters"));
-    }
-
-    #[test]
-    fn exactly_the_limit_is_not_trimmed() {
-        let body = "🦀".repeat(MESSAGE_CHARS);
-        let (text, trimmed) = message("s", &body);
-        assert!(!trimmed);
-        assert!(text.ends_with('🦀'));
-    }
 }

@@ -143,7 +143,7 @@ pub async fn wait(
     let mut stdin = run.child.stdin.take().expect("stdin is piped");
     let mut stdout = run.child.stdout.take().expect("stdout is piped");
     let stderr = run.child.stderr.take().expect("stderr is piped");
-    let message = event.text.clone();
+    let (message, _) = event.text();
     tokio::spawn(async move {
         // An agent that exits without reading its stdin is fine: ignore EPIPE.
         let _ = stdin.write_all(message.as_bytes()).await;

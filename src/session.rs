@@ -107,6 +107,27 @@ impl RunStatus {
     }
 }
 
+/// How much of the payload goes into the message, in Unicode characters.
+pub const MESSAGE_CHARS: usize = 2000;
+
+/// Builds the agent's message: `Webhook from <source>: <payload>`, with the payload cut
+/// after `MESSAGE_CHARS` characters (never inside one) and a visible note when cut.
+pub fn webhook_message(source: &str, body: &str) -> (String, bool) {
+    match body.char_indices().nth(MESSAGE_CHARS) {
+        None => (format!("Webhook from {source}: {body}"), false),
+        Some((cut, _)) => {
+            let total = body.chars().count();
+            (
+                format!(
+                    "Webhook from {source}: {}\n[payload trimmed: showing the first {MESSAGE_CHARS} of {total} characters; the full body is in the session file]",
+                    &body[..cut]
+                ),
+                true,
+            )
+        }
+    }
+}
+
 pub fn file_name(id: &str) -> String {
     format!("{id}.jsonl")
 }
@@ -148,4 +169,35 @@ pub fn encode(lines: &[Line]) -> Vec<u8> {
         out.push(b'\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_payload_is_whole() {
+        let (text, trimmed) = webhook_message("stripe", "{\"a\":1}");
+        assert_eq!(text, "Webhook from stripe: {\"a\":1}");
+        assert!(!trimmed);
+    }
+
+    #[test]
+    fn cut_never_splits_a_character() {
+        let body = "é".repeat(MESSAGE_CHARS + 1);
+        let (text, trimmed) = webhook_message("s", &body);
+        assert!(trimmed);
+        let payload = text.strip_prefix("Webhook from s: ").unwrap();
+        let shown: String = payload.chars().take_while(|c| *c == 'é').collect();
+        assert_eq!(shown.chars().count(), MESSAGE_CHARS);
+        assert!(payload.contains("of 2001 characters"));
+    }
+
+    #[test]
+    fn exactly_the_limit_is_not_trimmed() {
+        let body = "🦀".repeat(MESSAGE_CHARS);
+        let (text, trimmed) = webhook_message("s", &body);
+        assert!(!trimmed);
+        assert!(text.ends_with('🦀'));
+    }
 }

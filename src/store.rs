@@ -79,11 +79,8 @@ pub struct Event {
     pub agent: String,
     pub project: PathBuf,
     pub at: String,
-    /// `Webhook from <source>: <payload>`, the message handed to the agent.
-    pub text: String,
-    /// The body exactly as received.
+    /// The body exactly as received; the agent's message is made from it (`text`).
     pub body: String,
-    pub trimmed: bool,
     /// The sender's delivery id, when it sent one; repeats within `dedup_until` are
     /// answered as duplicates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,15 +176,22 @@ impl Event {
     }
 
     /// The event's message line in its session.
+    /// `Webhook from <source>: <payload>`, the message handed to the agent, and
+    /// whether the payload in it was trimmed.
+    pub fn text(&self) -> (String, bool) {
+        session::webhook_message(&self.source, &self.body)
+    }
+
     pub fn message(&self) -> Line {
+        let (text, trimmed) = self.text();
         Line::Message(Message {
             role: Role::User,
-            text: self.text.clone(),
+            text,
             event: self.id.clone(),
             source: Some(self.source.clone()),
             at: self.at.clone(),
             body: Some(self.body.clone()),
-            trimmed: self.trimmed,
+            trimmed,
         })
     }
 }
