@@ -5,12 +5,13 @@
 //! of the queue file (group commit), so durable ingest costs one fsync per batch, not
 //! one per request.
 //!
-//! The queue (`$LOWKEY_HOME/queue/*.wal`) is the source of truth for work not yet done:
-//! an `accepted` record is written and synced before the sender gets its 202, and a
-//! `done` record is written only after the run's result is synced into the session
-//! file. Session files are written after the queue sync without their own fsync; after a
-//! crash, start-up replays the live queue records into them. Start-up reads only the
-//! queue, which holds pending work, so it does not grow with the number of sessions.
+//! The queue (`$LOWKEY_HOME/queue/*.wal`) is the inbox and the source of truth for work
+//! not yet done: an `accepted` record is written and synced before the sender gets its
+//! 202, and a `done` record is written only after the run's result is synced into the
+//! session file. Ingest creates no file; a run writes its event's message into the
+//! session when it starts (`Job` holds only the record's place in the queue, so a long
+//! backlog stays small in memory). Start-up reads only the queue, which holds pending
+//! work, so it does not grow with the number of sessions.
 
 use crate::session::{self, Header, Line, Message, Role, Run, RunStatus};
 use serde::{Deserialize, Serialize};
@@ -283,7 +284,7 @@ pub struct Recovery {
 
 impl Store {
     /// Opens the store, recovers pending work and starts the writer thread. Every
-    /// accepted event (recovered or new) is sent to `jobs` once it is durable.
+    /// accepted event (recovered or new) is sent to `jobs`, as a `Job`, once durable.
     pub fn open(
         home: &Home,
         jobs: tokio_mpsc::UnboundedSender<Job>,
