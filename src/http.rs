@@ -340,7 +340,19 @@ async fn webhook(
             );
         }
     };
-    let payload: serde_json::Value = match serde_json::from_str(text) {
+    // The parsed tree is built only for sources that read the payload (Slack and Stripe
+    // ids, target templates); every other body is only checked.
+    let reads_payload = matches!(source.target, Target::Template(_))
+        || matches!(
+            source.verify.as_ref().map(|v| &v.scheme),
+            Some(Scheme::Slack | Scheme::Stripe)
+        );
+    let parsed = if reads_payload {
+        serde_json::from_str::<serde_json::Value>(text)
+    } else {
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| serde_json::Value::Null)
+    };
+    let payload = match parsed {
         Ok(v) => v,
         Err(e) => {
             return json_error(

@@ -197,11 +197,20 @@ impl Event {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+/// A queue record as read back.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 enum Record {
     Accepted(Box<Event>),
     Done(String),
+}
+
+/// A queue record as written: the same JSON as `Record`, without copying the event.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+enum RecordRef<'a> {
+    Accepted(&'a Event),
+    Done(&'a str),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -554,7 +563,7 @@ impl Writer {
         let (mut records, locations) =
             encode_accepted(ingests.iter().map(|(e, _)| &**e), &self.segment);
         for (id, _) in &done {
-            records.extend(encode_json(&Record::Done(id.clone())));
+            records.extend(encode_json(&RecordRef::Done(id)));
         }
         if let Err(e) = self.write_queue(&records) {
             tracing::error!(error = %e, "cannot write the queue; answering 503");
@@ -759,7 +768,7 @@ fn encode_accepted<'a>(
     let mut locations = Vec::new();
     for event in events {
         let start = records.len();
-        records.extend(encode_json(&Record::Accepted(Box::new(event.clone()))));
+        records.extend(encode_json(&RecordRef::Accepted(event)));
         locations.push(Location {
             seq: segment.seq,
             offset: segment.len + start as u64,
