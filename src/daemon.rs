@@ -167,9 +167,6 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
     // Since when nothing has happened; any activity starts the idle clock again.
     let mut idle_since: Option<Instant> = None;
     loop {
-        let changed = activity.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
         if activity.take_changed() {
             dirty = true;
             idle_since = None;
@@ -183,6 +180,22 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
         let idle_deadline = idle_exit
             .zip(idle_since)
             .map(|(limit, since)| since + limit);
+        // Only a quiet daemon listens for the next change. Once something changed, the
+        // status is rewritten at the next tick, and the changes until then are picked
+        // up by `take_changed` above: the loop wakes about once a second under load,
+        // not once per request.
+        let changed = activity.changed.notified();
+        tokio::pin!(changed);
+        let listen = !dirty;
+        if listen {
+            changed.as_mut().enable();
+            // A change between the look above and `enable` would go unnoticed.
+            if activity.take_changed() {
+                dirty = true;
+                idle_since = None;
+                continue;
+            }
+        }
         tokio::select! {
             _ = hup.recv() => {
                 reload_error = reload(&opts.config_path, &config, &unusable, &activity);
@@ -191,23 +204,27 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
                     let _ = reloaded_tx.send(());
                 }
                 last_status.clear();
+                dirty = true;
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
             () = tokio::time::sleep_until(idle_deadline.unwrap_or_else(Instant::now).into()), if idle_deadline.is_some() => {
-                if activity.is_idle() {
+                if activity.take_changed() {
+                    dirty = true;
+                    idle_since = None;
+                } else if activity.is_idle() {
                     tracing::info!("idle for {}s; exiting until systemd starts lowkey again", idle_exit.unwrap_or_default().as_secs());
                     break;
                 }
             }
-            // Handled at the top of the loop, by `take_changed`.
-            () = &mut changed => {}
+            () = &mut changed, if listen => {}
             () = tokio::time::sleep_until(next_status.into()), if dirty => {}
             () = tokio::time::sleep(STATUS_REFRESH) => dirty = true,
         }
         if dirty && Instant::now() >= next_status {
             dirty = false;
+            next_status = Instant::now() + STATUS_EVERY;
             let line = status_line(
                 &config.load(),
                 &activity,
@@ -217,7 +234,6 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
             if line != last_status {
                 systemd::status(&line);
                 last_status = line;
-                next_status = Instant::now() + STATUS_EVERY;
             }
         }
     }
