@@ -43,7 +43,12 @@ struct Queues {
 impl Queues {
     fn push(&mut self, job: Job) {
         let session = job.session.clone();
-        let queue = self.sessions.entry(session.clone()).or_default();
+        // Most sessions (`new_session`) only ever queue one run: start with room for one
+        // rather than the default four, which is most of a backlog's memory.
+        let queue = self
+            .sessions
+            .entry(session.clone())
+            .or_insert_with(|| VecDeque::with_capacity(1));
         queue.push_back(job);
         if queue.len() == 1 && !self.busy.contains(&session) {
             let agent = queue[0].agent.clone();
