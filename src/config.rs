@@ -640,12 +640,8 @@ impl Validator {
                 );
                 continue;
             }
-            let known: Map<String, Value> = fields
-                .iter()
-                .filter(|(k, _)| AGENT_KEYS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let Some(raw) = self.typed::<RawAgent>(&key, &Value::Object(known)) else {
+            // Unknown keys were reported above; deserializing ignores them.
+            let Some(raw) = self.typed::<RawAgent>(&key, value) else {
                 continue;
             };
             if let Some(agent) = self.agent(&key, name, raw) {
@@ -748,14 +744,9 @@ impl Validator {
                 continue;
             };
             let suggested = self.unknown_keys(&key, fields, SOURCE_KEYS);
-            let known: Map<String, Value> = fields
-                .iter()
-                .filter(|(k, _)| {
-                    SOURCE_KEYS.contains(&k.as_str()) && !matches!(k.as_str(), "secret" | "secrets")
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let Some(raw) = self.typed::<RawSource>(&key, &Value::Object(known)) else {
+            // Unknown keys were reported above, and the secrets are read by
+            // `security`; deserializing ignores both.
+            let Some(raw) = self.typed::<RawSource>(&key, value) else {
                 continue;
             };
             let project = match raw.project.as_deref() {
