@@ -77,15 +77,7 @@ echo "answered $LOWKEY_EVENT_ID""#,
         daemon.wait_run_end(event);
     }
 
-    let expected: Vec<(String, String)> = events
-        .iter()
-        .flat_map(|e| {
-            [
-                ("start".to_owned(), e.clone()),
-                ("end".to_owned(), e.clone()),
-            ]
-        })
-        .collect();
+    let expected = one_after_another(&events);
     assert_eq!(
         journal(&log),
         expected,
@@ -259,7 +251,18 @@ echo ok"#,
         sorted_session, sorted_events,
         "every accepted event is in the session once"
     );
-    let expected: Vec<(String, String)> = in_session
+    let expected = one_after_another(&in_session);
+    assert_eq!(
+        journal(&log),
+        expected,
+        "runs in the session's order, one at a time, each once"
+    );
+    assert_eq!(of_type(&lines, "session").len(), 1);
+}
+
+/// The journal of runs that happened one at a time, in this order: start, end, start, end.
+fn one_after_another(events: &[String]) -> Vec<(String, String)> {
+    events
         .iter()
         .flat_map(|e| {
             [
@@ -267,11 +270,5 @@ echo ok"#,
                 ("end".to_owned(), e.clone()),
             ]
         })
-        .collect();
-    assert_eq!(
-        journal(&log),
-        expected,
-        "runs in the session's order, one at a time, each once"
-    );
-    assert_eq!(of_type(&lines, "session").len(), 1);
+        .collect()
 }
