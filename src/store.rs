@@ -439,12 +439,13 @@ impl Writer {
 
         let mut recovery = Recovery::default();
         let mut pending = Vec::new();
+        let mut sessions = HashMap::new();
         for event in read
             .accepted
             .into_iter()
             .filter(|e| !read.done.contains(&e.id))
         {
-            match writer.repair(&event)? {
+            match writer.repair(&event, &mut sessions)? {
                 None => recovery.completed += 1,
                 Some(materialized) => pending.push((event, materialized)),
             }
@@ -468,16 +469,25 @@ impl Writer {
     /// Puts a pending event's session right after a crash: a run cut short gets an
     /// `interrupted` record. Returns `None` when the session already holds the run's
     /// final result (the `done` mark was lost), else whether it shows the message.
-    fn repair(&mut self, event: &Event) -> Result<Option<bool>, StoreError> {
-        let path = self.home.session_file(&event.session);
-        let lines = match session::read(&path) {
-            Ok(lines) => lines,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err(&path)(e)),
-        };
+    /// `sessions` caches the files read, so a session with many pending events is read
+    /// once, not once per event.
+    fn repair(
+        &mut self,
+        event: &Event,
+        sessions: &mut HashMap<String, Vec<Line>>,
+    ) -> Result<Option<bool>, StoreError> {
+        if !sessions.contains_key(&event.session) {
+            let path = self.home.session_file(&event.session);
+            let lines = match session::read(&path) {
+                Ok(lines) => lines,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(io_err(&path)(e)),
+            };
+            sessions.insert(event.session.clone(), lines);
+        }
         let mut has_message = false;
         let mut last_run = None;
-        for line in &lines {
+        for line in &sessions[&event.session] {
             match line {
                 Line::Message(m) if m.event == event.id && m.role == Role::User => {
                     has_message = true
@@ -704,7 +714,6 @@ impl Writer {
     /// line that readers skip instead of corrupting the next one.
     fn append_session(&mut self, event: &Event, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.home.session_file(&event.session);
-        let err = io_err(&path);
         let mut buf = Vec::with_capacity(bytes.len() + 256);
         let file = match OpenOptions::new().read(true).append(true).open(&path) {
             Ok(file) => {
@@ -728,7 +737,7 @@ impl Writer {
                 buf.extend(session::encode(&[Line::Session(event.header())]));
                 file
             }
-            Err(e) => return Err(err(e)),
+            Err(e) => return Err(io_err(&path)(e)),
         };
         buf.extend_from_slice(bytes);
         (&file).write_all(&buf).map_err(io_err(&path))
