@@ -279,3 +279,40 @@ fn a_finished_run_whose_queue_mark_was_lost_is_not_run_again() {
         daemon.log_text()
     );
 }
+
+#[test]
+fn a_queue_longer_than_one_segment_file_survives_kill_9() {
+    // 20 bodies of about 1 MB fill more than one 16 MiB queue segment, so the later
+    // events sit in a segment made ahead of time (zero-filled) and the reader has to
+    // find the records in it.
+    let (home, gate, out) = home_with_gated_agent(1, "new_session");
+    let daemon = home.serve();
+    let body = |n: usize| format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(1_000_000));
+    let events: Vec<(String, String)> =
+        (0..20).map(|n| accept(&daemon, "hook", &body(n))).collect();
+    let first = wait_for("the first run to start", || runs(&out).first().cloned());
+    let orphan = Reap(vec![first.1]);
+    let listed = home.run(&["sessions", "list", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(
+        rows.len(),
+        20,
+        "every accepted event is listed while queued"
+    );
+
+    daemon.signal(Signal::SIGKILL);
+    assert_eq!(daemon.wait_exit(), None, "killed by the signal");
+    orphan.kill();
+    drop(daemon);
+
+    let daemon = home.serve();
+    let recovered = daemon.wait_log("about recovered runs", |l| l.contains("recovered"));
+    assert!(recovered.contains("recovered 20"), "{recovered}");
+    gate.open();
+    for (n, (session, event)) in events.iter().enumerate() {
+        let end = daemon.wait_run_end(event);
+        assert!(end.contains("run finished"), "{end}");
+        let lines = home.session(session);
+        assert_eq!(lines[1]["body"], body(n), "the whole body, for event {n}");
+    }
+}
