@@ -879,6 +879,7 @@ impl Segment {
             None => OpenOptions::new()
                 .write(true)
                 .create(true)
+                .truncate(true)
                 .mode(0o600)
                 .open(&path)
                 .map_err(io_err(&path))?,
