@@ -164,7 +164,7 @@ fn start_ready(
         let stop = stop.clone();
         tasks.spawn(async move {
             match ctx.store.load(&job).await {
-                Ok(event) => run_one(&ctx, &event, job.materialized, stop).await,
+                Ok(event) => run_one(&ctx, &job, &event, stop).await,
                 // Not marked done: the next start reads the queue afresh.
                 Err(e) => tracing::error!(
                     session_id = %job.session,
@@ -179,9 +179,9 @@ fn start_ready(
     }
 }
 
-async fn run_one(ctx: &Context, event: &Event, materialized: bool, stop: watch::Receiver<bool>) {
+async fn run_one(ctx: &Context, job: &Job, event: &Event, stop: watch::Receiver<bool>) {
     // The message goes into the session now, before the agent that may read it starts.
-    if !materialized {
+    if !job.materialized {
         if let Err(e) = ctx.store.append(event, vec![event.message()]).await {
             tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot write the message into the session");
         }
@@ -238,7 +238,7 @@ async fn run_one(ctx: &Context, event: &Event, materialized: bool, stop: watch::
         // Not final: the queue keeps the event, and it runs again at the next start.
         ctx.store.append(event, lines).await
     } else {
-        ctx.store.finish(event, lines).await
+        ctx.store.finish(job, event, lines).await
     };
     if let Err(e) = stored {
         tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot record the run's result; it runs again at the next start");

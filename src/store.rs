@@ -265,7 +265,8 @@ enum Command {
     /// seen, answer with the first delivery's ids.
     Ingest(Box<Event>, IngestReply),
     /// Mark the event done in the queue; its result is already synced in its session.
-    Done(String, Reply),
+    /// The number is the segment holding its `accepted` record.
+    Done(String, u64, Reply),
 }
 
 /// A handle to the writer thread. Cheap to clone; the thread ends when the last
@@ -305,7 +306,6 @@ impl Store {
         home.create_dirs().map_err(io_err(&home.root))?;
         let (mut writer, pending, recovery) = Writer::recover(home)?;
         for job in pending {
-            writer.live.insert(job.event.clone(), writer.segment.seq);
             *writer.segment_live.entry(writer.segment.seq).or_default() += 1;
             let _ = jobs.send(job);
         }
@@ -392,9 +392,15 @@ impl Store {
     /// Records a run's final result: appends it to the session, syncs the session file
     /// and its folder, then marks the event done in the queue. The session's part runs
     /// on the blocking pool, so finishing runs never delays ingest.
-    pub async fn finish(&self, event: &Event, lines: Vec<Line>) -> Result<(), StoreError> {
+    pub async fn finish(
+        &self,
+        job: &Job,
+        event: &Event,
+        lines: Vec<Line>,
+    ) -> Result<(), StoreError> {
         self.write_session(event, lines, true).await?;
-        self.call(|r| Command::Done(event.id.clone(), r)).await
+        self.call(|r| Command::Done(event.id.clone(), job.location.seq, r))
+            .await
     }
 }
 
@@ -507,8 +513,6 @@ struct Writer {
     home: Home,
     segment: Segment,
     spares: Spares,
-    /// Live (not done) event → the segment holding its `accepted` record.
-    live: HashMap<String, u64>,
     /// Live events per segment. A segment is deleted once it and every older one
     /// hold no live event: a later segment may hold `done` marks for older ones.
     segment_live: BTreeMap<u64, usize>,
@@ -547,7 +551,6 @@ impl Writer {
             home: home.clone(),
             segment: Segment::create(&queue, next_seq, None)?,
             spares: Spares::start(&queue).map_err(io_err(&queue))?,
-            live: HashMap::new(),
             segment_live: BTreeMap::new(),
             deliveries_lines: deliveries.len(),
             deliveries,
@@ -685,14 +688,14 @@ impl Writer {
                     }
                     ingests.push((e, r));
                 }
-                Command::Done(id, r) => done.push((id, r)),
+                Command::Done(id, seq, r) => done.push((id, seq, r)),
             }
         }
 
         // 1. One append and one sync of the queue for every record in the batch.
         let (mut records, locations) =
             encode_accepted(ingests.iter().map(|(e, _)| &**e), &self.segment);
-        for (id, _) in &done {
+        for (id, _, _) in &done {
             records.extend(encode_json(&RecordRef::Done(id)));
         }
         if let Err(e) = self.write_queue(records) {
@@ -706,7 +709,7 @@ impl Writer {
             for (_, reply) in copies {
                 let _ = reply.send(Err(e.copy()));
             }
-            for (_, reply) in done {
+            for (_, _, reply) in done {
                 let _ = reply.send(Err(e.copy()));
             }
             return;
@@ -715,11 +718,9 @@ impl Writer {
             let _ = reply.send(Ok(answer));
         }
         let seq = self.segment.seq;
-        for (id, reply) in done {
-            if let Some(seg) = self.live.remove(&id) {
-                if let Some(n) = self.segment_live.get_mut(&seg) {
-                    *n -= 1;
-                }
+        for (_, seq, reply) in done {
+            if let Some(n) = self.segment_live.get_mut(&seq) {
+                *n = n.saturating_sub(1);
             }
             let _ = reply.send(Ok(()));
         }
@@ -739,7 +740,6 @@ impl Writer {
             tracing::error!(error = %e, "cannot append to the deliveries file");
         }
         for ((event, reply), location) in ingests.into_iter().zip(locations) {
-            self.live.insert(event.id.clone(), seq);
             *self.segment_live.entry(seq).or_default() += 1;
             if let Some(jobs) = &self.jobs {
                 let _ = jobs.send(event.job(location, false));
