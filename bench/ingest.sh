@@ -23,6 +23,10 @@
 #   BENCH_BODY_BYTES   size of the JSON body (default 1024)
 #   BENCH_AGENT        agent command: "recorder" (default; needed for the peak count)
 #                      or a path such as /bin/true
+#   BENCH_AGENT_SECONDS  how long each recorder run waits before it ends (default 0).
+#                      With 0 the two agent slots run back to back and take CPU from
+#                      ingest on a small machine; with 1 an agent behaves like one that
+#                      waits on a model's API, and the figures show ingest alone.
 #   BENCH_MAX_CONCURRENT  the agent's maxConcurrent (default 2)
 #   BENCH_TMPDIR       where the state folder goes (default $TMPDIR or /var/tmp; it must
 #                      be on a real disk, or fsync costs nothing)
@@ -53,6 +57,8 @@ CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-2}
 BODY_BYTES=${BENCH_BODY_BYTES:-1024}
 AGENT=${BENCH_AGENT:-recorder}
+AGENT_SECONDS=${BENCH_AGENT_SECONDS:-0}
+[[ $AGENT_SECONDS =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "bad BENCH_AGENT_SECONDS: $AGENT_SECONDS"
 MAX_CONCURRENT=${BENCH_MAX_CONCURRENT:-2}
 export LOWKEY_LOG=${LOWKEY_LOG:-info}
 
@@ -164,11 +170,12 @@ chmod 700 "$HOME_DIR"
 if [[ $AGENT == recorder ]]; then
     # Cheap, and it records each process's life: "s|e <epoch µs> <pid>". Lines this
     # short are appended atomically (O_APPEND).
-    cat >"$WORK/agent.sh" <<'EOF'
-#!/bin/bash
-printf 's %s %s\n' "${EPOCHREALTIME/./}" "$$" >>"$BENCH_AGENT_LOG"
-printf 'e %s %s\n' "${EPOCHREALTIME/./}" "$$" >>"$BENCH_AGENT_LOG"
-EOF
+    {
+        echo '#!/bin/bash'
+        echo 'printf '\''s %s %s\n'\'' "${EPOCHREALTIME/./}" "$$" >>"$BENCH_AGENT_LOG"'
+        [[ $AGENT_SECONDS == 0 ]] || echo "sleep $AGENT_SECONDS"
+        echo 'printf '\''e %s %s\n'\'' "${EPOCHREALTIME/./}" "$$" >>"$BENCH_AGENT_LOG"'
+    } >"$WORK/agent.sh"
     chmod 755 "$WORK/agent.sh"
     AGENT_CMD=$WORK/agent.sh
 else
@@ -380,6 +387,11 @@ RATIO=$(awk -v a="$LK_RPS" -v b="$BARE_RPS" 'BEGIN { printf "%.1f", (b > 0) ? 10
 echo
 echo "lowkey ingest benchmark: $(nproc) CPUs, wrk -t$THREADS -c$CONNECTIONS -d$DURATION," \
     "POST ${#BODY}-byte JSON, state on $FSTYPE"
+if [[ $AGENT == recorder ]]; then
+    echo "agent: bash recorder, ${AGENT_SECONDS}s per run, maxConcurrent $MAX_CONCURRENT"
+else
+    echo "agent: $AGENT, maxConcurrent $MAX_CONCURRENT"
+fi
 echo
 printf '%-22s %14s %14s\n' "" "lowkey serve" "bare hyper"
 printf '%-22s %14s %14s\n' "req/s" "$LK_RPS" "$BARE_RPS"

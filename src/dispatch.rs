@@ -51,14 +51,22 @@ impl Queues {
             .or_insert_with(|| VecDeque::with_capacity(1));
         queue.push_back(job);
         if queue.len() == 1 && !self.busy.contains(&session) {
-            let agent = queue[0].agent.clone();
-            self.ready.entry(agent).or_default().push_back(session);
+            let agent = &queue[0].agent;
+            match self.ready.get_mut(agent) {
+                Some(ready) => ready.push_back(session),
+                None => {
+                    self.ready.insert(agent.clone(), VecDeque::from([session]));
+                }
+            }
         }
     }
 
     /// The next run that may start for `agent` under `cap`, marking its session busy.
     fn next(&mut self, agent: &str, cap: usize) -> Option<Job> {
-        let running = self.running.entry(agent.to_owned()).or_default();
+        if !self.running.contains_key(agent) {
+            self.running.insert(agent.to_owned(), 0);
+        }
+        let running = self.running.get_mut(agent)?;
         if *running >= cap {
             return None;
         }
