@@ -101,7 +101,7 @@ impl Queues {
 /// which end themselves (TERM, then KILL) and stay pending for the next start.
 pub async fn run(
     ctx: Context,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
+    mut jobs: mpsc::UnboundedReceiver<Vec<Job>>,
     stop: watch::Receiver<bool>,
     mut reloaded: watch::Receiver<()>,
 ) {
@@ -113,12 +113,19 @@ pub async fn run(
             break;
         }
         tokio::select! {
-            job = jobs.recv() => match job {
-                Some(job) => {
-                    ctx.activity.add(&ctx.activity.queued, 1);
-                    let agent = job.agent.clone();
-                    queues.push(job);
-                    start_ready(&ctx, &mut queues, &mut tasks, &agent, &stop);
+            batch = jobs.recv() => match batch {
+                Some(batch) => {
+                    ctx.activity.add(&ctx.activity.queued, batch.len() as isize);
+                    let mut agents: Vec<String> = Vec::new();
+                    for job in batch {
+                        if !agents.contains(&job.agent) {
+                            agents.push(job.agent.clone());
+                        }
+                        queues.push(job);
+                    }
+                    for agent in &agents {
+                        start_ready(&ctx, &mut queues, &mut tasks, agent, &stop);
+                    }
                 }
                 None => break,
             },

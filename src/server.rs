@@ -129,6 +129,7 @@ async fn accept_loop(
         };
         let app = app.clone();
         let activity: Arc<Activity> = app.activity.clone();
+        let peer = Arc::new(peer);
         let service = service_fn(move |req| {
             let app = app.clone();
             let peer = peer.clone();

@@ -298,16 +298,17 @@ pub struct Recovery {
 
 impl Store {
     /// Opens the store, recovers pending work and starts the writer thread. Every
-    /// accepted event (recovered or new) is sent to `jobs`, as a `Job`, once durable.
+    /// accepted event (recovered or new) is sent to `jobs`, as a `Job`, once durable,
+    /// in acceptance order; the events of one batch go together.
     pub fn open(
         home: &Home,
-        jobs: tokio_mpsc::UnboundedSender<Job>,
+        jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
     ) -> Result<(Store, WriterThread, Recovery), StoreError> {
         home.create_dirs().map_err(io_err(&home.root))?;
         let (mut writer, pending, recovery) = Writer::recover(home)?;
-        for job in pending {
-            *writer.segment_live.entry(writer.segment.seq).or_default() += 1;
-            let _ = jobs.send(job);
+        if !pending.is_empty() {
+            *writer.segment_live.entry(writer.segment.seq).or_default() += pending.len();
+            let _ = jobs.send(pending);
         }
         writer.jobs = Some(jobs);
         let (tx, rx) = mpsc::channel();
@@ -521,7 +522,7 @@ struct Writer {
     deliveries_file: File,
     /// Lines in the deliveries file; it is rewritten when mostly expired.
     deliveries_lines: usize,
-    jobs: Option<tokio_mpsc::UnboundedSender<Job>>,
+    jobs: Option<tokio_mpsc::UnboundedSender<Vec<Job>>>,
 }
 
 impl Writer {
@@ -696,7 +697,7 @@ impl Writer {
         let (mut records, locations) =
             encode_accepted(ingests.iter().map(|(e, _)| &**e), &self.segment);
         for (id, _, _) in &done {
-            records.extend(encode_json(&RecordRef::Done(id)));
+            encode_json(&mut records, &RecordRef::Done(id));
         }
         if let Err(e) = self.write_queue(records) {
             tracing::error!(error = %e, "cannot write the queue; answering 503");
@@ -732,18 +733,26 @@ impl Writer {
         let mut seen_lines = Vec::new();
         for (event, _) in &ingests {
             if let Some(seen) = Seen::of(event) {
-                seen_lines.extend(encode_json(&seen));
+                encode_json(&mut seen_lines, &seen);
                 self.deliveries_lines += 1;
             }
         }
         if let Err(e) = (&self.deliveries_file).write_all(&seen_lines) {
             tracing::error!(error = %e, "cannot append to the deliveries file");
         }
+        if !ingests.is_empty() {
+            *self.segment_live.entry(seq).or_default() += ingests.len();
+        }
+        let mut jobs = Vec::with_capacity(ingests.len());
+        let mut replies = Vec::with_capacity(ingests.len());
         for ((event, reply), location) in ingests.into_iter().zip(locations) {
-            *self.segment_live.entry(seq).or_default() += 1;
-            if let Some(jobs) = &self.jobs {
-                let _ = jobs.send(event.job(location, false));
-            }
+            jobs.push(event.job(location, false));
+            replies.push(reply);
+        }
+        if let (Some(tx), false) = (&self.jobs, jobs.is_empty()) {
+            let _ = tx.send(jobs);
+        }
+        for reply in replies {
             let _ = reply.send(Ok(Ingested::Accepted));
         }
         self.maintain_segments();
@@ -907,7 +916,7 @@ fn encode_accepted<'a>(
     let mut locations = Vec::new();
     for event in events {
         let start = records.len();
-        records.extend(encode_json(&RecordRef::Accepted(event)));
+        encode_json(&mut records, &RecordRef::Accepted(event));
         locations.push(Location {
             seq: segment.seq,
             offset: segment.len + start as u64,
@@ -987,10 +996,10 @@ pub fn queued(home: &Home) -> io::Result<Vec<Event>> {
         .collect())
 }
 
-fn encode_json(value: &impl Serialize) -> Vec<u8> {
-    let mut out = serde_json::to_vec(value).expect("a record serializes");
+/// Appends `value` to `out` as one JSON line.
+fn encode_json(out: &mut Vec<u8>, value: &impl Serialize) {
+    serde_json::to_writer(&mut *out, value).expect("a record serializes");
     out.push(b'\n');
-    out
 }
 
 /// Writes the remembered deliveries to a fresh file, synced, and puts it in place
@@ -998,7 +1007,10 @@ fn encode_json(value: &impl Serialize) -> Vec<u8> {
 fn write_deliveries(home: &Home, deliveries: &HashMap<String, Seen>) -> Result<File, StoreError> {
     let path = home.deliveries();
     let tmp = path.with_extension("jsonl.tmp");
-    let bytes: Vec<u8> = deliveries.values().flat_map(encode_json).collect();
+    let mut bytes = Vec::new();
+    for seen in deliveries.values() {
+        encode_json(&mut bytes, seen);
+    }
     let file = OpenOptions::new()
         .create(true)
         .truncate(true)
