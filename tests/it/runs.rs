@@ -5,6 +5,7 @@ use crate::helpers::*;
 use crate::support::*;
 use serde_json::json;
 use std::collections::HashSet;
+use std::path::PathBuf;
 
 /// `start <event>` / `end <event>` lines an agent appended (each `>>` of one line is a
 /// single atomic write), in the order they happened.
@@ -14,6 +15,24 @@ fn journal(path: &std::path::Path) -> Vec<(String, String)> {
         .filter_map(|l| l.split_once(' '))
         .map(|(what, event)| (what.to_owned(), event.to_owned()))
         .collect()
+}
+
+/// An agent that appends `start <event>` to `<out>/journal`, runs `during`, appends
+/// `end <event>`, then runs `reply`. Returns its path and the journal's.
+fn journaling_agent(home: &Home, during: &str, reply: &str) -> (String, PathBuf) {
+    let log = out_dir(home).join("journal");
+    let agent = home.script(
+        "agent.sh",
+        &format!(
+            r#"cat >/dev/null
+echo "start $LOWKEY_EVENT_ID" >> "{l}"
+{during}
+echo "end $LOWKEY_EVENT_ID" >> "{l}"
+{reply}"#,
+            l = log.display()
+        ),
+    );
+    (agent, log)
 }
 
 /// The most runs in flight at once according to a journal.
@@ -40,20 +59,8 @@ fn max_in_flight(journal: &[(String, String)]) -> usize {
 #[test]
 fn events_of_one_session_run_in_acceptance_order_one_at_a_time() {
     let home = Home::new();
-    let out = out_dir(&home);
-    let log = out.join("journal");
     // Slow enough that a second run of the session would overlap if one were started.
-    let agent = home.script(
-        "agent.sh",
-        &format!(
-            r#"cat >/dev/null
-echo "start $LOWKEY_EVENT_ID" >> "{l}"
-sleep 0.2
-echo "end $LOWKEY_EVENT_ID" >> "{l}"
-echo "answered $LOWKEY_EVENT_ID""#,
-            l = log.display()
-        ),
-    );
+    let (agent, log) = journaling_agent(&home, "sleep 0.2", r#"echo "answered $LOWKEY_EVENT_ID""#);
     let project = home.project("proj");
     home.write_config(&json!({
         "apiKey": KEY,
@@ -116,20 +123,9 @@ echo "answered $LOWKEY_EVENT_ID""#,
 fn max_concurrent_caps_an_agent_and_is_used_when_there_is_a_backlog() {
     let home = Home::new();
     let out = out_dir(&home);
-    let log = out.join("journal");
     // Each run waits for its own release file, so the test decides when it ends.
-    let agent = home.script(
-        "agent.sh",
-        &format!(
-            r#"cat >/dev/null
-echo "start $LOWKEY_EVENT_ID" >> "{l}"
-{wait}
-echo "end $LOWKEY_EVENT_ID" >> "{l}"
-echo ok"#,
-            l = log.display(),
-            wait = wait_file_sh(&format!("{}/release-$LOWKEY_EVENT_ID", out.display())),
-        ),
-    );
+    let wait = wait_file_sh(&format!("{}/release-$LOWKEY_EVENT_ID", out.display()));
+    let (agent, log) = journaling_agent(&home, &wait, "echo ok");
     let project = home.project("proj");
     home.write_config(&json!({
         "apiKey": KEY,
@@ -205,18 +201,7 @@ echo ok"#,
 #[test]
 fn a_concurrent_burst_to_one_session_runs_each_event_once_in_the_sessions_order() {
     let home = Home::new();
-    let out = out_dir(&home);
-    let log = out.join("journal");
-    let agent = home.script(
-        "agent.sh",
-        &format!(
-            r#"cat >/dev/null
-echo "start $LOWKEY_EVENT_ID" >> "{l}"
-echo "end $LOWKEY_EVENT_ID" >> "{l}"
-echo ok"#,
-            l = log.display()
-        ),
-    );
+    let (agent, log) = journaling_agent(&home, "", "echo ok");
     let project = home.project("proj");
     home.write_config(&json!({
         "apiKey": KEY,
