@@ -281,10 +281,5 @@ fn an_agent_that_cannot_start_fails_its_run_with_the_reason() {
     assert_eq!(daemon.wait_exit(), Some(0));
     drop(daemon);
     let daemon = home.serve();
-    assert_eq!(
-        daemon.count_log(|l| l.contains("recovered")),
-        0,
-        "{}",
-        daemon.log_text()
-    );
+    assert_nothing_recovered(&daemon);
 }

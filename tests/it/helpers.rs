@@ -35,6 +35,16 @@ pub fn read_text(path: &Path) -> String {
 }
 
 /// A folder outside the state folder where agent scripts leave what they saw.
+/// The daemon found no unfinished work in the queue when it started.
+pub fn assert_nothing_recovered(daemon: &Daemon) {
+    assert_eq!(
+        daemon.count_log(|l| l.contains("recovered")),
+        0,
+        "{}",
+        daemon.log_text()
+    );
+}
+
 pub fn out_dir(home: &Home) -> PathBuf {
     let dir = home.dir.path().join("out");
     std::fs::create_dir_all(&dir).unwrap();

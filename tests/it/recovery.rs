@@ -127,12 +127,7 @@ fn a_finished_event_never_runs_again_across_restarts() {
     daemon.wait_exit();
     drop(daemon);
     let daemon = home.serve();
-    assert_eq!(
-        daemon.count_log(|l| l.contains("recovered")),
-        0,
-        "{}",
-        daemon.log_text()
-    );
+    assert_nothing_recovered(&daemon);
     // ... then another event for the same session: it runs after anything recovered for
     // that session, so once it has ended a second run of e1 would have happened.
     let (_, e2) = accept(&daemon, "hook", r#"{"n":2}"#);
@@ -272,12 +267,7 @@ fn a_finished_run_whose_queue_mark_was_lost_is_not_run_again() {
     assert_eq!(daemon.wait_exit(), Some(0));
     drop(daemon);
     let daemon = home.serve();
-    assert_eq!(
-        daemon.count_log(|l| l.contains("recovered")),
-        0,
-        "{}",
-        daemon.log_text()
-    );
+    assert_nothing_recovered(&daemon);
 }
 
 #[test]
