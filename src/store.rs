@@ -712,8 +712,8 @@ impl Writer {
             let _ = reply.send(Ok(answer));
         }
         let seq = self.segment.seq;
-        for (_, seq, reply) in done {
-            if let Some(n) = self.segment_live.get_mut(&seq) {
+        for (_, segment, reply) in done {
+            if let Some(n) = self.segment_live.get_mut(&segment) {
                 *n = n.saturating_sub(1);
             }
             let _ = reply.send(Ok(()));
