@@ -30,8 +30,10 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 /// Past this much of a segment, a zero-filled spare is made for the next one.
 const SPARE_AT: u64 = SEGMENT_BYTES / 2;
-/// Queue writes end on a page boundary (see `write_queue`).
+/// Queue writes are whole pages at page offsets (see `write_queue`).
 const PAGE: u64 = 4096;
+/// A queue write larger than this goes to the disk in pieces of this size.
+const WRITE_CHUNK: usize = 1024 * 1024;
 /// At most this many requests share one sync; bounds the latency of the batch.
 const MAX_BATCH: usize = 1024;
 
@@ -412,6 +414,9 @@ struct Segment {
     /// Bytes of records written; the next batch goes here. A segment made from a spare
     /// is longer, the rest of it zeros.
     len: u64,
+    /// The records in the page that `len` falls in, from its start up to `len`: the
+    /// next write starts at that page and writes them again.
+    tail: Vec<u8>,
 }
 
 /// The zero-filled file for the next segment, made ahead by a short-lived thread.
@@ -423,7 +428,7 @@ struct Segment {
 struct Spares {
     path: PathBuf,
     /// The spare being made, or made and not taken yet.
-    coming: Option<mpsc::Receiver<io::Result<File>>>,
+    coming: Option<mpsc::Receiver<io::Result<()>>>,
 }
 
 impl Spares {
@@ -448,10 +453,13 @@ impl Spares {
         self.coming = Some(coming);
     }
 
-    /// The spare, if it is ready.
-    fn take(&mut self) -> Option<File> {
-        let made = match self.coming.as_ref()?.try_recv() {
-            Err(mpsc::TryRecvError::Empty) => return None,
+    /// Whether a spare is ready at `spare_path`; the caller takes it.
+    fn take(&mut self) -> bool {
+        let Some(coming) = &self.coming else {
+            return false;
+        };
+        let made = match coming.try_recv() {
+            Err(mpsc::TryRecvError::Empty) => return false,
             Ok(made) => made,
             Err(mpsc::TryRecvError::Disconnected) => {
                 Err(io::Error::other("its thread did not start"))
@@ -459,10 +467,10 @@ impl Spares {
         };
         self.coming = None;
         match made {
-            Ok(file) => Some(file),
+            Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot make a spare queue segment; the next one grows as it is written");
-                None
+                false
             }
         }
     }
@@ -472,41 +480,66 @@ fn spare_path(queue: &Path) -> PathBuf {
     queue.join("spare.tmp")
 }
 
-/// Writes a segment's worth of zeros to `path` and syncs it. The zeros bypass the page
-/// cache (`O_DIRECT`) where the filesystem allows: copying 16 MiB through the cache
-/// costs more CPU than the syncs it saves.
-fn make_spare(path: &Path) -> io::Result<File> {
-    const CHUNK: usize = 1024 * 1024;
-    const ALIGN: usize = 4096;
-    let open = |flags| {
+/// Opens `path` with `O_DIRECT` where the filesystem allows it, so that writes skip
+/// the page cache, and without it where the filesystem refuses (`EINVAL`).
+fn open_direct(options: &OpenOptions, path: &Path) -> io::Result<File> {
+    match options
+        .clone()
+        .custom_flags(nix::fcntl::OFlag::O_DIRECT.bits())
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => options.open(path),
+        other => other,
+    }
+}
+
+/// Writes a segment's worth of zeros to `path` and syncs it, bypassing the page cache
+/// where the filesystem allows: copying 16 MiB through the cache costs more CPU than
+/// the syncs it saves.
+fn make_spare(path: &Path) -> io::Result<()> {
+    let file = open_direct(
         OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
-            .custom_flags(flags)
-            .open(path)
-    };
-    let file = match open(nix::fcntl::OFlag::O_DIRECT.bits()) {
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => open(0)?,
-        other => other?,
-    };
-    // O_DIRECT wants an aligned buffer.
-    let zeros = vec![0u8; CHUNK + ALIGN];
-    let start = zeros.as_ptr().align_offset(ALIGN);
-    let chunk = &zeros[start..start + CHUNK];
-    for _ in 0..SEGMENT_BYTES / CHUNK as u64 {
+            .mode(0o600),
+        path,
+    )?;
+    let mut zeros = PageBuf::default();
+    let chunk = zeros.pages(WRITE_CHUNK);
+    for _ in 0..SEGMENT_BYTES / WRITE_CHUNK as u64 {
         (&file).write_all(chunk)?;
     }
-    file.sync_all()?;
-    // Records are appended through the page cache.
-    OpenOptions::new().write(true).open(path)
+    file.sync_all()
+}
+
+/// A buffer whose pages start at a page-aligned address, as `O_DIRECT` writes need.
+#[derive(Default)]
+struct PageBuf {
+    raw: Vec<u8>,
+}
+
+impl PageBuf {
+    /// The first `len` bytes (a multiple of the page size) from an aligned address. They
+    /// hold whatever was written last; fresh memory is zeros.
+    fn pages(&mut self, len: usize) -> &mut [u8] {
+        let page = PAGE as usize;
+        debug_assert!(len % page == 0);
+        if self.raw.len() < len + page {
+            // Zeroed by the allocator: pages never written take no memory.
+            self.raw = vec![0; len + page];
+        }
+        let start = self.raw.as_ptr().align_offset(page);
+        &mut self.raw[start..start + len]
+    }
 }
 
 struct Writer {
     home: Home,
     segment: Segment,
     spares: Spares,
+    /// Where queue writes are laid out.
+    pages: PageBuf,
     /// Live events per segment. A segment is deleted once it and every older one
     /// hold no live event: a later segment may hold `done` marks for older ones.
     segment_live: BTreeMap<u64, usize>,
@@ -543,8 +576,9 @@ impl Writer {
         let next_seq = read.segments.last().map_or(1, |(s, _)| s + 1);
         let mut writer = Writer {
             home: home.clone(),
-            segment: Segment::create(&queue, next_seq, None)?,
+            segment: Segment::create(&queue, next_seq, false)?,
             spares: Spares::new(&queue),
+            pages: PageBuf::default(),
             segment_live: BTreeMap::new(),
             deliveries_lines: deliveries.len(),
             deliveries,
@@ -567,7 +601,7 @@ impl Writer {
         }
         recovery.pending = pending.len();
         let (records, locations) = encode_accepted(pending.iter().map(|(e, _)| e), &writer.segment);
-        writer.write_queue(records)?;
+        writer.write_queue(&records)?;
         // The pending records are safe in the new segment; the old ones can go.
         for (_, path) in &read.segments {
             fs::remove_file(path).map_err(io_err(path))?;
@@ -692,7 +726,7 @@ impl Writer {
         for (id, _, _) in &done {
             encode_json(&mut records, &RecordRef::Done(id));
         }
-        if let Err(e) = self.write_queue(records) {
+        if let Err(e) = self.write_queue(&records) {
             tracing::error!(error = %e, "cannot write the queue; answering 503");
             for (event, reply) in ingests {
                 if let Some(seen) = Seen::of(&event) {
@@ -754,31 +788,54 @@ impl Writer {
 
     /// Appends and syncs. On failure the segment is cut back and replaced, so a
     /// half-written batch that was answered 503 is never run.
-    fn write_queue(&mut self, mut records: Vec<u8>) -> Result<(), StoreError> {
+    ///
+    /// The file is written in whole pages from the page that `len` falls in: that page's
+    /// records again, then the batch, then zeros to the end of its last page. The zeros
+    /// change nothing (the segment ends in zeros, and the next batch starts at `len`).
+    /// Whole aligned pages are what `O_DIRECT` takes, and through the page cache a write
+    /// that covers its pages whole needs no read of them from the disk first.
+    fn write_queue(&mut self, records: &[u8]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
         let seg = &mut self.segment;
-        let len = records.len() as u64;
-        // Zeros up to the end of the last page: they change nothing (the segment ends in
-        // zeros, and the next batch starts at `len`), but a write that covers the page
-        // whole needs no read of it from the disk first.
-        let end = (seg.len + len).next_multiple_of(PAGE);
-        records.resize((end - seg.len) as usize, 0);
-        let result = seg
-            .file
-            .write_all_at(&records, seg.len)
-            .and_then(|()| seg.file.sync_data())
-            .map_err(io_err(&seg.path));
-        match result {
+        let page = PAGE as usize;
+        let mut offset = seg.len - seg.tail.len() as u64;
+        let mut parts = [&seg.tail[..], records];
+        let mut write = || -> io::Result<()> {
+            let buf = self.pages.pages(WRITE_CHUNK);
+            loop {
+                let mut n = 0;
+                for part in &mut parts {
+                    let take = part.len().min(buf.len() - n);
+                    buf[n..n + take].copy_from_slice(&part[..take]);
+                    *part = &part[take..];
+                    n += take;
+                }
+                if n == 0 {
+                    return seg.file.sync_data();
+                }
+                let end = n.next_multiple_of(page);
+                buf[n..end].fill(0);
+                seg.file.write_all_at(&buf[..end], offset)?;
+                offset += n as u64;
+            }
+        };
+        match write().map_err(io_err(&seg.path)) {
             Ok(()) => {
-                seg.len += len;
+                seg.len += records.len() as u64;
+                let keep = (seg.len % PAGE) as usize;
+                if keep <= records.len() {
+                    seg.tail.clear();
+                }
+                seg.tail
+                    .extend_from_slice(&records[records.len().saturating_sub(keep)..]);
                 Ok(())
             }
             Err(e) => {
                 let _ = seg.file.set_len(seg.len);
                 let _ = seg.file.sync_data();
-                if let Ok(next) = Segment::create(&self.home.queue(), seg.seq + 1, None) {
+                if let Ok(next) = Segment::create(&self.home.queue(), seg.seq + 1, false) {
                     self.segment = next;
                 }
                 Err(e)
@@ -871,27 +928,23 @@ fn append_session(home: &Home, header: &Header, bytes: &[u8]) -> Result<File, St
 
 impl Segment {
     /// A new, empty segment: the spare put in place when there is one, else a new file.
-    fn create(queue: &Path, seq: u64, spare: Option<File>) -> Result<Segment, StoreError> {
+    fn create(queue: &Path, seq: u64, spare: bool) -> Result<Segment, StoreError> {
         let path = segment_path(queue, seq);
-        let file = match spare {
-            Some(file) => {
-                fs::rename(spare_path(queue), &path).map_err(io_err(&path))?;
-                file
-            }
-            None => OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(io_err(&path))?,
-        };
+        let mut options = OpenOptions::new();
+        options.write(true);
+        if spare {
+            fs::rename(spare_path(queue), &path).map_err(io_err(&path))?;
+        } else {
+            options.create(true).truncate(true).mode(0o600);
+        }
+        let file = open_direct(&options, &path).map_err(io_err(&path))?;
         sync_dir(queue).map_err(io_err(queue))?;
         Ok(Segment {
             seq,
             path,
             file,
             len: 0,
+            tail: Vec::new(),
         })
     }
 }
@@ -1026,4 +1079,80 @@ fn write_deliveries(home: &Home, deliveries: &HashMap<String, Seen>) -> Result<F
 /// Makes a folder's entries (new or removed files) durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batches of awkward sizes: within a page, exactly a page, across pages, and larger
+    /// than one write piece. Each byte says which batch it is from.
+    fn batches() -> Vec<Vec<u8>> {
+        let page = PAGE as usize;
+        [
+            1,
+            page - 1,
+            1,
+            page,
+            page + 904,
+            3 * WRITE_CHUNK + 7,
+            10,
+            2 * page - 1,
+            2,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| vec![b'a' + i as u8; len])
+        .collect()
+    }
+
+    /// Writes the batches one `write_queue` at a time and checks the file holds exactly
+    /// them, in order, then only zeros.
+    fn check_written_as_given(writer: &mut Writer) {
+        let mut expected = Vec::new();
+        for batch in batches() {
+            writer.write_queue(&batch).unwrap();
+            expected.extend_from_slice(&batch);
+            assert_eq!(writer.segment.len, expected.len() as u64);
+            let file = fs::read(&writer.segment.path).unwrap();
+            assert_eq!(
+                file[..expected.len()],
+                expected[..],
+                "the records, in order"
+            );
+            assert!(
+                file[expected.len()..].iter().all(|b| *b == 0),
+                "only zeros after the records"
+            );
+        }
+    }
+
+    fn empty_home() -> (tempfile::TempDir, Home) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        home.create_dirs().unwrap();
+        (dir, home)
+    }
+
+    #[test]
+    fn queue_writes_of_any_size_read_back_as_written() {
+        let (_dir, home) = empty_home();
+        let (mut writer, pending, _) = Writer::recover(&home).unwrap();
+        assert!(pending.is_empty());
+        check_written_as_given(&mut writer);
+    }
+
+    #[test]
+    fn queue_writes_into_a_spare_read_back_as_written() {
+        let (_dir, home) = empty_home();
+        let (mut writer, _, _) = Writer::recover(&home).unwrap();
+        make_spare(&spare_path(&home.queue())).unwrap();
+        writer.segment = Segment::create(&home.queue(), writer.segment.seq + 1, true).unwrap();
+        assert_eq!(
+            fs::metadata(&writer.segment.path).unwrap().len(),
+            SEGMENT_BYTES,
+            "the spare's zeros are in place"
+        );
+        check_written_as_given(&mut writer);
+    }
 }
