@@ -800,8 +800,9 @@ impl Writer {
         }
         let seg = &mut self.segment;
         let page = PAGE as usize;
-        let mut offset = seg.len - seg.tail.len() as u64;
-        let mut parts = [&seg.tail[..], records];
+        let mut tail = std::mem::take(&mut seg.tail);
+        let mut offset = seg.len - tail.len() as u64;
+        let mut parts = [&tail[..], records];
         let mut write = || -> io::Result<()> {
             let buf = self.pages.pages(WRITE_CHUNK);
             loop {
@@ -817,7 +818,7 @@ impl Writer {
                 }
                 let end = n.next_multiple_of(page);
                 buf[n..end].fill(0);
-                seg.file.write_all_at(&buf[..end], offset)?;
+                seg.write_at(&buf[..end], offset)?;
                 offset += n as u64;
             }
         };
@@ -826,13 +827,14 @@ impl Writer {
                 seg.len += records.len() as u64;
                 let keep = (seg.len % PAGE) as usize;
                 if keep <= records.len() {
-                    seg.tail.clear();
+                    tail.clear();
                 }
-                seg.tail
-                    .extend_from_slice(&records[records.len().saturating_sub(keep)..]);
+                tail.extend_from_slice(&records[records.len().saturating_sub(keep)..]);
+                seg.tail = tail;
                 Ok(())
             }
             Err(e) => {
+                seg.tail = tail;
                 let _ = seg.file.set_len(seg.len);
                 let _ = seg.file.sync_data();
                 if let Ok(next) = Segment::create(&self.home.queue(), seg.seq + 1, false) {
@@ -927,6 +929,20 @@ fn append_session(home: &Home, header: &Header, bytes: &[u8]) -> Result<File, St
 }
 
 impl Segment {
+    /// Writes `buf` at `offset`. A filesystem may take `O_DIRECT` when the file is
+    /// opened and still refuse the write (`EINVAL`) when its blocks are larger than a
+    /// page; the file is then reopened to go through the page cache, and the write
+    /// tried once more.
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        match self.file.write_all_at(buf, offset) {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+                self.file = OpenOptions::new().write(true).open(&self.path)?;
+                self.file.write_all_at(buf, offset)
+            }
+            other => other,
+        }
+    }
+
     /// A new, empty segment: the spare put in place when there is one, else a new file.
     fn create(queue: &Path, seq: u64, spare: bool) -> Result<Segment, StoreError> {
         let path = segment_path(queue, seq);
@@ -1140,6 +1156,25 @@ mod tests {
         let (mut writer, pending, _) = Writer::recover(&home).unwrap();
         assert!(pending.is_empty());
         check_written_as_given(&mut writer);
+    }
+
+    #[test]
+    fn a_write_the_filesystem_refuses_unbuffered_goes_through_the_page_cache() {
+        let (_dir, home) = empty_home();
+        let (mut writer, _, _) = Writer::recover(&home).unwrap();
+        // O_DIRECT refuses a buffer that is not aligned, like a disk with big blocks.
+        let mut pages = PageBuf::default();
+        let aligned = pages.pages(2 * PAGE as usize);
+        aligned.fill(b'x');
+        let misaligned = &aligned[1..1 + PAGE as usize];
+        writer.segment.write_at(misaligned, 0).unwrap();
+        assert_eq!(fs::read(&writer.segment.path).unwrap(), misaligned);
+        // And the batches after it are written as usual.
+        writer.segment.len = PAGE;
+        writer.segment.tail.clear();
+        writer.write_queue(b"{}\n").unwrap();
+        let file = fs::read(&writer.segment.path).unwrap();
+        assert_eq!(&file[..PAGE as usize + 3], [misaligned, b"{}\n"].concat());
     }
 
     #[test]
