@@ -416,11 +416,17 @@ impl Validator {
         let max_body_bytes = self.max_body_bytes(obj.get("maxBodyBytes"));
         let idle_exit = self.idle_exit(obj.get("idleExitSec"));
         let agents = self.agents(obj.get("agents"));
+        // Names are checked against every agent declared, so an agent with a bad field
+        // is reported once, at that field, and not again wherever it is named.
+        let declared: Vec<&str> = obj
+            .get("agents")
+            .and_then(Value::as_object)
+            .map_or_else(Vec::new, |o| o.keys().map(String::as_str).collect());
         let default_agent = match obj.get("defaultAgent") {
             None | Some(Value::Null) => None,
             Some(Value::String(name)) => {
-                if !agents.contains_key(name) {
-                    let hint = agent_hint(name, &agents);
+                if !declared.contains(&name.as_str()) {
+                    let hint = agent_hint(name, &declared);
                     self.error(
                         "defaultAgent",
                         format!("agent \"{name}\" is not defined under `agents`; {hint}"),
@@ -436,7 +442,7 @@ impl Validator {
                 None
             }
         };
-        let sources = self.sources(obj.get("webhooks"), &agents, default_agent.as_deref());
+        let sources = self.sources(obj.get("webhooks"), &declared, default_agent.as_deref());
         let trusted_proxies = self.trusted_proxies(obj.get("trustedProxies"));
 
         Some(Config {
@@ -715,7 +721,7 @@ impl Validator {
     fn sources(
         &mut self,
         value: Option<&Value>,
-        agents: &BTreeMap<String, Arc<Agent>>,
+        agents: &[&str],
         default_agent: Option<&str>,
     ) -> BTreeMap<String, Source> {
         let mut sources = BTreeMap::new();
@@ -769,7 +775,7 @@ impl Validator {
                     );
                     None
                 }
-                Some(a) if !agents.contains_key(a) => {
+                Some(a) if !agents.contains(&a) => {
                     // An undefined defaultAgent is reported once, at `defaultAgent`.
                     if raw.agent.is_some() {
                         let hint = agent_hint(a, agents);
@@ -1051,14 +1057,13 @@ impl Validator {
     }
 }
 
-fn agent_hint(name: &str, agents: &BTreeMap<String, Arc<Agent>>) -> String {
-    let names: Vec<&str> = agents.keys().map(String::as_str).collect();
-    if names.is_empty() {
+fn agent_hint(name: &str, agents: &[&str]) -> String {
+    if agents.is_empty() {
         return "define one under `agents`".to_owned();
     }
-    match suggest(name, &names) {
+    match suggest(name, agents) {
         Some(s) if !name.is_empty() => format!("did you mean \"{s}\"?"),
-        _ => format!("defined agents: {}", names.join(", ")),
+        _ => format!("defined agents: {}", agents.join(", ")),
     }
 }
 

@@ -155,6 +155,20 @@ fn a_misspelt_key_in_an_agent_names_it_and_suggests_the_right_one() {
 }
 
 #[test]
+fn an_agent_with_a_bad_field_is_reported_at_that_field_only() {
+    let home = Home::new();
+    let mut c = base(&home);
+    c["agents"]["bot"]["timeoutSec"] = json!(0);
+    c["defaultAgent"] = json!("bot");
+    home.write_config(&c);
+    let said = assert_refused(&home, &["agents.bot.timeoutSec", "at least 1 second"]);
+    assert!(
+        !said.contains("not defined"),
+        "the source and defaultAgent name an agent that is defined:\n{said}"
+    );
+}
+
+#[test]
 fn an_unknown_top_level_key_is_only_a_warning() {
     let home = Home::new();
     let mut c = base(&home);
