@@ -84,6 +84,8 @@ pub async fn serve(
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Turns true (or is dropped) once the drain is over: connections still open close.
+    let (close_tx, close) = watch::channel(false);
     let mut loops = JoinSet::new();
     for listener in listeners {
         loops.spawn(accept_loop(
@@ -91,6 +93,7 @@ pub async fn serve(
             app.clone(),
             graceful.clone(),
             permits.clone(),
+            close.clone(),
         ));
     }
     let _ = stop.wait_for(|s| *s).await;
@@ -105,6 +108,7 @@ pub async fn serve(
             drain.as_secs()
         );
     }
+    let _ = close_tx.send(true);
 }
 
 async fn accept_loop(
@@ -112,7 +116,12 @@ async fn accept_loop(
     app: Arc<App>,
     graceful: Arc<GracefulShutdown>,
     permits: Arc<Semaphore>,
+    close: watch::Receiver<bool>,
 ) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true);
     loop {
         let permit = match permits.clone().acquire_owned().await {
             Ok(p) => p,
@@ -135,15 +144,15 @@ async fn accept_loop(
             let peer = peer.clone();
             async move { Ok::<_, Infallible>(http::handle(&app, req, &peer).await) }
         });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(io), service);
-        let conn = graceful.watch(conn);
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
         activity.add(&activity.connections, 1);
+        let mut close = close.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            // Dropping the connection closes it, and lets go of the store with `app`.
+            tokio::select! {
+                _ = conn => {}
+                _ = close.wait_for(|c| *c) => {}
+            }
             activity.add(&activity.connections, -1);
             drop(permit);
         });

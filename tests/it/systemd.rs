@@ -383,6 +383,25 @@ fn sigterm_drains_requests_ends_agents_and_leaves_runs_for_the_next_start() {
 }
 
 #[test]
+fn sigterm_closes_a_request_still_open_after_the_drain() {
+    let home = Home::with_agent("cat >/dev/null; echo ok");
+    let daemon = home.serve();
+    // Headers sent, the body never comes.
+    let mut stuck = start_request(daemon.addr.as_ref().unwrap(), "hook", 100);
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_log("the drain given up", |l| {
+        l.contains("requests still open after") && l.contains("closing them")
+    });
+    stuck
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let mut answer = String::new();
+    stuck.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "", "closed without an answer");
+    assert_eq!(daemon.wait_exit(), Some(0), "{}", daemon.log_text());
+}
+
+#[test]
 fn idle_exit_only_when_socket_activated_and_nothing_is_lost() {
     let home = Home::with_agent("cat >/dev/null; echo ok");
     let mut config: serde_json::Value =
