@@ -55,8 +55,6 @@ const SOURCE_KEYS: &[&str] = &[
 /// A validated config. Everything in it has been checked; the server never re-validates.
 #[derive(Debug)]
 pub struct Config {
-    /// The file it came from, for messages.
-    pub path: PathBuf,
     pub api_key: Secret,
     /// Used only when systemd passed no sockets.
     pub listen: SocketAddr,
@@ -82,7 +80,6 @@ pub struct Agent {
 
 #[derive(Debug)]
 pub struct Source {
-    pub name: String,
     pub project: PathBuf,
     /// Resolved agent name (the source's own, or `defaultAgent`); always in `agents`.
     pub agent: String,
@@ -196,12 +193,12 @@ impl Config {
     /// What lowkey serves with while the config file is unusable under socket
     /// activation: no sources, no agents, and a key nobody knows. Requests are answered
     /// 503 before it is consulted; it only keeps the daemon up until a reload.
-    pub fn unusable(path: &Path) -> Config {
-        let mut key = [0u8; 32];
-        let _ = getrandom::fill(&mut key);
+    pub fn unusable() -> Config {
         Config {
-            path: path.to_owned(),
-            api_key: Secret::new(format!("unusable-{key:?}")),
+            // A header value holds no line break, so should the OS have no randomness,
+            // no request matches the fallback either.
+            api_key: crate::secret::generate_api_key()
+                .unwrap_or_else(|_| Secret::new("unusable\n")),
             listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             idle_exit: None,
@@ -250,7 +247,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         message: e.to_string(),
     })?;
     let mut v = Validator::default();
-    let config = v.config(path, &root);
+    let config = v.config(&root);
     let has_error = v.problems.iter().any(|p| p.severity == Severity::Error);
     match config {
         Some(config) if !has_error => Ok(Loaded {
@@ -397,7 +394,7 @@ impl Validator {
         suggested
     }
 
-    fn config(&mut self, path: &Path, root: &Value) -> Option<Config> {
+    fn config(&mut self, root: &Value) -> Option<Config> {
         let Some(obj) = root.as_object() else {
             self.error("(top level)", "the config must be a JSON object `{ ... }`");
             return None;
@@ -446,7 +443,6 @@ impl Validator {
         let trusted_proxies = self.trusted_proxies(obj.get("trustedProxies"));
 
         Some(Config {
-            path: path.to_owned(),
             api_key: api_key?,
             listen: listen?,
             max_body_bytes: max_body_bytes?,
@@ -819,7 +815,6 @@ impl Validator {
                 sources.insert(
                     name.clone(),
                     Source {
-                        name: name.clone(),
                         project,
                         agent,
                         target,

@@ -84,7 +84,7 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
                 "the config is unusable; answering 503 until it is fixed and reloaded: {reason}"
             );
             unusable.store(Some(Arc::new(first_line(&reason))));
-            Config::unusable(&opts.config_path)
+            Config::unusable()
         }
         Err(e) => return Err(e.into()),
     };
@@ -251,7 +251,6 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
     );
     let _ = runs_stop_tx.send(true);
     let _ = dispatcher.await;
-    drop(config);
     writer.join();
     Ok(())
 }

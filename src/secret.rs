@@ -6,7 +6,7 @@ use subtle::ConstantTimeEq;
 
 /// A secret string (API key, source secret). `Debug` and `Display` print a mask, so a
 /// secret that ends up in a log line or an error message by accident shows nothing.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret(String);
 
 impl Secret {
@@ -44,8 +44,7 @@ impl fmt::Display for Secret {
 pub fn generate_api_key() -> Result<Secret, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Secret(format!("lk_{hex}")))
+    Ok(Secret(format!("lk_{}", hex::encode(bytes))))
 }
 
 #[cfg(test)]

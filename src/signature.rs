@@ -226,17 +226,6 @@ impl Scheme {
     pub fn name(&self) -> &'static str {
         self.kind().name()
     }
-
-    /// Whether requests carry a signed timestamp; see [`SchemeKind::has_timestamp`].
-    pub fn has_timestamp(&self) -> bool {
-        self.kind().has_timestamp()
-    }
-
-    /// Whether the sender decides its own headers; see
-    /// [`SchemeKind::cannot_send_custom_headers`].
-    pub fn cannot_send_custom_headers(&self) -> bool {
-        self.kind().cannot_send_custom_headers()
-    }
 }
 
 /// Why a configured secret cannot be used. Shown to the operator at startup, so each
@@ -843,7 +832,7 @@ mod tests {
     fn timestamp_schemes() -> Vec<Scheme> {
         every_scheme()
             .into_iter()
-            .filter(Scheme::has_timestamp)
+            .filter(|s| s.kind().has_timestamp())
             .collect()
     }
 
@@ -1006,7 +995,7 @@ mod tests {
             let headers = signed_headers(&scheme, &key, body, now);
             let verified = check(&scheme, &key, &headers, body, now)
                 .unwrap_or_else(|err| panic!("{}: {err}", scheme.name()));
-            let expected_ts = scheme.has_timestamp().then_some(now);
+            let expected_ts = scheme.kind().has_timestamp().then_some(now);
             assert_eq!(verified.timestamp, expected_ts, "{}", scheme.name());
         }
     }
@@ -1838,9 +1827,9 @@ mod tests {
         ];
         for (scheme, name, has_timestamp, cannot_send_custom_headers) in table {
             assert_eq!(scheme.name(), name);
-            assert_eq!(scheme.has_timestamp(), has_timestamp, "{name}");
+            assert_eq!(scheme.kind().has_timestamp(), has_timestamp, "{name}");
             assert_eq!(
-                scheme.cannot_send_custom_headers(),
+                scheme.kind().cannot_send_custom_headers(),
                 cannot_send_custom_headers,
                 "{name}"
             );
