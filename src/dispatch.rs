@@ -8,7 +8,7 @@ use crate::activity::Activity;
 use crate::config::Config;
 use crate::log::id;
 use crate::runner;
-use crate::session::{self, Line, Run, RunStatus};
+use crate::session::{Line, Run, RunStatus};
 use crate::store::{Event, Home, Job, Store};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -216,15 +216,8 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, stop: watch::Receiver<
             Err(e) => runner::spawn_failed(&agent, &e),
             Ok(started) => {
                 let record = Line::Run(Run {
-                    event: event.id.clone(),
-                    status: RunStatus::Started,
-                    agent: agent.name.clone(),
-                    at: session::now(),
                     pid: Some(started.pid()),
-                    exit_code: None,
-                    signal: None,
-                    duration_ms: None,
-                    error: None,
+                    ..Run::new(&event.id, RunStatus::Started, &agent.name)
                 });
                 if let Err(e) = ctx.store.append(event, vec![record]).await {
                     tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot record the run's start");
@@ -243,7 +236,7 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, stop: watch::Receiver<
             }
         },
     };
-    let lines = outcome.lines(event, &event.agent);
+    let lines = outcome.lines(event);
     let exit_status = match (outcome.exit_code, outcome.signal) {
         (Some(code), _) => code.to_string(),
         (None, Some(sig)) => format!("signal {sig}"),
@@ -283,7 +276,7 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, stop: watch::Receiver<
             duration_ms,
             run_status = outcome.status.as_str(),
             "run {}: {}",
-            outcome.status.as_str().replace('_', " "),
+            outcome.status.label(),
             outcome.error.as_deref().unwrap_or("the agent exited with an error")
         );
     }

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// A body must arrive within this long, so a slow sender cannot hold a request open.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -411,7 +411,7 @@ async fn webhook(
         source: source_name.to_owned(),
         agent: source.agent.clone(),
         project: source.project.clone(),
-        at: session::timestamp(SystemTime::now()),
+        at: session::now(),
         body: text.to_owned(),
         dedup_until: delivery
             .as_ref()

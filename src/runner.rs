@@ -60,8 +60,14 @@ impl Outcome {
     }
 
     /// The session lines that record this outcome: the agent's reply, then the run's end.
-    pub fn lines(&self, event: &Event, agent: &str) -> Vec<Line> {
-        let at = session::now();
+    pub fn lines(&self, event: &Event) -> Vec<Line> {
+        let run = Run {
+            exit_code: self.exit_code,
+            signal: self.signal,
+            duration_ms: Some(self.duration.as_millis() as u64),
+            error: self.error.clone(),
+            ..Run::new(&event.id, self.status, &event.agent)
+        };
         let mut lines = Vec::new();
         if !self.reply.is_empty() {
             lines.push(Line::Message(Message {
@@ -69,22 +75,12 @@ impl Outcome {
                 text: self.reply.clone(),
                 event: event.id.clone(),
                 source: None,
-                at: at.clone(),
+                at: run.at.clone(),
                 body: None,
                 trimmed: false,
             }));
         }
-        lines.push(Line::Run(Run {
-            event: event.id.clone(),
-            status: self.status,
-            agent: agent.to_owned(),
-            at,
-            pid: None,
-            exit_code: self.exit_code,
-            signal: self.signal,
-            duration_ms: Some(self.duration.as_millis() as u64),
-            error: self.error.clone(),
-        }));
+        lines.push(Line::Run(run));
         lines
     }
 }
@@ -208,9 +204,7 @@ pub async fn wait(
         End::Stopped => {
             end_group(&mut run.child, pgid).await;
             Outcome {
-                error: Some(
-                    "lowkey stopped during the run; it runs again at the next start".into(),
-                ),
+                error: Some(session::INTERRUPTED.into()),
                 ..Outcome::new(RunStatus::Interrupted)
             }
         }

@@ -73,6 +73,26 @@ pub struct Run {
     pub error: Option<String>,
 }
 
+impl Run {
+    /// A run record stamped now, with none of the optional details.
+    pub fn new(event: &str, status: RunStatus, agent: &str) -> Run {
+        Run {
+            event: event.to_owned(),
+            status,
+            agent: agent.to_owned(),
+            at: now(),
+            pid: None,
+            exit_code: None,
+            signal: None,
+            duration_ms: None,
+            error: None,
+        }
+    }
+}
+
+/// The error of an `interrupted` run.
+pub const INTERRUPTED: &str = "lowkey stopped during the run; it runs again at the next start";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -105,6 +125,11 @@ impl RunStatus {
             RunStatus::Interrupted => "interrupted",
         }
     }
+
+    /// For people: "timed out" rather than "timed_out".
+    pub fn label(self) -> String {
+        self.as_str().replace('_', " ")
+    }
 }
 
 /// How much of the payload goes into the message, in Unicode characters.
@@ -133,12 +158,8 @@ pub fn file_name(id: &str) -> String {
 }
 
 /// An RFC 3339 UTC timestamp with milliseconds, the format of every `at`/`created`.
-pub fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
 pub fn now() -> String {
-    timestamp(SystemTime::now())
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// Seconds since the Unix epoch, for signature windows and dedup expiry.

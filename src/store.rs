@@ -650,15 +650,8 @@ impl Writer {
         }
         if last_run == Some(RunStatus::Started) {
             let interrupted = Line::Run(Run {
-                event: event.id.clone(),
-                status: RunStatus::Interrupted,
-                agent: event.agent.clone(),
-                at: session::now(),
-                pid: None,
-                exit_code: None,
-                signal: None,
-                duration_ms: None,
-                error: Some("lowkey stopped during the run; it runs again".into()),
+                error: Some(session::INTERRUPTED.into()),
+                ..Run::new(&event.id, RunStatus::Interrupted, &event.agent)
             });
             append_session(
                 &self.home,

@@ -215,7 +215,7 @@ pub fn render_show(lines: &[Line]) -> String {
             Line::Run(r) => {
                 let mut detail = match r.status {
                     RunStatus::Started => format!("run of {} started", r.agent),
-                    status => format!("run {}", status.as_str().replace('_', " ")),
+                    status => format!("run {}", status.label()),
                 };
                 if let Some(pid) = r.pid {
                     let _ = write!(detail, " (pid {pid})");
