@@ -307,12 +307,7 @@ impl Store {
         jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
     ) -> Result<(Store, WriterThread, Recovery), StoreError> {
         home.create_dirs().map_err(io_err(&home.root))?;
-        let (mut writer, pending, recovery) = Writer::recover(home)?;
-        if !pending.is_empty() {
-            *writer.segment_live.entry(writer.segment.seq).or_default() += pending.len();
-            let _ = jobs.send(pending);
-        }
-        writer.jobs = Some(jobs);
+        let (writer, recovery) = Writer::recover(home, jobs)?;
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("lowkey-store".into())
@@ -548,13 +543,16 @@ struct Writer {
     deliveries_file: File,
     /// Lines in the deliveries file; it is rewritten when mostly expired.
     deliveries_lines: usize,
-    jobs: Option<tokio_mpsc::UnboundedSender<Vec<Job>>>,
+    jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
 }
 
 impl Writer {
-    /// Reads the queue, puts the sessions of pending events right, and compacts the
-    /// pending records into one fresh segment.
-    fn recover(home: &Home) -> Result<(Writer, Vec<Job>, Recovery), StoreError> {
+    /// Reads the queue, puts the sessions of pending events right, compacts the pending
+    /// records into one fresh segment, and sends their jobs to `jobs`.
+    fn recover(
+        home: &Home,
+        jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
+    ) -> Result<(Writer, Recovery), StoreError> {
         let queue = home.queue();
         let read = read_queue(&queue).map_err(io_err(&queue))?;
         let now = session::unix_now();
@@ -583,7 +581,7 @@ impl Writer {
             deliveries_lines: deliveries.len(),
             deliveries,
             deliveries_file,
-            jobs: None,
+            jobs,
         };
 
         let mut recovery = Recovery::default();
@@ -607,12 +605,18 @@ impl Writer {
             fs::remove_file(path).map_err(io_err(path))?;
         }
         sync_dir(&queue).map_err(io_err(&queue))?;
-        let jobs = pending
-            .into_iter()
-            .zip(locations)
-            .map(|((event, materialized), location)| event.job(location, materialized))
-            .collect();
-        Ok((writer, jobs, recovery))
+        if !pending.is_empty() {
+            writer
+                .segment_live
+                .insert(writer.segment.seq, pending.len());
+            let jobs = pending
+                .into_iter()
+                .zip(locations)
+                .map(|((event, materialized), location)| event.job(location, materialized))
+                .collect();
+            let _ = writer.jobs.send(jobs);
+        }
+        Ok((writer, recovery))
     }
 
     /// Puts a pending event's session right after a crash: a run cut short gets an
@@ -682,6 +686,8 @@ impl Writer {
         // duplicates only once that claim is on disk, and get 503 with it otherwise.
         let mut copies = Vec::new();
         let mut claimed = HashSet::new();
+        // The new claims, as lines for the deliveries file once the batch is durable.
+        let mut seen_lines = Vec::new();
         let now = session::unix_now();
         for cmd in batch {
             match cmd {
@@ -702,6 +708,7 @@ impl Writer {
                                 continue;
                             }
                             _ => {
+                                encode_json(&mut seen_lines, &seen);
                                 self.deliveries.insert(key.clone(), seen);
                                 claimed.insert(key);
                             }
@@ -721,10 +728,10 @@ impl Writer {
         }
         if let Err(e) = self.write_queue(&records) {
             tracing::error!(error = %e, "cannot write the queue; answering 503");
-            for (event, reply) in ingests {
-                if let Some(seen) = Seen::of(&event) {
-                    self.deliveries.remove(&seen.key());
-                }
+            for key in &claimed {
+                self.deliveries.remove(key);
+            }
+            for (_, reply) in ingests {
                 let _ = reply.send(Err(e.copy()));
             }
             for (_, reply) in copies {
@@ -750,13 +757,7 @@ impl Writer {
         // the session when it starts, so ingest creates no file. Delivery ids are
         // durable in the queue; the deliveries file is synced before any queue segment
         // is deleted.
-        let mut seen_lines = Vec::new();
-        for (event, _) in &ingests {
-            if let Some(seen) = Seen::of(event) {
-                encode_json(&mut seen_lines, &seen);
-                self.deliveries_lines += 1;
-            }
-        }
+        self.deliveries_lines += claimed.len();
         if let Err(e) = (&self.deliveries_file).write_all(&seen_lines) {
             tracing::error!(error = %e, "cannot append to the deliveries file");
         }
@@ -769,8 +770,8 @@ impl Writer {
             jobs.push(event.job(location, false));
             replies.push(reply);
         }
-        if let (Some(tx), false) = (&self.jobs, jobs.is_empty()) {
-            let _ = tx.send(jobs);
+        if !jobs.is_empty() {
+            let _ = self.jobs.send(jobs);
         }
         for reply in replies {
             let _ = reply.send(Ok(Ingested::Accepted));
@@ -1146,15 +1147,16 @@ mod tests {
     #[test]
     fn queue_writes_of_any_size_read_back_as_written() {
         let (_dir, home) = empty_home();
-        let (mut writer, pending, _) = Writer::recover(&home).unwrap();
-        assert!(pending.is_empty());
+        let (jobs, mut pending) = tokio_mpsc::unbounded_channel();
+        let (mut writer, _) = Writer::recover(&home, jobs).unwrap();
+        assert!(pending.try_recv().is_err(), "nothing to recover");
         check_written_as_given(&mut writer);
     }
 
     #[test]
     fn a_write_the_filesystem_refuses_unbuffered_goes_through_the_page_cache() {
         let (_dir, home) = empty_home();
-        let (mut writer, _, _) = Writer::recover(&home).unwrap();
+        let (mut writer, _) = Writer::recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
         // O_DIRECT refuses a buffer that is not aligned, like a disk with big blocks.
         let mut pages = PageBuf::default();
         let aligned = pages.pages(2 * PAGE as usize);
@@ -1173,7 +1175,7 @@ mod tests {
     #[test]
     fn queue_writes_into_a_spare_read_back_as_written() {
         let (_dir, home) = empty_home();
-        let (mut writer, _, _) = Writer::recover(&home).unwrap();
+        let (mut writer, _) = Writer::recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
         make_spare(&spare_path(&home.queue())).unwrap();
         writer.segment = Segment::create(&home.queue(), writer.segment.seq + 1, true).unwrap();
         assert_eq!(
