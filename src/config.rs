@@ -833,6 +833,21 @@ impl Validator {
 
     /// `auth`, `verify`, secrets and the scheme's options, checked together because
     /// each constrains the others.
+    /// Reports the keys that only `hmac-sha256` reads; true when there are none.
+    fn no_generic_keys(&mut self, key: &str, fields: &Map<String, Value>) -> bool {
+        let mut none = true;
+        for k in ["signatureHeader", "signatureEncoding", "signaturePrefix"] {
+            if fields.contains_key(k) {
+                self.error(
+                    format!("{key}.{k}"),
+                    "only applies with \"verify\": \"hmac-sha256\"",
+                );
+                none = false;
+            }
+        }
+        none
+    }
+
     fn security(
         &mut self,
         key: &str,
@@ -878,7 +893,6 @@ impl Validator {
             }
             (None, None) => {}
         }
-        let generic_keys = ["signatureHeader", "signatureEncoding", "signaturePrefix"];
         let Some(scheme_name) = raw.verify.as_deref() else {
             if !secrets.is_empty()
                 || fields.contains_key("secret")
@@ -891,13 +905,7 @@ impl Validator {
                 self.error(format!("{key}.auth"), "\"signature\" needs `verify` and `secret`; without them anyone could call this source");
                 return None;
             }
-            for k in generic_keys.iter().filter(|k| fields.contains_key(**k)) {
-                self.error(
-                    format!("{key}.{k}"),
-                    "only applies with \"verify\": \"hmac-sha256\"",
-                );
-                ok = false;
-            }
+            ok &= self.no_generic_keys(key, fields);
             if raw.tolerance_sec.is_some() {
                 self.warn(
                     format!("{key}.toleranceSec"),
@@ -968,13 +976,7 @@ impl Validator {
             }
         };
         if kind != SchemeKind::HmacSha256 {
-            for k in generic_keys.iter().filter(|k| fields.contains_key(**k)) {
-                self.error(
-                    format!("{key}.{k}"),
-                    "only applies with \"verify\": \"hmac-sha256\"",
-                );
-                ok = false;
-            }
+            ok &= self.no_generic_keys(key, fields);
         }
         if secrets.is_empty() {
             if ok {

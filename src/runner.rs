@@ -176,10 +176,9 @@ pub async fn wait(
     });
     let pgid = Pid::from_raw(run.pid as i32);
     let stopped = async {
-        while !*stop.borrow_and_update() {
-            if stop.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+        // Without a sender nothing will stop the run: it ends on its own.
+        if stop.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
     let end = {
