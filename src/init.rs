@@ -5,7 +5,7 @@
 
 use crate::secret::{Secret, generate_api_key};
 use crate::store::Home;
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{DirBuilder, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -80,9 +80,7 @@ pub fn init(home: &Home, config: &Path) -> Result<Created, InitError> {
         .and_then(|()| file.sync_all())
         .map_err(io_err(config))?;
     if let Some(parent) = config.parent() {
-        File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(parent))?;
+        crate::store::sync_dir(parent).map_err(io_err(parent))?;
     }
     Ok(Created {
         config: config.to_owned(),
@@ -95,7 +93,7 @@ fn starter_config(api_key: &Secret, project: &Path) -> String {
     format!(
         r#"{{
   "apiKey": {key},
-  "listen": "127.0.0.1:7433",
+  "listen": {listen},
   "defaultAgent": "demo",
   "agents": {{
     "demo": {{
@@ -108,12 +106,14 @@ fn starter_config(api_key: &Secret, project: &Path) -> String {
     "demo": {{
       "project": {project},
       "agent": "demo",
-      "target": "new_session"
+      "target": {target}
     }}
   }}
 }}
 "#,
         key = s(api_key.expose()),
+        listen = s(crate::config::DEFAULT_LISTEN),
+        target = s(crate::config::NEW_SESSION),
         agent = s(DEMO_AGENT),
         project = s(&project.to_string_lossy()),
     )

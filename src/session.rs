@@ -153,8 +153,15 @@ pub fn webhook_message(source: &str, body: &str) -> (String, bool) {
     }
 }
 
+const SUFFIX: &str = ".jsonl";
+
 pub fn file_name(id: &str) -> String {
-    format!("{id}.jsonl")
+    format!("{id}{SUFFIX}")
+}
+
+/// The session id a file name stands for, if it is a session file's.
+pub fn id_of_file_name(name: &str) -> Option<&str> {
+    name.strip_suffix(SUFFIX)
 }
 
 /// An RFC 3339 UTC timestamp with milliseconds, the format of every `at`/`created`.

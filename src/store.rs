@@ -1087,7 +1087,7 @@ fn write_deliveries(home: &Home, deliveries: &HashMap<String, Seen>) -> Result<F
 }
 
 /// Makes a folder's entries (new or removed files) durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

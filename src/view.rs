@@ -66,7 +66,10 @@ pub fn transcript(home: &Home, id: &str) -> io::Result<Option<Vec<Line>>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    let queued = queued_by_session(home)?.remove(id).unwrap_or_default();
+    let queued: Vec<Event> = store::queued(home)?
+        .into_iter()
+        .filter(|e| e.session == id)
+        .collect();
     if file.is_none() && queued.is_empty() {
         return Ok(None);
     }
@@ -87,7 +90,7 @@ pub fn list(home: &Home) -> io::Result<Vec<Summary>> {
         let Some(id) = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(session::id_of_file_name)
         else {
             continue;
         };
