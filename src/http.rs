@@ -11,10 +11,10 @@ use crate::config::{Auth, Config, Target};
 use crate::limits::{self, AuthThrottle, SourceLimits};
 use crate::log::id;
 use crate::session;
-use crate::signature::{self, Scheme};
+use crate::signature;
 use crate::store::{Event, Ingested, Store};
 use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -328,14 +328,14 @@ async fn webhook(
         }
     }
 
-    let text = match std::str::from_utf8(&bytes) {
+    let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {
             return json_error(
                 StatusCode::BAD_REQUEST,
                 &format!(
                     "body is not UTF-8: invalid byte at offset {}; send a UTF-8 JSON body",
-                    e.valid_up_to()
+                    e.utf8_error().valid_up_to()
                 ),
             );
         }
@@ -343,14 +343,14 @@ async fn webhook(
     // The parsed tree is built only for sources that read the payload (Slack and Stripe
     // ids, target templates); every other body is only checked.
     let reads_payload = matches!(source.target, Target::Template(_))
-        || matches!(
-            source.verify.as_ref().map(|v| &v.scheme),
-            Some(Scheme::Slack | Scheme::Stripe)
-        );
+        || source
+            .verify
+            .as_ref()
+            .is_some_and(|v| v.scheme.kind().reads_body());
     let parsed = if reads_payload {
-        serde_json::from_str::<serde_json::Value>(text)
+        serde_json::from_str::<serde_json::Value>(&text)
     } else {
-        serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| serde_json::Value::Null)
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).map(|_| serde_json::Value::Null)
     };
     let payload = match parsed {
         Ok(v) => v,
@@ -362,17 +362,12 @@ async fn webhook(
         }
     };
 
-    // Slack checks a new Events API URL with a challenge it wants echoed back.
-    if matches!(
-        source.verify.as_ref().map(|v| &v.scheme),
-        Some(Scheme::Slack)
-    ) && payload.get("type").and_then(|t| t.as_str()) == Some("url_verification")
+    if let Some(answer) = source
+        .verify
+        .as_ref()
+        .and_then(|v| signature::challenge(&v.scheme, &payload))
     {
-        let challenge = payload.get("challenge").cloned().unwrap_or_default();
-        return json(
-            StatusCode::OK,
-            &serde_json::json!({ "challenge": challenge }),
-        );
+        return json(StatusCode::OK, &answer);
     }
 
     if let Some(limit) = &source.rate_limit {
@@ -405,6 +400,7 @@ async fn webhook(
             app.new_id()
         }),
     };
+    let size = text.len();
     let event = Event {
         id: event_id.clone(),
         session: session_id.clone(),
@@ -412,7 +408,7 @@ async fn webhook(
         agent: source.agent.clone(),
         project: source.project.clone(),
         at: session::now(),
-        body: text.to_owned(),
+        body: text,
         dedup_until: delivery
             .as_ref()
             .map(|_| session::unix_now() + source.dedup.as_secs()),
@@ -456,7 +452,7 @@ async fn webhook(
         project = %source.project.display(),
         http_status = 202u16,
         remote_addr = %peer.text,
-        bytes = bytes.len(),
+        bytes = size,
         "webhook accepted"
     );
     json(
@@ -486,9 +482,9 @@ enum BodyError {
 
 /// Reads the whole body, refusing past `limit` bytes; a body over the limit is drained
 /// (boundedly) so the 413 reaches the client.
-async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, BodyError> {
     let read = async {
-        let mut buf = BytesMut::new();
+        let mut buf = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(BodyError::Read)?;
             if let Ok(data) = frame.into_data() {
@@ -498,7 +494,7 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError>
                 buf.extend_from_slice(&data);
             }
         }
-        Ok(buf.freeze())
+        Ok(buf)
     };
     let result = tokio::time::timeout(BODY_TIMEOUT, read)
         .await

@@ -142,6 +142,12 @@ impl SchemeKind {
         )
     }
 
+    /// Whether lowkey needs the parsed JSON body: Stripe and Slack put the delivery id
+    /// there (see [`delivery_id`]), and Slack its URL-verification [`challenge`].
+    pub fn reads_body(self) -> bool {
+        matches!(self, SchemeKind::Stripe | SchemeKind::Slack)
+    }
+
     /// Whether the sender is a hosted service that decides its own headers, so it cannot
     /// be told to send e.g. an `Idempotency-Key`; deduplication then relies on
     /// [`delivery_id`].
@@ -441,6 +447,16 @@ pub fn delivery_id(
         Scheme::HmacSha256(_) => return None,
     };
     (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// The answer to a sender's check of a new endpoint, when `body` is one: Slack checks a
+/// new Events API URL with a challenge it wants echoed back.
+pub fn challenge(scheme: &Scheme, body: &serde_json::Value) -> Option<serde_json::Value> {
+    if !matches!(scheme, Scheme::Slack) || body.get("type")?.as_str()? != "url_verification" {
+        return None;
+    }
+    let challenge = body.get("challenge").cloned().unwrap_or_default();
+    Some(serde_json::json!({ "challenge": challenge }))
 }
 
 /// Why [`sign`] could not produce headers.
