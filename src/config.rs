@@ -267,7 +267,13 @@ pub fn is_path_safe_id(id: &str, max_len: usize) -> bool {
     let mut chars = id.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && id.len() <= max_len
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && chars.all(is_id_char)
+}
+
+/// A character allowed in names and session ids after the first (which must be a
+/// letter or digit).
+pub fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
 pub const MAX_SOURCE_LEN: usize = 64;

@@ -8,8 +8,9 @@
 //! replaced by `-`; a result that is still not a valid session id also starts a new
 //! session.
 
-use crate::config::{MAX_SESSION_ID_LEN, is_path_safe_id};
+use crate::config::{MAX_SESSION_ID_LEN, is_id_char, is_path_safe_id};
 use serde_json::Value;
+use std::borrow::Cow;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -55,9 +56,7 @@ impl Template {
             parts.push(Part::Literal(rest.to_owned()));
         }
         let literal_ok = parts.iter().all(|p| match p {
-            Part::Literal(l) => l
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+            Part::Literal(l) => l.chars().all(is_id_char),
             Part::Field(_) => true,
         });
         let first_ok = match &parts[0] {
@@ -85,19 +84,13 @@ impl Template {
                         Value::Array(items) => items.get(key.parse::<usize>().ok()?),
                         _ => None,
                     })?;
-                    let text = match value {
-                        Value::String(s) => s.clone(),
-                        Value::Number(n) => n.to_string(),
-                        Value::Bool(b) => b.to_string(),
+                    let text: Cow<str> = match value {
+                        Value::String(s) => s.into(),
+                        Value::Number(n) => n.to_string().into(),
+                        Value::Bool(b) => b.to_string().into(),
                         Value::Null | Value::Object(_) | Value::Array(_) => return None,
                     };
-                    id.extend(text.chars().map(|c| {
-                        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                            c
-                        } else {
-                            '-'
-                        }
-                    }));
+                    id.extend(text.chars().map(|c| if is_id_char(c) { c } else { '-' }));
                 }
             }
         }
