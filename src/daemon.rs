@@ -198,12 +198,12 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
         }
         tokio::select! {
             _ = hup.recv() => {
-                reload_error = reload(&opts.config_path, &config, &unusable, &activity);
+                (reload_error, last_status) =
+                    reload(&opts.config_path, &config, &unusable, &activity);
                 if reload_error.is_none() {
                     // Runs held back by an unusable config may start now.
                     let _ = reloaded_tx.send(());
                 }
-                last_status.clear();
                 dirty = true;
             }
             _ = term.recv() => break,
@@ -255,14 +255,15 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Re-reads the config and swaps it in; on failure keeps the old one and returns why.
-/// A good config also ends the unusable state.
+/// Re-reads the config and swaps it in; on failure keeps the old one. A good config
+/// also ends the unusable state. Returns why it failed, if it did, and the status line
+/// sent to systemd with `READY=1`.
 fn reload(
     path: &std::path::Path,
     config: &ArcSwap<Config>,
     unusable: &ArcSwapOption<String>,
     activity: &Activity,
-) -> Option<String> {
+) -> (Option<String>, String) {
     // RELOADING=1 first: systemd 252 waits for READY=1 only if it hears this promptly.
     systemd::reloading();
     let old_listen = config.load().listen;
@@ -293,13 +294,14 @@ fn reload(
             Some(reason)
         }
     };
-    systemd::ready(&status_line(
+    let status = status_line(
         &config.load(),
         activity,
         result.as_deref(),
         unusable.load().is_some(),
-    ));
-    result
+    );
+    systemd::ready(&status);
+    (result, status)
 }
 
 /// The headline of a multi-line error, for `STATUS=` and 503 answers.
