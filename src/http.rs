@@ -214,7 +214,7 @@ fn too_many(message: &str, wait: Duration) -> HttpResponse {
     let mut res = json_error(StatusCode::TOO_MANY_REQUESTS, message);
     res.headers_mut().insert(
         header::RETRY_AFTER,
-        HeaderValue::from_str(&limits::retry_after(wait)).expect("digits are a header value"),
+        HeaderValue::from(limits::retry_after(wait)),
     );
     res
 }

@@ -104,8 +104,8 @@ impl AuthThrottle {
 }
 
 /// `Retry-After` in whole seconds, at least 1.
-pub fn retry_after(wait: Duration) -> String {
-    wait.as_secs_f64().ceil().max(1.0).to_string()
+pub fn retry_after(wait: Duration) -> u64 {
+    (wait.as_secs_f64().ceil() as u64).max(1)
 }
 
 #[cfg(test)]
