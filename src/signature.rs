@@ -812,7 +812,17 @@ mod tests {
     }
 
     fn signed_headers(scheme: &Scheme, key: &[u8], body: &[u8], now: i64) -> HeaderMap {
-        sign(scheme, key, body, now, "msg_test")
+        signed_headers_for(scheme, key, body, now, "msg_test")
+    }
+
+    fn signed_headers_for(
+        scheme: &Scheme,
+        key: &[u8],
+        body: &[u8],
+        now: i64,
+        id: &str,
+    ) -> HeaderMap {
+        sign(scheme, key, body, now, id)
             .unwrap()
             .into_iter()
             .collect()
@@ -950,10 +960,7 @@ mod tests {
         let key = key_from_secret(&scheme, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let body = br#"{"test": 2432232314}"#;
         let ts = 1_614_265_330;
-        let produced: HeaderMap = sign(&scheme, &key, body, ts, "msg_p5jXN8AQM9LWM0D4loKWxJek")
-            .unwrap()
-            .into_iter()
-            .collect();
+        let produced = signed_headers_for(&scheme, &key, body, ts, "msg_p5jXN8AQM9LWM0D4loKWxJek");
         let expected = header_map(&[
             ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
             ("webhook-timestamp", "1614265330"),
@@ -1303,16 +1310,13 @@ mod tests {
             "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
         .unwrap();
-        let headers: HeaderMap = sign(
+        let headers = signed_headers_for(
             &Scheme::StandardWebhooks,
             &key,
             br#"{"test": 2432232314}"#,
             ts,
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
-        )
-        .unwrap()
-        .into_iter()
-        .collect();
+        );
         headers[&WEBHOOK_SIGNATURE].to_str().unwrap().to_owned()
     }
 
