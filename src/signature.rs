@@ -179,7 +179,8 @@ impl FromStr for SchemeKind {
 /// A scheme name in configuration that is not one we know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown signature scheme `{0}`; expected one of: standard-webhooks, stripe, github, slack, hmac-sha256"
+    "unknown signature scheme `{0}`; expected one of: {names}",
+    names = SchemeKind::ALL.map(SchemeKind::name).join(", ")
 )]
 pub struct UnknownScheme(pub String);
 
