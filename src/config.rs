@@ -303,13 +303,6 @@ pub fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
-fn did_you_mean(unknown: &str, known: &[&str]) -> String {
-    match suggest(unknown, known) {
-        Some(k) => format!("did you mean `{k}`?"),
-        None => format!("known keys: {}", known.join(", ")),
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawAgent {
@@ -391,10 +384,13 @@ impl Validator {
     ) -> Vec<String> {
         let mut suggested = Vec::new();
         for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
-            let hint = did_you_mean(key, known);
-            if let Some(s) = suggest(key, known) {
-                suggested.push(s.to_owned());
-            }
+            let hint = match suggest(key, known) {
+                Some(s) => {
+                    suggested.push(s.to_owned());
+                    format!("did you mean `{s}`?")
+                }
+                None => format!("known keys: {}", known.join(", ")),
+            };
             self.error(format!("{prefix}.{key}"), format!("unknown key; {hint}"));
         }
         suggested
