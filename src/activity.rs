@@ -23,12 +23,31 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub fn add(&self, counter: &AtomicUsize, delta: isize) {
-        if delta >= 0 {
-            counter.fetch_add(delta as usize, Ordering::SeqCst);
-        } else {
-            counter.fetch_sub(delta.unsigned_abs(), Ordering::SeqCst);
-        }
+    pub fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::SeqCst);
+        self.touch();
+    }
+
+    /// `n` accepted events joined the run queue.
+    pub fn enqueued(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::SeqCst);
+        self.touch();
+    }
+
+    /// A queued event's run started.
+    pub fn run_started(&self) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        self.running.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+    }
+
+    pub fn run_ended(&self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
         self.touch();
     }
 

@@ -115,7 +115,7 @@ pub async fn run(
         tokio::select! {
             batch = jobs.recv() => match batch {
                 Some(batch) => {
-                    ctx.activity.add(&ctx.activity.queued, batch.len() as isize);
+                    ctx.activity.enqueued(batch.len());
                     let mut agents: Vec<String> = Vec::new();
                     for job in batch {
                         if !agents.contains(&job.agent) {
@@ -173,8 +173,7 @@ fn start_ready(
         .get(agent)
         .map_or(1, |a| a.max_concurrent);
     while let Some(job) = queues.next(agent, cap) {
-        ctx.activity.add(&ctx.activity.queued, -1);
-        ctx.activity.add(&ctx.activity.running, 1);
+        ctx.activity.run_started();
         let ctx = ctx.clone();
         let stop = stop.clone();
         tasks.spawn(async move {
@@ -188,7 +187,7 @@ fn start_ready(
                     "cannot read the queued event; it stays queued for the next start"
                 ),
             }
-            ctx.activity.add(&ctx.activity.running, -1);
+            ctx.activity.run_ended();
             (job.session, job.agent)
         });
     }

@@ -145,7 +145,7 @@ async fn accept_loop(
             async move { Ok::<_, Infallible>(http::handle(&app, req, &peer).await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
-        activity.add(&activity.connections, 1);
+        activity.connection_opened();
         let mut close = close.clone();
         tokio::spawn(async move {
             // Dropping the connection closes it, and lets go of the store with `app`.
@@ -153,7 +153,7 @@ async fn accept_loop(
                 _ = conn => {}
                 _ = close.wait_for(|c| *c) => {}
             }
-            activity.add(&activity.connections, -1);
+            activity.connection_closed();
             drop(permit);
         });
     }
