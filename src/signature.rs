@@ -633,17 +633,13 @@ fn parse_stripe(headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
 }
 
 fn parse_github(headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
-    let value = single_header(headers, &GITHUB_SIGNATURE)?;
-    let hex_sig = value
-        .strip_prefix("sha256=")
-        .ok_or_else(|| malformed(&GITHUB_SIGNATURE, "does not start with `sha256=`"))?;
-    let sig = hex::decode(hex_sig).ok();
     Ok(ParsedRequest {
         message_prefix: String::new(),
-        candidates: collect_candidates(
-            sig.into_iter(),
+        candidates: prefixed_signature(
+            headers,
             &GITHUB_SIGNATURE,
-            "no hex signature after `sha256=`",
+            ("sha256=", "does not start with `sha256=`"),
+            (Encoding::Hex, "no hex signature after `sha256=`"),
         )?,
         signature_header: GITHUB_SIGNATURE,
         timestamp: None,
@@ -653,17 +649,13 @@ fn parse_github(headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
 fn parse_slack(headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
     let ts_text = single_header(headers, &SLACK_TIMESTAMP)?;
     let ts = parse_timestamp(ts_text, &SLACK_TIMESTAMP)?;
-    let value = single_header(headers, &SLACK_SIGNATURE)?;
-    let hex_sig = value
-        .strip_prefix("v0=")
-        .ok_or_else(|| malformed(&SLACK_SIGNATURE, "does not start with `v0=`"))?;
-    let sig = hex::decode(hex_sig).ok();
     Ok(ParsedRequest {
         message_prefix: message_prefix(SchemeKind::Slack, "", ts_text),
-        candidates: collect_candidates(
-            sig.into_iter(),
+        candidates: prefixed_signature(
+            headers,
             &SLACK_SIGNATURE,
-            "no hex signature after `v0=`",
+            ("v0=", "does not start with `v0=`"),
+            (Encoding::Hex, "no hex signature after `v0=`"),
         )?,
         signature_header: SLACK_SIGNATURE,
         timestamp: Some(Timestamp {
@@ -674,21 +666,40 @@ fn parse_slack(headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
 }
 
 fn parse_generic(generic: &GenericHmac, headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
-    let header = &generic.header;
-    let value = single_header(headers, header)?;
-    let encoded = value
-        .strip_prefix(generic.prefix.as_str())
-        .ok_or_else(|| malformed(header, "does not start with the configured prefix"))?;
-    let (sig, reason) = match generic.encoding {
-        Encoding::Hex => (hex::decode(encoded).ok(), "no hex signature"),
-        Encoding::Base64 => (BASE64_LENIENT.decode(encoded).ok(), "no base64 signature"),
+    let no_signature = match generic.encoding {
+        Encoding::Hex => "no hex signature",
+        Encoding::Base64 => "no base64 signature",
     };
     Ok(ParsedRequest {
         message_prefix: String::new(),
-        candidates: collect_candidates(sig.into_iter(), header, reason)?,
-        signature_header: header.clone(),
+        candidates: prefixed_signature(
+            headers,
+            &generic.header,
+            (&generic.prefix, "does not start with the configured prefix"),
+            (generic.encoding, no_signature),
+        )?,
+        signature_header: generic.header.clone(),
         timestamp: None,
     })
+}
+
+/// The one signature in `header`: the value after `prefix`, decoded. Each part comes
+/// with the reason given when it is not there.
+fn prefixed_signature(
+    headers: &HeaderMap,
+    header: &HeaderName,
+    (prefix, no_prefix): (&str, &'static str),
+    (encoding, no_signature): (Encoding, &'static str),
+) -> Result<Vec<Vec<u8>>, VerifyError> {
+    let value = single_header(headers, header)?;
+    let encoded = value
+        .strip_prefix(prefix)
+        .ok_or_else(|| malformed(header, no_prefix))?;
+    let sig = match encoding {
+        Encoding::Hex => hex::decode(encoded).ok(),
+        Encoding::Base64 => BASE64_LENIENT.decode(encoded).ok(),
+    };
+    collect_candidates(sig.into_iter(), header, no_signature)
 }
 
 /// Rejects timestamps more than `tolerance` seconds away from `now` in either direction:
