@@ -150,6 +150,8 @@ fn serve(home: Home, config_path: PathBuf, default_config: bool, listen: Option<
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::log::worker_idle)
+        .on_thread_stop(crate::log::thread_stopping)
         .build()
     {
         Ok(rt) => rt,

@@ -328,3 +328,43 @@ fn health_answers_200_without_auth_and_other_paths_answer_json_errors() {
     assert_eq!(answer.status, 404, "{answer:?}");
     error_text(&answer);
 }
+
+#[test]
+fn a_burst_of_webhooks_logs_each_accepted_one_once_on_a_whole_line() {
+    // Under load each worker collects its stderr lines and writes them out together:
+    // none may be lost, repeated or torn, including any still collected at the stop.
+    let home = Home::with_agent("#!/bin/sh\ncat >/dev/null\n");
+    let daemon = home.serve();
+    let events: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|sender| {
+                let daemon = &daemon;
+                s.spawn(move || {
+                    (0..25)
+                        .map(|n| accept(daemon, "hook", &format!(r#"{{"s":{sender},"n":{n}}}"#)).1)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0));
+    for event in &events {
+        let lines = daemon.count_log(|l| {
+            l.contains("webhook accepted") && l.contains(&format!("event_id={event} "))
+        });
+        assert_eq!(lines, 1, "{event}: {}", daemon.log_text());
+    }
+    let log = daemon.log_text();
+    for line in log.lines() {
+        assert!(
+            line.starts_with("20")
+                && line.matches(" INFO ").count() + line.matches(" WARN ").count() <= 1,
+            "a line not whole: {line}"
+        );
+    }
+}
