@@ -353,6 +353,7 @@ fn a_burst_of_webhooks_logs_each_accepted_one_once_on_a_whole_line() {
     });
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(), Some(0));
+    daemon.wait_log_end();
     for event in &events {
         let lines = daemon.count_log(|l| {
             l.contains("webhook accepted") && l.contains(&format!("event_id={event} "))

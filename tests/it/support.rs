@@ -254,6 +254,17 @@ impl Daemon {
         }
     }
 
+    /// Waits until lowkey's stderr has been read to its end (it closes at exit).
+    pub fn wait_log_end(&self) {
+        let guard = self.log.lines.lock().unwrap();
+        let (guard, _) = self
+            .log
+            .grew
+            .wait_timeout_while(guard, PATIENCE, |lines| !lines.1)
+            .unwrap();
+        assert!(guard.1, "lowkey's stderr did not close");
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lines.lock().unwrap().0.join("\n")
     }
