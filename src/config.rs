@@ -22,6 +22,8 @@ pub const DEFAULT_TIMEOUT_SEC: u64 = 1800;
 pub const DEFAULT_MAX_CONCURRENT: usize = 1;
 pub const DEFAULT_TOLERANCE_SEC: u64 = 300;
 pub const DEFAULT_DEDUP_HOURS: u64 = 72;
+/// Ten years; more would overflow the time a delivery id is remembered until.
+const MAX_DEDUP_HOURS: u64 = 10 * 365 * 24;
 /// The `target` that makes a fresh session per event.
 pub const NEW_SESSION: &str = "new_session";
 
@@ -716,6 +718,47 @@ impl Validator {
         })
     }
 
+    /// How long a source's delivery ids are remembered.
+    fn dedup(&mut self, key: &str, hours: Option<u64>) -> Option<Duration> {
+        let hours = hours.unwrap_or(DEFAULT_DEDUP_HOURS);
+        if hours > MAX_DEDUP_HOURS {
+            self.error(
+                format!("{key}.dedupHours"),
+                format!("{hours} is too long; use at most {MAX_DEDUP_HOURS} hours (ten years)"),
+            );
+            return None;
+        }
+        Some(Duration::from_secs(hours * 3600))
+    }
+
+    /// A source's token bucket. A rate of 0 would never refill, and a burst under 1
+    /// would never hold the token a request takes.
+    fn rate_limit(&mut self, key: &str, raw: RawRateLimit) -> Option<RateLimit> {
+        let mut ok = true;
+        if !(raw.per_second.is_finite() && raw.per_second > 0.0) {
+            self.error(
+                format!("{key}.rateLimit.perSecond"),
+                format!(
+                    "{} is not a rate; use a number above 0, e.g. 5 for five webhooks a second",
+                    raw.per_second
+                ),
+            );
+            ok = false;
+        }
+        let burst = raw.burst.unwrap_or(raw.per_second.max(1.0));
+        if !(burst.is_finite() && burst >= 1.0) {
+            self.error(
+                format!("{key}.rateLimit.burst"),
+                format!("{burst} is too small; use at least 1, the number of webhooks that may come at once"),
+            );
+            ok = false;
+        }
+        ok.then_some(RateLimit {
+            per_second: raw.per_second,
+            burst,
+        })
+    }
+
     fn sources(
         &mut self,
         value: Option<&Value>,
@@ -807,13 +850,21 @@ impl Validator {
                 },
             };
             let security = self.security(&key, fields, &raw, name);
-            if let (true, Some(project), Some(agent), Some(target), Some((auth, verify))) =
-                (ok, project, agent, target, security)
+            let dedup = self.dedup(&key, raw.dedup_hours);
+            let rate_limit = match raw.rate_limit {
+                None => Some(None),
+                Some(r) => self.rate_limit(&key, r).map(Some),
+            };
+            if let (
+                true,
+                Some(project),
+                Some(agent),
+                Some(target),
+                Some((auth, verify)),
+                Some(dedup),
+                Some(rate_limit),
+            ) = (ok, project, agent, target, security, dedup, rate_limit)
             {
-                let rate_limit = raw.rate_limit.map(|r| RateLimit {
-                    per_second: r.per_second,
-                    burst: r.burst.unwrap_or(r.per_second.max(1.0)),
-                });
                 sources.insert(
                     name.clone(),
                     Source {
@@ -822,9 +873,7 @@ impl Validator {
                         target,
                         auth,
                         verify,
-                        dedup: Duration::from_secs(
-                            raw.dedup_hours.unwrap_or(DEFAULT_DEDUP_HOURS) * 3600,
-                        ),
+                        dedup,
                         rate_limit,
                     },
                 );

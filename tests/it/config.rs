@@ -169,6 +169,28 @@ fn an_agent_with_a_bad_field_is_reported_at_that_field_only() {
 }
 
 #[test]
+fn a_rate_limit_or_dedup_window_that_cannot_work_is_refused() {
+    // A rate of 0 never refills, a burst under 1 never holds a whole token, and a
+    // window of 10^15 hours overflows the clock.
+    let home = Home::new();
+    let mut c = base(&home);
+    c["webhooks"]["hook"]["rateLimit"] = json!({ "perSecond": 0, "burst": 0.5 });
+    c["webhooks"]["hook"]["dedupHours"] = json!(1_000_000_000_000_000u64);
+    home.write_config(&c);
+    assert_refused(
+        &home,
+        &[
+            "webhooks.hook.rateLimit.perSecond",
+            "use a number above 0",
+            "webhooks.hook.rateLimit.burst",
+            "use at least 1",
+            "webhooks.hook.dedupHours",
+            "use at most 87600 hours",
+        ],
+    );
+}
+
+#[test]
 fn an_unknown_top_level_key_is_only_a_warning() {
     let home = Home::new();
     let mut c = base(&home);
