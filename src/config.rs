@@ -915,40 +915,38 @@ impl Validator {
                 return None;
             }
         };
-        let mut secrets = Vec::new();
-        match (fields.get("secret"), fields.get("secrets")) {
+        // `secret` and each item of `secrets`, with the key that names it.
+        let given: Vec<(String, &Value)> = match (fields.get("secret"), fields.get("secrets")) {
             (Some(_), Some(_)) => {
                 self.error(format!("{key}.secrets"), "give either `secret` or `secrets`, not both; put every secret in `secrets` while rotating");
                 ok = false;
+                Vec::new()
             }
-            (Some(one), None) => secrets.extend(
-                self.secret(&format!("{key}.secret"), one)
-                    .map(|s| (format!("{key}.secret"), s)),
-            ),
-            (None, Some(Value::Array(list))) if !list.is_empty() => {
-                for (i, item) in list.iter().enumerate() {
-                    let k = format!("{key}.secrets[{i}]");
-                    if let Some(s) = self.secret(&k, item) {
-                        secrets.push((k, s));
-                    } else {
-                        ok = false;
-                    }
-                }
-            }
+            (Some(one), None) => vec![(format!("{key}.secret"), one)],
+            (None, Some(Value::Array(list))) if !list.is_empty() => list
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (format!("{key}.secrets[{i}]"), item))
+                .collect(),
             (None, Some(_)) => {
                 self.error(
                     format!("{key}.secrets"),
                     "must be a non-empty list of secrets",
                 );
                 ok = false;
+                Vec::new()
             }
-            (None, None) => {}
+            (None, None) => Vec::new(),
+        };
+        let mut secrets = Vec::new();
+        for (k, value) in given {
+            match self.secret(&k, value) {
+                Some(s) => secrets.push((k, s)),
+                None => ok = false,
+            }
         }
         let Some(scheme_name) = raw.verify.as_deref() else {
-            if !secrets.is_empty()
-                || fields.contains_key("secret")
-                || fields.contains_key("secrets")
-            {
+            if fields.contains_key("secret") || fields.contains_key("secrets") {
                 self.error(format!("{key}.verify"), format!("a secret is set but no `verify` scheme says how to check it; add \"verify\": one of {}", scheme_names()));
                 return None;
             }
