@@ -67,6 +67,8 @@ pub struct Config {
     pub sources: BTreeMap<String, Source>,
     /// Peers whose `X-Forwarded-For` is believed when counting auth failures.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// True only for [`Config::unusable`]: every webhook gets 503 and no run starts.
+    pub unusable: bool,
 }
 
 #[derive(Debug)]
@@ -193,20 +195,19 @@ fn list(problems: &[Problem]) -> String {
 
 impl Config {
     /// What lowkey serves with while the config file is unusable under socket
-    /// activation: no sources, no agents, and a key nobody knows. Requests are answered
-    /// 503 before it is consulted; it only keeps the daemon up until a reload.
+    /// activation: no sources, no agents, and a key no request can carry (a header
+    /// value holds no line break). Requests are answered 503 before the key is looked
+    /// at; this only keeps the daemon up until a reload.
     pub fn unusable() -> Config {
         Config {
-            // A header value holds no line break, so should the OS have no randomness,
-            // no request matches the fallback either.
-            api_key: crate::secret::generate_api_key()
-                .unwrap_or_else(|_| Secret::new("unusable\n")),
+            api_key: Secret::new("unusable\n"),
             listen: DEFAULT_LISTEN.parse().expect("the default address parses"),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             idle_exit: None,
             agents: BTreeMap::new(),
             sources: BTreeMap::new(),
             trusted_proxies: Vec::new(),
+            unusable: true,
         }
     }
 }
@@ -454,6 +455,7 @@ impl Validator {
             agents,
             sources,
             trusted_proxies: trusted_proxies?,
+            unusable: false,
         })
     }
 
@@ -882,8 +884,6 @@ impl Validator {
         sources
     }
 
-    /// `auth`, `verify`, secrets and the scheme's options, checked together because
-    /// each constrains the others.
     /// Reports the keys that only `hmac-sha256` reads; true when there are none.
     fn no_generic_keys(&mut self, key: &str, fields: &Map<String, Value>) -> bool {
         let mut none = true;
@@ -899,6 +899,8 @@ impl Validator {
         none
     }
 
+    /// `auth`, `verify`, secrets and the scheme's options, checked together because
+    /// each constrains the others.
     fn security(
         &mut self,
         key: &str,

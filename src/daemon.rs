@@ -15,7 +15,7 @@ use crate::log::id;
 use crate::server::{self, Listener};
 use crate::store::{Home, Store, StoreError};
 use crate::systemd;
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,7 +66,8 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let passed = systemd::take_listeners().map_err(DaemonError::Sockets)?;
     let socket_activated = !passed.is_empty();
-    let unusable: Arc<ArcSwapOption<String>> = Arc::new(ArcSwapOption::empty());
+    // Why the last load or reload failed, for the status line.
+    let mut reload_error = None;
     let config = match config::load(&opts.config_path) {
         Ok(loaded) => {
             for w in &loaded.warnings {
@@ -83,7 +84,7 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
                 message_id = id::RELOAD_FAILED,
                 "the config is unusable; answering 503 until it is fixed and reloaded: {reason}"
             );
-            unusable.store(Some(Arc::new(first_line(&reason))));
+            reload_error = Some(first_line(&reason));
             Config::unusable()
         }
         Err(e) => return Err(e.into()),
@@ -123,28 +124,20 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
     let ctx = dispatch::Context {
         home: opts.home.clone(),
         config: config.clone(),
-        unusable: unusable.clone(),
         store: store.clone(),
         activity: activity.clone(),
     };
     let dispatcher = tokio::spawn(dispatch::run(ctx, jobs_rx, runs_stop, reloaded));
-    let app = Arc::new(App::new(
-        config.clone(),
-        unusable.clone(),
-        store,
-        activity.clone(),
-    ));
+    let app = Arc::new(App::new(config.clone(), store, activity.clone()));
     let http = tokio::spawn({
         let listeners = listeners.clone();
         async move { server::serve(&listeners, app, http_stop, REQUEST_DRAIN).await }
     });
 
-    let mut reload_error: Option<String> = unusable.load().as_deref().cloned();
     systemd::ready(&status_line(
         &config.load(),
         &activity,
         reload_error.as_deref(),
-        unusable.load().is_some(),
     ));
     tracing::info!(
         message_id = id::STARTED,
@@ -199,7 +192,7 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
         tokio::select! {
             _ = hup.recv() => {
                 (reload_error, last_status) =
-                    reload(&opts.config_path, &config, &unusable, &activity);
+                    reload(&opts.config_path, &config, &activity);
                 if reload_error.is_none() {
                     // Runs held back by an unusable config may start now.
                     let _ = reloaded_tx.send(());
@@ -225,12 +218,7 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
         if dirty && Instant::now() >= next_status {
             dirty = false;
             next_status = Instant::now() + STATUS_EVERY;
-            let line = status_line(
-                &config.load(),
-                &activity,
-                reload_error.as_deref(),
-                unusable.load().is_some(),
-            );
+            let line = status_line(&config.load(), &activity, reload_error.as_deref());
             if line != last_status {
                 systemd::status(&line);
                 last_status = line;
@@ -261,7 +249,6 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
 fn reload(
     path: &std::path::Path,
     config: &ArcSwap<Config>,
-    unusable: &ArcSwapOption<String>,
     activity: &Activity,
 ) -> (Option<String>, String) {
     // RELOADING=1 first: systemd 252 waits for READY=1 only if it hears this promptly.
@@ -277,7 +264,6 @@ fn reload(
             }
             let sources = loaded.config.sources.len();
             config.store(Arc::new(loaded.config));
-            unusable.store(None);
             tracing::info!(message_id = id::CONFIG_RELOADED, sources, "config reloaded");
             None
         }
@@ -287,19 +273,10 @@ fn reload(
                 message_id = id::RELOAD_FAILED,
                 "config reload failed; the old config stays in force: {reason}"
             );
-            let reason = first_line(&reason);
-            if unusable.load().is_some() {
-                unusable.store(Some(Arc::new(reason.clone())));
-            }
-            Some(reason)
+            Some(first_line(&reason))
         }
     };
-    let status = status_line(
-        &config.load(),
-        activity,
-        result.as_deref(),
-        unusable.load().is_some(),
-    );
+    let status = status_line(&config.load(), activity, result.as_deref());
     systemd::ready(&status);
     (result, status)
 }
@@ -310,12 +287,7 @@ fn first_line(text: &str) -> String {
 }
 
 /// One human line for `systemctl status`.
-fn status_line(
-    config: &Config,
-    activity: &Activity,
-    reload_error: Option<&str>,
-    unusable: bool,
-) -> String {
+fn status_line(config: &Config, activity: &Activity, reload_error: Option<&str>) -> String {
     let sources = config.sources.len();
     let running = activity.running.load(Ordering::SeqCst);
     let queued = activity.queued.load(Ordering::SeqCst);
@@ -334,7 +306,7 @@ fn status_line(
         )),
         None => line.push_str(" · no webhook yet"),
     }
-    match (reload_error, unusable) {
+    match (reload_error, config.unusable) {
         (Some(e), true) => line.push_str(&format!(
             " · CONFIG UNUSABLE, answering 503 until fixed and reloaded: {e}"
         )),

@@ -10,7 +10,7 @@ use crate::log::id;
 use crate::runner;
 use crate::session::{Line, Run, RunStatus};
 use crate::store::{Event, Home, Job, Store};
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -20,9 +20,8 @@ use tokio::task::JoinSet;
 #[derive(Clone)]
 pub struct Context {
     pub home: Home,
+    /// While it is `Config::unusable`, no run starts until a reload fixes the file.
     pub config: Arc<ArcSwap<Config>>,
-    /// Set while the config file is unusable: no run starts until a reload fixes it.
-    pub unusable: Arc<ArcSwapOption<String>>,
     pub store: Store,
     pub activity: Arc<Activity>,
 }
@@ -163,15 +162,13 @@ fn start_ready(
     agent: &str,
     stop: &watch::Receiver<bool>,
 ) {
-    if ctx.unusable.load().is_some() {
-        return;
-    }
-    let cap = ctx
-        .config
-        .load()
-        .agents
-        .get(agent)
-        .map_or(1, |a| a.max_concurrent);
+    let cap = {
+        let config = ctx.config.load();
+        if config.unusable {
+            return;
+        }
+        config.agents.get(agent).map_or(1, |a| a.max_concurrent)
+    };
     while let Some(job) = queues.next(agent, cap) {
         ctx.activity.run_started();
         let ctx = ctx.clone();

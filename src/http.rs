@@ -13,7 +13,7 @@ use crate::log::id;
 use crate::session;
 use crate::signature;
 use crate::store::{Event, Ingested, Store};
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -34,9 +34,8 @@ const UNAUTHORIZED: &str = "unauthorized: send the box API key as `Authorization
 
 /// Shared by every connection.
 pub struct App {
+    /// While it is `Config::unusable`, every webhook gets 503.
     pub config: Arc<ArcSwap<Config>>,
-    /// Why the config file is unusable, while it is: every webhook gets 503.
-    pub unusable: Arc<ArcSwapOption<String>>,
     pub store: Store,
     pub activity: Arc<Activity>,
     ids: Mutex<ulid::Generator>,
@@ -54,15 +53,9 @@ pub struct Peer {
 }
 
 impl App {
-    pub fn new(
-        config: Arc<ArcSwap<Config>>,
-        unusable: Arc<ArcSwapOption<String>>,
-        store: Store,
-        activity: Arc<Activity>,
-    ) -> App {
+    pub fn new(config: Arc<ArcSwap<Config>>, store: Store, activity: Arc<Activity>) -> App {
         App {
             config,
-            unusable,
             store,
             activity,
             ids: Mutex::new(ulid::Generator::new()),
@@ -147,22 +140,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> HttpRespo
         );
     }
     let started = Instant::now();
-    let res = match app.unusable.load_full() {
-        // The sender retries later; by then the owner may have fixed the file.
-        // The reason stays in the log: it names sources, which callers must not learn.
-        Some(_) => {
-            drain(req.into_body()).await;
-            with_header(
-                json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "lowkey's config is unusable, so nothing is accepted until the box owner fixes it and reloads; retry later",
-                ),
-                header::RETRY_AFTER,
-                "60",
-            )
-        }
-        None => webhook(app, req, &source, peer).await,
-    };
+    let res = webhook(app, req, &source, peer).await;
     let status = res.status().as_u16();
     let duration_ms = started.elapsed().as_millis() as u64;
     if !res.status().is_success() {
@@ -228,6 +206,19 @@ async fn webhook(
     // One config for the whole request, even if a reload swaps it meanwhile.
     let config = app.config.load_full();
     let (parts, body) = req.into_parts();
+    if config.unusable {
+        // The sender retries later; by then the owner may have fixed the file.
+        // The reason stays in the log: it names sources, which callers must not learn.
+        drain(body).await;
+        return with_header(
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lowkey's config is unusable, so nothing is accepted until the box owner fixes it and reloads; retry later",
+            ),
+            header::RETRY_AFTER,
+            "60",
+        );
+    }
     let client = client_ip(&config, peer.ip, &parts.headers);
 
     // A caller that keeps failing authentication is refused before its next guess is
