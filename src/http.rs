@@ -19,7 +19,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,13 +43,24 @@ pub struct App {
     auth_throttle: AuthThrottle,
 }
 
-/// Who is on the other end of a connection.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// `None` for unix-socket peers.
-    pub ip: Option<IpAddr>,
-    /// For logs: `ip:port`, or `unix`.
-    pub text: String,
+/// Who is on the other end of a connection: its address, `None` for unix-socket peers.
+/// Logs show it as `ip:port`, or `unix`.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<SocketAddr>);
+
+impl Peer {
+    fn ip(&self) -> Option<IpAddr> {
+        self.0.map(|addr| addr.ip().to_canonical())
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("unix"),
+        }
+    }
 }
 
 impl App {
@@ -103,7 +114,7 @@ fn with_header(
     res
 }
 
-pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> HttpResponse {
+pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> HttpResponse {
     let path = req.uri().path().to_owned();
     if path == "/api/health" {
         return match *req.method() {
@@ -148,7 +159,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: &Peer) -> HttpRespo
             message_id = id::REJECTED,
             webhook_source = %source,
             http_status = status,
-            remote_addr = %peer.text,
+            remote_addr = %peer,
             duration_ms,
             "webhook rejected"
         );
@@ -197,12 +208,7 @@ fn too_many(message: &str, wait: Duration) -> HttpResponse {
     res
 }
 
-async fn webhook(
-    app: &App,
-    req: Request<Incoming>,
-    source_name: &str,
-    peer: &Peer,
-) -> HttpResponse {
+async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Peer) -> HttpResponse {
     // One config for the whole request, even if a reload swaps it meanwhile.
     let config = app.config.load_full();
     let (parts, body) = req.into_parts();
@@ -219,7 +225,7 @@ async fn webhook(
             "60",
         );
     }
-    let client = client_ip(&config, peer.ip, &parts.headers);
+    let client = client_ip(&config, peer.ip(), &parts.headers);
 
     // A caller that keeps failing authentication is refused before its next guess is
     // even looked at; valid callers from other addresses are unaffected.
@@ -314,7 +320,7 @@ async fn webhook(
             verify.tolerance_sec,
         );
         if let Err(e) = checked {
-            tracing::warn!(webhook_source = %source_name, remote_addr = %peer.text, reason = %e, "signature check failed");
+            tracing::warn!(webhook_source = %source_name, remote_addr = %peer, reason = %e, "signature check failed");
             return fail_auth();
         }
     }
@@ -413,7 +419,7 @@ async fn webhook(
                 session_id = %session,
                 event_id = %event,
                 http_status = 200u16,
-                remote_addr = %peer.text,
+                remote_addr = %peer,
                 "duplicate delivery; answered with the first one's ids"
             );
             return json(
@@ -442,7 +448,7 @@ async fn webhook(
         agent = %source.agent,
         project = %source.project.display(),
         http_status = 202u16,
-        remote_addr = %peer.text,
+        remote_addr = %peer,
         bytes = size,
         "webhook accepted"
     );

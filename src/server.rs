@@ -54,19 +54,11 @@ impl Listener {
             Listener::Tcp(l) => {
                 let (stream, addr) = l.accept().await?;
                 let _ = stream.set_nodelay(true);
-                let peer = Peer {
-                    ip: Some(addr.ip().to_canonical()),
-                    text: addr.to_string(),
-                };
-                Ok((Box::new(stream), peer))
+                Ok((Box::new(stream), Peer(Some(addr))))
             }
             Listener::Unix(l) => {
                 let (stream, _) = l.accept().await?;
-                let peer = Peer {
-                    ip: None,
-                    text: "unix".to_owned(),
-                };
-                Ok((Box::new(stream), peer))
+                Ok((Box::new(stream), Peer(None)))
             }
         }
     }
@@ -138,11 +130,9 @@ async fn accept_loop(
         };
         let app = app.clone();
         let activity: Arc<Activity> = app.activity.clone();
-        let peer = Arc::new(peer);
         let service = service_fn(move |req| {
             let app = app.clone();
-            let peer = peer.clone();
-            async move { Ok::<_, Infallible>(http::handle(&app, req, &peer).await) }
+            async move { Ok::<_, Infallible>(http::handle(&app, req, peer).await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
         activity.connection_opened();
