@@ -50,13 +50,7 @@ impl Queues {
             .or_insert_with(|| VecDeque::with_capacity(1));
         queue.push_back(job);
         if queue.len() == 1 && !self.busy.contains(&session) {
-            let agent = &queue[0].agent;
-            match self.ready.get_mut(agent) {
-                Some(ready) => ready.push_back(session),
-                None => {
-                    self.ready.insert(agent.clone(), VecDeque::from([session]));
-                }
-            }
+            make_ready(&mut self.ready, &queue[0].agent, session);
         }
     }
 
@@ -87,11 +81,18 @@ impl Queues {
         }
         self.busy.remove(session);
         if let Some(next) = self.sessions.get(session).and_then(|q| q.front()) {
-            let agent = next.agent.clone();
-            self.ready
-                .entry(agent)
-                .or_default()
-                .push_back(session.to_owned());
+            make_ready(&mut self.ready, &next.agent, session.to_owned());
+        }
+    }
+}
+
+/// Queues `session` to run its next event with `agent`. The agent's name is copied
+/// only for its first ready session, not per event.
+fn make_ready(ready: &mut HashMap<String, VecDeque<String>>, agent: &str, session: String) {
+    match ready.get_mut(agent) {
+        Some(sessions) => sessions.push_back(session),
+        None => {
+            ready.insert(agent.to_owned(), VecDeque::from([session]));
         }
     }
 }
@@ -115,16 +116,10 @@ pub async fn run(
             batch = jobs.recv() => match batch {
                 Some(batch) => {
                     ctx.activity.enqueued(batch.len());
-                    let mut agents: Vec<String> = Vec::new();
                     for job in batch {
-                        if !agents.contains(&job.agent) {
-                            agents.push(job.agent.clone());
-                        }
                         queues.push(job);
                     }
-                    for agent in &agents {
-                        start_ready(&ctx, &mut queues, &mut tasks, agent, &stop);
-                    }
+                    start_all(&ctx, &mut queues, &mut tasks, &stop);
                 }
                 None => break,
             },
