@@ -8,10 +8,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Failed authentications from one address within `FAILURE_WINDOW` that get it blocked.
-pub const FAILURE_LIMIT: u32 = 10;
-pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+const FAILURE_LIMIT: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// How long a blocked address gets 429.
-pub const BLOCK_FOR: Duration = Duration::from_secs(60);
+const BLOCK_FOR: Duration = Duration::from_secs(60);
 /// Addresses tracked at most; past this the oldest entries are dropped, so a flood of
 /// spoofed-looking peers cannot grow memory without bound.
 const MAX_TRACKED: usize = 10_000;
@@ -32,10 +32,15 @@ impl SourceLimits {
     pub fn take(&self, source: &str, limit: &RateLimit) -> Result<(), Duration> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("limits lock");
-        let bucket = buckets.entry(source.to_owned()).or_insert(Bucket {
-            tokens: limit.burst,
-            at: now,
-        });
+        // The name is copied only for a source's first request.
+        if !buckets.contains_key(source) {
+            let full = Bucket {
+                tokens: limit.burst,
+                at: now,
+            };
+            buckets.insert(source.to_owned(), full);
+        }
+        let bucket = buckets.get_mut(source).expect("the bucket was just made");
         let refill = now.duration_since(bucket.at).as_secs_f64() * limit.per_second;
         bucket.tokens = (bucket.tokens + refill).min(limit.burst);
         bucket.at = now;
