@@ -41,12 +41,13 @@ impl Template {
                 .find("}}")
                 .ok_or_else(|| format!("\"{text}\" has a `{{{{` without its `}}}}`"))?;
             let path = after[..close].trim();
-            if path.is_empty() || path.split('.').any(str::is_empty) {
+            let keys: Vec<String> = path.split('.').map(str::to_owned).collect();
+            if keys.iter().any(String::is_empty) {
                 return Err(format!(
                     "\"{{{{{path}}}}}\" is not a field path; write e.g. {{{{pull_request.number}}}}"
                 ));
             }
-            parts.push(Part::Field(path.split('.').map(str::to_owned).collect()));
+            parts.push(Part::Field(keys));
             rest = &after[close + 2..];
         }
         if rest.contains("}}") {
@@ -55,15 +56,16 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_owned()));
         }
-        let literal_ok = parts.iter().all(|p| match p {
-            Part::Literal(l) => l.chars().all(is_id_char),
-            Part::Field(_) => true,
-        });
-        let first_ok = match &parts[0] {
-            Part::Literal(l) => l.starts_with(|c: char| c.is_ascii_alphanumeric()),
-            Part::Field(_) => true,
-        };
-        if !literal_ok || !first_ok {
+        // The literals must fit the session-id rule wherever the placeholders land;
+        // checked with a digit, which fits anywhere, in each placeholder's place.
+        let skeleton: String = parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(l) => l.as_str(),
+                Part::Field(_) => "0",
+            })
+            .collect();
+        if !is_path_safe_id(&skeleton, usize::MAX) {
             return Err(format!(
                 "\"{text}\": outside the placeholders use only letters, digits, '-', '_' and '.' (not first)"
             ));
