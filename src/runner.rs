@@ -211,8 +211,9 @@ pub async fn wait(
     outcome.duration = run.started.elapsed();
     // The last output may still be in the pipes; a grandchild that kept them open does
     // not get to hold the run open for long.
+    let deadline = tokio::time::Instant::now() + PIPE_GRACE;
     for task in [&mut read_reply, &mut log_stderr] {
-        if tokio::time::timeout(PIPE_GRACE, &mut *task).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut *task).await.is_err() {
             task.abort();
         }
     }
