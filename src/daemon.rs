@@ -160,6 +160,10 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
     // Since when nothing has happened; any activity starts the idle clock again.
     let mut idle_since: Option<Instant> = None;
     loop {
+        // Registered before the look below, so a change just after it still wakes us.
+        let changed = activity.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         if activity.take_changed() {
             dirty = true;
             idle_since = None;
@@ -173,22 +177,18 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
         let idle_deadline = idle_exit
             .zip(idle_since)
             .map(|(limit, since)| since + limit);
+        if idle_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            tracing::info!(
+                "idle for {}s; exiting until systemd starts lowkey again",
+                idle_exit.unwrap_or_default().as_secs()
+            );
+            break;
+        }
         // Only a quiet daemon listens for the next change. Once something changed, the
         // status is rewritten at the next tick, and the changes until then are picked
         // up by `take_changed` above: the loop wakes about once a second under load,
         // not once per request.
-        let changed = activity.changed.notified();
-        tokio::pin!(changed);
         let listen = !dirty;
-        if listen {
-            changed.as_mut().enable();
-            // A change between the look above and `enable` would go unnoticed.
-            if activity.take_changed() {
-                dirty = true;
-                idle_since = None;
-                continue;
-            }
-        }
         tokio::select! {
             _ = hup.recv() => {
                 (reload_error, last_status) =
@@ -202,15 +202,8 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::watchdog(),
-            () = tokio::time::sleep_until(idle_deadline.unwrap_or_else(Instant::now).into()), if idle_deadline.is_some() => {
-                if activity.take_changed() {
-                    dirty = true;
-                    idle_since = None;
-                } else if activity.is_idle() {
-                    tracing::info!("idle for {}s; exiting until systemd starts lowkey again", idle_exit.unwrap_or_default().as_secs());
-                    break;
-                }
-            }
+            // The next pass exits, unless something happened meanwhile.
+            () = tokio::time::sleep_until(idle_deadline.unwrap_or_else(Instant::now).into()), if idle_deadline.is_some() => {}
             () = &mut changed, if listen => {}
             () = tokio::time::sleep_until(next_status.into()), if dirty => {}
             () = tokio::time::sleep(STATUS_REFRESH) => dirty = true,
