@@ -185,6 +185,9 @@ impl FromStr for SchemeKind {
 pub struct UnknownScheme(pub String);
 
 impl Encoding {
+    /// Every encoding, so [`FromStr`] can look names up through [`Encoding::name`].
+    const ALL: [Encoding; 2] = [Encoding::Hex, Encoding::Base64];
+
     /// The name used in configuration; [`FromStr`] accepts exactly these.
     pub fn name(self) -> &'static str {
         match self {
@@ -204,11 +207,10 @@ impl FromStr for Encoding {
     type Err = UnknownEncoding;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "hex" => Ok(Encoding::Hex),
-            "base64" => Ok(Encoding::Base64),
-            _ => Err(UnknownEncoding(s.to_owned())),
-        }
+        Encoding::ALL
+            .into_iter()
+            .find(|encoding| encoding.name() == s)
+            .ok_or_else(|| UnknownEncoding(s.to_owned()))
     }
 }
 
