@@ -532,7 +532,7 @@ pub fn sign(
             };
             // Visible ASCII only, like the message id: anything else would not survive
             // `HeaderValue::to_str` on the receiving side.
-            if !generic.prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            if !is_visible_ascii(&generic.prefix) {
                 return Err(SignError::InvalidPrefix);
             }
             let value = ascii_value(format!("{}{encoded}", generic.prefix));
@@ -797,11 +797,16 @@ fn malformed(header: &HeaderName, reason: &'static str) -> VerifyError {
 fn message_id_value(message_id: &str) -> Result<HeaderValue, SignError> {
     // Stricter than `HeaderValue` itself: `HeaderValue::to_str` on the receiving side
     // rejects anything outside visible ASCII, and a space would be trimmed by proxies.
-    let valid = !message_id.is_empty() && message_id.bytes().all(|b| b.is_ascii_graphic());
-    if !valid {
+    if message_id.is_empty() || !is_visible_ascii(message_id) {
         return Err(SignError::InvalidMessageId);
     }
-    HeaderValue::from_str(message_id).map_err(|_| SignError::InvalidMessageId)
+    Ok(ascii_value(message_id.to_owned()))
+}
+
+/// Whether every byte of `text` is visible ASCII (`!` to `~`): no spaces, no control
+/// characters, nothing outside ASCII. Such text always makes a valid [`HeaderValue`].
+fn is_visible_ascii(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn ascii_value(text: String) -> HeaderValue {
