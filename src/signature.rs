@@ -327,13 +327,14 @@ fn describe_base64_error(err: &base64::DecodeError) -> String {
     }
 }
 
-/// What a successful verification learned about the request.
+/// What a successful verification learned about the request: which key matched and the
+/// signed timestamp. The daemon itself only needs to know that [`verify`] succeeded; these
+/// details are there for tests and for any caller that wants them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     /// The signed Unix timestamp (seconds), for schemes that have one.
     pub timestamp: Option<i64>,
-    /// Index into the `keys` given to [`verify`] of the key that matched, so the caller
-    /// can tell when a secret being rotated out is still in use.
+    /// Index into the `keys` given to [`verify`] of the first key that matched.
     pub key_index: usize,
 }
 
