@@ -61,7 +61,7 @@ pub async fn send(
         None => format!("{authority}:80"),
     };
 
-    let mut req = Request::post(uri.clone())
+    let mut req = Request::post(uri)
         .header(header::HOST, authority.as_str())
         .header(header::CONTENT_TYPE, "application/json")
         .header(
