@@ -143,14 +143,24 @@ struct Seen {
 }
 
 impl Seen {
+    /// The event's delivery, when it has a delivery id to remember.
     fn of(event: &Event) -> Option<Seen> {
-        Some(Seen {
+        Some(Seen::new(
+            event,
+            event.delivery.as_deref()?,
+            event.dedup_until?,
+        ))
+    }
+
+    /// The event's delivery `id`, remembered until `until`.
+    fn new(event: &Event, id: &str, until: u64) -> Seen {
+        Seen {
             source: event.source.clone(),
-            id: event.delivery.clone()?,
+            id: id.to_owned(),
             session: event.session.clone(),
             event: event.id.clone(),
-            until: event.dedup_until?,
-        })
+            until,
+        }
     }
 
     fn key(&self) -> String {
@@ -692,8 +702,8 @@ impl Writer {
         for cmd in batch {
             match cmd {
                 Command::Ingest(e, r) => {
-                    if let Some(seen) = Seen::of(&e) {
-                        let key = seen.key();
+                    if let (Some(id), Some(until)) = (&e.delivery, e.dedup_until) {
+                        let key = delivery_key(&e.source, id);
                         match self.deliveries.get(&key) {
                             Some(first) if first.until > now => {
                                 let answer = Ingested::Duplicate {
@@ -708,6 +718,7 @@ impl Writer {
                                 continue;
                             }
                             _ => {
+                                let seen = Seen::new(&e, id, until);
                                 encode_json(&mut seen_lines, &seen);
                                 self.deliveries.insert(key.clone(), seen);
                                 claimed.insert(key);
