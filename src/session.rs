@@ -192,11 +192,17 @@ pub fn read(path: &Path) -> io::Result<Vec<Line>> {
 pub fn encode(lines: &[Line]) -> Vec<u8> {
     let mut out = Vec::new();
     for line in lines {
-        // Serializing these plain structs cannot fail.
-        serde_json::to_writer(&mut out, line).expect("session line serializes");
-        out.push(b'\n');
+        encode_json(&mut out, line);
     }
     out
+}
+
+/// Appends `value` to `out` as one JSON line. Session lines and the store's records
+/// are all written this way.
+pub(crate) fn encode_json(out: &mut Vec<u8>, value: &impl Serialize) {
+    // Callers pass plain structs, whose serializing cannot fail.
+    serde_json::to_writer(&mut *out, value).expect("a record serializes");
+    out.push(b'\n');
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! backlog stays small in memory). Start-up reads only the queue, which holds pending
 //! work, so it does not grow with the number of sessions.
 
-use crate::session::{self, Header, Line, Message, Role, Run, RunStatus};
+use crate::session::{self, Header, Line, Message, Role, Run, RunStatus, encode_json};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -1061,12 +1061,6 @@ pub fn queued(home: &Home) -> io::Result<Vec<Event>> {
         .into_iter()
         .filter(|e| !done.contains(&e.id))
         .collect())
-}
-
-/// Appends `value` to `out` as one JSON line.
-fn encode_json(out: &mut Vec<u8>, value: &impl Serialize) {
-    serde_json::to_writer(&mut *out, value).expect("a record serializes");
-    out.push(b'\n');
 }
 
 /// Writes the remembered deliveries to a fresh file, synced, and puts it in place
