@@ -564,7 +564,7 @@ impl Writer {
         jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
     ) -> Result<(Writer, Recovery), StoreError> {
         let queue = home.queue();
-        let read = read_queue(&queue).map_err(io_err(&queue))?;
+        let mut read = read_queue(&queue).map_err(io_err(&queue))?;
         let now = session::unix_now();
         let mut deliveries: HashMap<String, Seen> = HashMap::new();
         if let Ok(bytes) = fs::read(home.deliveries()) {
@@ -597,11 +597,7 @@ impl Writer {
         let mut recovery = Recovery::default();
         let mut pending = Vec::new();
         let mut sessions = HashMap::new();
-        for event in read
-            .accepted
-            .into_iter()
-            .filter(|e| !read.done.contains(&e.id))
-        {
+        for event in read.pending() {
             match writer.repair(&event, &mut sessions)? {
                 None => recovery.completed += 1,
                 Some(materialized) => pending.push((event, materialized)),
@@ -1003,6 +999,14 @@ struct QueueContents {
     done: HashSet<String>,
 }
 
+impl QueueContents {
+    /// Takes the accepted events not marked done, in acceptance order.
+    fn pending(&mut self) -> impl Iterator<Item = Event> + '_ {
+        let done = &self.done;
+        self.accepted.drain(..).filter(|e| !done.contains(&e.id))
+    }
+}
+
 fn read_queue(queue: &Path) -> io::Result<QueueContents> {
     let mut segments: Vec<(u64, PathBuf)> = fs::read_dir(queue)?
         .filter_map(|e| e.ok())
@@ -1050,17 +1054,12 @@ fn read_queue(queue: &Path) -> io::Result<QueueContents> {
 /// Accepted events whose runs have not finished, in acceptance order, read from the
 /// queue while the daemon may be writing it (for `lowkey sessions`).
 pub fn queued(home: &Home) -> io::Result<Vec<Event>> {
-    let contents = match read_queue(&home.queue()) {
+    let mut contents = match read_queue(&home.queue()) {
         Ok(c) => c,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let done = contents.done;
-    Ok(contents
-        .accepted
-        .into_iter()
-        .filter(|e| !done.contains(&e.id))
-        .collect())
+    Ok(contents.pending().collect())
 }
 
 /// Writes the remembered deliveries to a fresh file, synced, and puts it in place
