@@ -859,16 +859,23 @@ impl Writer {
                 Err(e) => tracing::error!(error = %e, "cannot start a new queue segment"),
             }
         }
-        while let Some((&seq, &n)) = self.segment_live.first_key_value() {
-            if n > 0 || seq == self.segment.seq {
-                break;
-            }
-            // The segment holds the durable copy of its delivery ids until the
-            // deliveries file has them on disk.
-            if let Err(e) = self.deliveries_file.sync_data() {
-                tracing::error!(error = %e, "cannot sync the deliveries file; keeping queue segments");
-                break;
-            }
+        let current = self.segment.seq;
+        let finished: Vec<u64> = self
+            .segment_live
+            .iter()
+            .take_while(|&(&seq, &n)| n == 0 && seq != current)
+            .map(|(&seq, _)| seq)
+            .collect();
+        if finished.is_empty() {
+            return;
+        }
+        // A segment holds the durable copy of its delivery ids until the deliveries
+        // file has them on disk.
+        if let Err(e) = self.deliveries_file.sync_data() {
+            tracing::error!(error = %e, "cannot sync the deliveries file; keeping queue segments");
+            return;
+        }
+        for seq in finished {
             self.segment_live.remove(&seq);
             let path = segment_path(&self.home.queue(), seq);
             if let Err(e) = fs::remove_file(&path) {
