@@ -42,6 +42,9 @@ fn queued_by_session(home: &Home) -> io::Result<BTreeMap<String, Vec<Event>>> {
 
 /// A session's lines: its file, then the queued events its file does not show yet.
 fn merge(file: Vec<Line>, queued: Vec<Event>) -> Vec<Line> {
+    if queued.is_empty() {
+        return file;
+    }
     let shown: HashSet<String> = file
         .iter()
         .filter_map(|l| match l {
