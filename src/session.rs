@@ -133,7 +133,7 @@ impl RunStatus {
 }
 
 /// How much of the payload goes into the message, in Unicode characters.
-pub const MESSAGE_CHARS: usize = 2000;
+const MESSAGE_CHARS: usize = 2000;
 
 /// Builds the agent's message: `Webhook from <source>: <payload>`, with the payload cut
 /// after `MESSAGE_CHARS` characters (never inside one) and a visible note when cut.

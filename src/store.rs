@@ -194,13 +194,13 @@ impl Event {
         }
     }
 
-    /// The event's message line in its session.
     /// `Webhook from <source>: <payload>`, the message handed to the agent, and
     /// whether the payload in it was trimmed.
     pub fn text(&self) -> (String, bool) {
         session::webhook_message(&self.source, &self.body)
     }
 
+    /// The event's message line in its session.
     pub fn message(&self) -> Line {
         let (text, trimmed) = self.text();
         Line::Message(Message {

@@ -1,5 +1,4 @@
 //! `lowkey sessions list|show`: sessions as people read them.
-
 //!
 //! An accepted event whose run has not started yet is in the queue, not yet in its
 //! session file (runs write it there when they start), so both read the queue too.
