@@ -186,9 +186,11 @@ fn start_ready(
 }
 
 async fn run_one(ctx: &Context, job: &Job, event: &Event, stop: watch::Receiver<bool>) {
+    let (message, trimmed) = event.text();
     // The message goes into the session now, before the agent that may read it starts.
     if !job.materialized {
-        if let Err(e) = ctx.store.append(event, vec![event.message()]).await {
+        let line = event.message_line(message.clone(), trimmed);
+        if let Err(e) = ctx.store.append(event, vec![line]).await {
             tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot write the message into the session");
         }
     }
@@ -223,7 +225,7 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, stop: watch::Receiver<
                     pid = started.pid(),
                     "run started"
                 );
-                runner::wait(started, &agent, event, stop).await
+                runner::wait(started, &agent, event, message, stop).await
             }
         },
     };

@@ -128,18 +128,19 @@ pub fn spawn(home: &Home, agent: &Agent, event: &Event) -> std::io::Result<Start
     })
 }
 
-/// Feeds the message, collects the reply, logs stderr, and waits for the end, the
-/// timeout, or lowkey's shutdown (`stop` turning true), whichever comes first.
+/// Feeds `message` (the event's `text()`) to stdin, collects the reply, logs stderr,
+/// and waits for the end, the timeout, or lowkey's shutdown (`stop` turning true),
+/// whichever comes first.
 pub async fn wait(
     mut run: Started,
     agent: &Agent,
     event: &Event,
+    message: String,
     mut stop: watch::Receiver<bool>,
 ) -> Outcome {
     let mut stdin = run.child.stdin.take().expect("stdin is piped");
     let mut stdout = run.child.stdout.take().expect("stdout is piped");
     let stderr = run.child.stderr.take().expect("stderr is piped");
-    let (message, _) = event.text();
     tokio::spawn(async move {
         // An agent that exits without reading its stdin is fine: ignore EPIPE.
         let _ = stdin.write_all(message.as_bytes()).await;

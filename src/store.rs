@@ -203,6 +203,11 @@ impl Event {
     /// The event's message line in its session.
     pub fn message(&self) -> Line {
         let (text, trimmed) = self.text();
+        self.message_line(text, trimmed)
+    }
+
+    /// The message line, from a `text()` already made.
+    pub fn message_line(&self, text: String, trimmed: bool) -> Line {
         Line::Message(Message {
             role: Role::User,
             text,
