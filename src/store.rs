@@ -633,12 +633,12 @@ impl Writer {
     /// Puts a pending event's session right after a crash: a run cut short gets an
     /// `interrupted` record. Returns `None` when the session already holds the run's
     /// final result (the `done` mark was lost), else whether it shows the message.
-    /// `sessions` caches the files read, so a session with many pending events is read
-    /// once, not once per event.
+    /// `sessions` caches what each file read says of its events, so a session with many
+    /// pending events is read and scanned once, not once per event.
     fn repair(
         &mut self,
         event: &Event,
-        sessions: &mut HashMap<String, Vec<Line>>,
+        sessions: &mut HashMap<String, Marks>,
     ) -> Result<Option<bool>, StoreError> {
         if !sessions.contains_key(&event.session) {
             let path = self.home.session_file(&event.session);
@@ -647,19 +647,22 @@ impl Writer {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(io_err(&path)(e)),
             };
-            sessions.insert(event.session.clone(), lines);
-        }
-        let mut has_message = false;
-        let mut last_run = None;
-        for line in &sessions[&event.session] {
-            match line {
-                Line::Message(m) if m.event == event.id && m.role == Role::User => {
-                    has_message = true
+            let mut marks = Marks::new();
+            for line in lines {
+                match line {
+                    Line::Message(m) if m.role == Role::User => {
+                        marks.entry(m.event).or_default().0 = true
+                    }
+                    Line::Run(r) => marks.entry(r.event).or_default().1 = Some(r.status),
+                    _ => {}
                 }
-                Line::Run(r) if r.event == event.id => last_run = Some(r.status),
-                _ => {}
             }
+            sessions.insert(event.session.clone(), marks);
         }
+        let (has_message, last_run) = sessions[&event.session]
+            .get(&event.id)
+            .copied()
+            .unwrap_or_default();
         if last_run.is_some_and(RunStatus::is_final) {
             return Ok(None);
         }
@@ -1000,6 +1003,10 @@ fn encode_accepted<'a>(
     }
     (records, locations)
 }
+
+/// What a session file says of each of its events, by event id: whether its message
+/// is there, and the status of its last run record.
+type Marks = HashMap<String, (bool, Option<RunStatus>)>;
 
 /// What the queue folder holds.
 struct QueueContents {
