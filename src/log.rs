@@ -5,7 +5,9 @@
 //! WEBHOOK_SOURCE=stripe` works. Each kind of line has a stable `MESSAGE_ID`, explained
 //! by `packaging/lowkey.catalog` for `journalctl -x`.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -24,6 +26,50 @@ pub mod id {
     pub const RELOAD_FAILED: &str = "939826ba95024687ad7e9427fec1ca33";
     pub const STARTED: &str = "acc440a9d0364a34963633ad6b51e167";
     pub const STOPPING: &str = "ef99f7cfc2904fc192ab92f30f5680c9";
+}
+
+/// Text from outside lowkey (a request's path or headers, a payload, an agent's output, a
+/// config file's contents), made safe to put in a log line: every control character
+/// (C0, DEL, C1 such as NEL), the Unicode line and paragraph separators and the bidi
+/// controls are written as `\u{..}` escapes, and a backslash as `\\`, so such text can
+/// neither start a line of its own nor hide or reorder what follows it. Text that needs
+/// no escaping is borrowed as it is.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c == '\\'
+        || c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{61c}')
+}
+
+/// A value from outside lowkey, displayed through [`escape`]: log it as
+/// `field = %Outside(&text)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Outside<T>(pub T);
+
+impl<T: std::fmt::Display> std::fmt::Display for Outside<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.to_string();
+        f.write_str(&escape(&text))
+    }
 }
 
 /// True when stderr is connected to the journal: systemd sets `JOURNAL_STREAM` to the
