@@ -10,6 +10,7 @@ mod support;
 mod systemd;
 mod templates;
 
+mod campaign;
 mod helpers;
 
 mod agents;
