@@ -13,8 +13,14 @@ use crate::store::{Event, Home, Job, Store};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+
+/// How long a run whose session cannot be written waits before it tries again, at
+/// first and at most.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What a run needs from the rest of the daemon.
 #[derive(Clone)]
@@ -185,13 +191,13 @@ fn start_ready(
     }
 }
 
-async fn run_one(ctx: &Context, job: &Job, event: &Event, stop: watch::Receiver<bool>) {
+async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Receiver<bool>) {
     let (message, trimmed) = event.text();
     // The message goes into the session now, before the agent that may read it starts.
     if !job.materialized {
         let line = event.message_line(message.clone(), trimmed);
-        if let Err(e) = ctx.store.append(event, vec![line]).await {
-            tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot write the message into the session");
+        if !write_message(ctx, event, line, &mut stop).await {
+            return;
         }
     }
     // The agent is looked up when the run starts, so a reload that fixed its command
@@ -272,5 +278,36 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, stop: watch::Receiver<
             outcome.status.label(),
             outcome.error.as_deref().unwrap_or("the agent exited with an error")
         );
+    }
+}
+
+/// Writes the event's message into its session, trying again (1 s, doubling up to 30 s)
+/// while the session cannot be written, a full disk say: an agent whose work could not
+/// be recorded would only have to run again, so the run waits. The session's later
+/// events wait behind it, in order. Returns `false` when lowkey stops first; the event
+/// stays queued for the next start.
+async fn write_message(
+    ctx: &Context,
+    event: &Event,
+    line: Line,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut wait = RETRY_FIRST;
+    loop {
+        match ctx.store.append(event, vec![line.clone()]).await {
+            Ok(()) => return true,
+            Err(e) => tracing::error!(
+                session_id = %event.session,
+                event_id = %event.id,
+                error = %e,
+                "cannot write the message into the session; the run waits {}s and tries again",
+                wait.as_secs()
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+        wait = (wait * 2).min(RETRY_MAX);
     }
 }

@@ -93,6 +93,10 @@ impl Run {
 /// The error of an `interrupted` run.
 pub const INTERRUPTED: &str = "lowkey stopped during the run; it runs again at the next start";
 
+/// The error of the `interrupted` record that follows a result which could not be
+/// synced to disk: the result above it may be lost, so the run happens again.
+pub const UNSYNCED: &str = "the run's result could not be synced to disk, so it may be lost; it runs again at the next start";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {

@@ -226,6 +226,10 @@ impl Event {
 enum Record {
     Accepted(Box<Event>),
     Done(String),
+    /// The event's result could not be synced into its session: whatever final run
+    /// record its session shows from before this mark may not be on disk, so the event
+    /// runs again (see `Marks::trusted_final`).
+    Rerun(String),
 }
 
 /// A queue record as written: the same JSON as `Record`, without copying the event.
@@ -234,6 +238,7 @@ enum Record {
 enum RecordRef<'a> {
     Accepted(&'a Event),
     Done(&'a str),
+    Rerun(&'a str),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +289,8 @@ enum Command {
     /// Mark the event done in the queue; its result is already synced in its session.
     /// The number is the segment holding its `accepted` record.
     Done(String, u64, Reply),
+    /// Mark that the event's result did not reach the disk; it stays pending.
+    Rerun(String, Reply),
 }
 
 /// A handle to the writer thread. Cheap to clone; the thread ends when the last
@@ -405,13 +412,30 @@ impl Store {
     /// Records a run's final result: appends it to the session, syncs the session file
     /// and its folder, then marks the event done in the queue. The session's part runs
     /// on the blocking pool, so finishing runs never delays ingest.
+    ///
+    /// When the session part fails, the result may sit in the page cache without being on
+    /// disk (a failed `fsync` does not keep the data for a later one), where the next
+    /// start would read it back and take the run as done. So the event is not marked
+    /// done: the session gets a note that the run happens again, and the queue a
+    /// `rerun` mark, which makes recovery distrust the unsynced result even when that
+    /// note could not be written either.
     pub async fn finish(
         &self,
         job: &Job,
         event: &Event,
         lines: Vec<Line>,
     ) -> Result<(), StoreError> {
-        self.write_session(event, lines, true).await?;
+        if let Err(e) = self.write_session(event, lines, true).await {
+            let note = Line::Run(Run {
+                error: Some(session::UNSYNCED.into()),
+                ..Run::new(&event.id, RunStatus::Interrupted, &event.agent)
+            });
+            let _ = self.append(event, vec![note]).await;
+            if let Err(mark) = self.call(|r| Command::Rerun(event.id.clone(), r)).await {
+                tracing::error!(event_id = %event.id, error = %mark, "cannot mark the event to run again in the queue");
+            }
+            return Err(e);
+        }
         self.call(|r| Command::Done(event.id.clone(), job.location.seq, r))
             .await
     }
@@ -421,12 +445,17 @@ struct Segment {
     seq: u64,
     path: PathBuf,
     file: File,
-    /// Bytes of records written; the next batch goes here. A segment made from a spare
-    /// is longer, the rest of it zeros.
+    /// Where the records written so far end. The next batch starts at the first page
+    /// boundary at or after it, so no write ever covers an acknowledged record. A
+    /// segment made from a spare is longer, the rest of it zeros.
     len: u64,
-    /// The records in the page that `len` falls in, from its start up to `len`: the
-    /// next write starts at that page and writes them again.
-    tail: Vec<u8>,
+}
+
+impl Segment {
+    /// Where the next batch goes: the page after the last record's.
+    fn next_batch(&self) -> u64 {
+        self.len.next_multiple_of(PAGE)
+    }
 }
 
 /// The zero-filled file for the next segment, made ahead by a short-lived thread.
@@ -546,7 +575,11 @@ impl PageBuf {
 
 struct Writer {
     home: Home,
-    segment: Segment,
+    /// The segment batches are appended to. `None` after it could not be made (a full
+    /// disk at start-up, say): each batch tries again, and gets 503 until it can.
+    segment: Option<Segment>,
+    /// The number the next segment takes.
+    next_seq: u64,
     spares: Spares,
     /// Where queue writes are laid out.
     pages: PageBuf,
@@ -562,8 +595,10 @@ struct Writer {
 }
 
 impl Writer {
-    /// Reads the queue, puts the sessions of pending events right, compacts the pending
-    /// records into one fresh segment, and sends their jobs to `jobs`.
+    /// Reads the queue, puts the sessions of pending events right, and sends their jobs
+    /// to `jobs`, each pointing at its record where it is. Start-up rewrites no queue
+    /// record: a crash at any point of it leaves the queue as it was, and a full disk
+    /// does not stop the daemon from starting (it answers 503 until there is room).
     fn recover(
         home: &Home,
         jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
@@ -581,15 +616,29 @@ impl Writer {
         }
         // The queue records are the durable copy of deliveries the deliveries file may
         // not have reached before a crash.
-        for seen in read.accepted.iter().filter_map(Seen::of) {
+        for seen in read.accepted.iter().filter_map(|(e, _)| Seen::of(e)) {
             deliveries.insert(seen.key(), seen);
         }
         deliveries.retain(|_, seen| seen.until > now);
-        let deliveries_file = write_deliveries(home, &deliveries)?;
-        let next_seq = read.segments.last().map_or(1, |(s, _)| s + 1);
+        let deliveries_file = match write_deliveries(home, &deliveries) {
+            Ok(file) => file,
+            // Kept as it is: expired ids in it do no harm, and the queue segments that
+            // hold the rest are kept until it can be synced.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot rewrite the deliveries file; appending to it as it is");
+                let path = home.deliveries();
+                OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(io_err(&path))?
+            }
+        };
         let mut writer = Writer {
             home: home.clone(),
-            segment: Segment::create(&queue, next_seq, false)?,
+            segment: None,
+            next_seq: read.segments.last().map_or(1, |(s, _)| s + 1),
             spares: Spares::new(&queue),
             pages: PageBuf::default(),
             segment_live: BTreeMap::new(),
@@ -598,47 +647,55 @@ impl Writer {
             deliveries_file,
             jobs,
         };
+        // The old segments stay until their events are done, like any other.
+        for (seq, _) in &read.segments {
+            writer.segment_live.insert(*seq, 0);
+        }
 
         let mut recovery = Recovery::default();
-        let mut pending = Vec::new();
+        let mut jobs = Vec::new();
+        let mut completed = Vec::new();
         let mut sessions = HashMap::new();
-        for event in read.pending() {
-            match writer.repair(&event, &mut sessions)? {
-                None => recovery.completed += 1,
-                Some(materialized) => pending.push((event, materialized)),
+        for (event, location, rerun) in read.pending() {
+            match writer.repair(&event, rerun, &mut sessions)? {
+                None => completed.push(event.id),
+                Some(materialized) => {
+                    *writer.segment_live.entry(location.seq).or_default() += 1;
+                    jobs.push(event.job(location, materialized));
+                }
             }
         }
-        recovery.pending = pending.len();
-        let (records, locations) = encode_accepted(pending.iter().map(|(e, _)| e), &writer.segment);
-        writer.write_queue(&records)?;
-        // The pending records are safe in the new segment; the old ones can go.
-        for (_, path) in &read.segments {
-            fs::remove_file(path).map_err(io_err(path))?;
+        recovery.pending = jobs.len();
+        recovery.completed = completed.len();
+        // The first write makes the new segment. The `done` marks are for events whose
+        // results are in their sessions already; without them the next start would only
+        // find that out again.
+        let mut records = Vec::new();
+        for id in &completed {
+            encode_json(&mut records, &RecordRef::Done(id));
         }
-        sync_dir(&queue).map_err(io_err(&queue))?;
-        if !pending.is_empty() {
-            writer
-                .segment_live
-                .insert(writer.segment.seq, pending.len());
-            let jobs = pending
-                .into_iter()
-                .zip(locations)
-                .map(|((event, materialized), location)| event.job(location, materialized))
-                .collect();
+        if let Err(e) = writer.write_queue(&records) {
+            tracing::error!(error = %e, "cannot write the queue; webhooks get 503 until it can be written");
+        }
+        if !jobs.is_empty() {
             let _ = writer.jobs.send(jobs);
         }
+        writer.maintain_segments();
         Ok((writer, recovery))
     }
 
     /// Puts a pending event's session right after a crash: a run cut short gets an
-    /// `interrupted` record. Returns `None` when the session already holds the run's
-    /// final result (the `done` mark was lost), else whether it shows the message.
-    /// `sessions` caches what each file read says of its events, so a session with many
-    /// pending events is read and scanned once, not once per event.
+    /// `interrupted` record, and so does a result that may not be on disk. Returns
+    /// `None` when the session holds the run's final result (only the `done` mark was
+    /// lost), else whether it shows the message. `sessions` caches what each file read
+    /// says of its events, so a session with many pending events is read and scanned
+    /// once, not once per event. A record that cannot be written is only logged: the
+    /// event runs again either way, and the disk may be full.
     fn repair(
         &mut self,
         event: &Event,
-        sessions: &mut HashMap<String, Marks>,
+        rerun: bool,
+        sessions: &mut HashMap<String, HashMap<String, Marks>>,
     ) -> Result<Option<bool>, StoreError> {
         if !sessions.contains_key(&event.session) {
             let path = self.home.session_file(&event.session);
@@ -647,37 +704,44 @@ impl Writer {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => return Err(io_err(&path)(e)),
             };
-            let mut marks = Marks::new();
+            let mut marks: HashMap<String, Marks> = HashMap::new();
             for line in lines {
                 match line {
                     Line::Message(m) if m.role == Role::User => {
-                        marks.entry(m.event).or_default().0 = true
+                        marks.entry(m.event).or_default().message = true
                     }
-                    Line::Run(r) => marks.entry(r.event).or_default().1 = Some(r.status),
+                    Line::Run(r) => marks.entry(r.event).or_default().saw(r.status),
                     _ => {}
                 }
             }
             sessions.insert(event.session.clone(), marks);
         }
-        let (has_message, last_run) = sessions[&event.session]
+        let marks = sessions[&event.session]
             .get(&event.id)
             .copied()
             .unwrap_or_default();
-        if last_run.is_some_and(RunStatus::is_final) {
+        if marks.trusted_final(rerun) {
             return Ok(None);
         }
-        if last_run == Some(RunStatus::Started) {
+        let why = match marks.last {
+            Some(RunStatus::Started) => Some(session::INTERRUPTED),
+            Some(status) if status.is_final() => Some(session::UNSYNCED),
+            _ => None,
+        };
+        if let Some(why) = why {
             let interrupted = Line::Run(Run {
-                error: Some(session::INTERRUPTED.into()),
+                error: Some(why.into()),
                 ..Run::new(&event.id, RunStatus::Interrupted, &event.agent)
             });
-            append_session(
+            if let Err(e) = append_session(
                 &self.home,
                 &event.header(),
                 &session::encode(&[interrupted]),
-            )?;
+            ) {
+                tracing::warn!(session_id = %event.session, event_id = %event.id, error = %e, "cannot mark the cut-short run in its session");
+            }
         }
-        Ok(Some(has_message))
+        Ok(Some(marks.message))
     }
 
     fn run(mut self, rx: mpsc::Receiver<Command>) {
@@ -696,6 +760,7 @@ impl Writer {
     fn process(&mut self, batch: Vec<Command>) {
         let mut ingests = Vec::new();
         let mut done = Vec::new();
+        let mut reruns = Vec::new();
         // Copies of a delivery first claimed in this very batch: they are answered as
         // duplicates only once that claim is on disk, and get 503 with it otherwise.
         let mut copies = Vec::new();
@@ -731,38 +796,46 @@ impl Writer {
                     }
                     ingests.push((e, r));
                 }
-                Command::Done(id, seq, r) => done.push((id, seq, r)),
+                Command::Done(id, seq, r) => done.push((id, Some(seq), r)),
+                Command::Rerun(id, r) => reruns.push((id, r)),
             }
         }
 
         // 1. One append and one sync of the queue for every record in the batch.
-        let (mut records, locations) =
-            encode_accepted(ingests.iter().map(|(e, _)| &**e), &self.segment);
+        let (mut records, spans) = encode_accepted(ingests.iter().map(|(e, _)| &**e));
         for (id, _, _) in &done {
             encode_json(&mut records, &RecordRef::Done(id));
         }
-        if let Err(e) = self.write_queue(&records) {
-            tracing::error!(error = %e, "cannot write the queue; answering 503");
-            for key in &claimed {
-                self.deliveries.remove(key);
-            }
-            for (_, reply) in ingests {
-                let _ = reply.send(Err(e.copy()));
-            }
-            for (_, reply) in copies {
-                let _ = reply.send(Err(e.copy()));
-            }
-            for (_, _, reply) in done {
-                let _ = reply.send(Err(e.copy()));
-            }
-            return;
+        for (id, _) in &reruns {
+            encode_json(&mut records, &RecordRef::Rerun(id));
         }
+        // Marks that a run's result could not be synced answer like `done` marks, but
+        // leave their events live.
+        done.extend(reruns.into_iter().map(|(id, r)| (id, None, r)));
+        let (seq, base) = match self.write_queue(&records) {
+            Ok(at) => at,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write the queue; answering 503");
+                for key in &claimed {
+                    self.deliveries.remove(key);
+                }
+                for (_, reply) in ingests {
+                    let _ = reply.send(Err(e.copy()));
+                }
+                for (_, reply) in copies {
+                    let _ = reply.send(Err(e.copy()));
+                }
+                for (_, _, reply) in done {
+                    let _ = reply.send(Err(e.copy()));
+                }
+                return;
+            }
+        };
         for (answer, reply) in copies {
             let _ = reply.send(Ok(answer));
         }
-        let seq = self.segment.seq;
         for (_, segment, reply) in done {
-            if let Some(n) = self.segment_live.get_mut(&segment) {
+            if let Some(n) = segment.and_then(|s| self.segment_live.get_mut(&s)) {
                 *n = n.saturating_sub(1);
             }
             let _ = reply.send(Ok(()));
@@ -781,7 +854,12 @@ impl Writer {
         }
         let mut jobs = Vec::with_capacity(ingests.len());
         let mut replies = Vec::with_capacity(ingests.len());
-        for ((event, reply), location) in ingests.into_iter().zip(locations) {
+        for ((event, reply), (start, len)) in ingests.into_iter().zip(spans) {
+            let location = Location {
+                seq,
+                offset: base + start as u64,
+                len,
+            };
             jobs.push(event.job(location, false));
             replies.push(reply);
         }
@@ -795,59 +873,65 @@ impl Writer {
         self.maintain_deliveries();
     }
 
-    /// Appends and syncs. On failure the segment is cut back and replaced, so a
-    /// half-written batch that was answered 503 is never run.
+    /// Appends the records as one batch and syncs it; returns the segment and the offset
+    /// the batch starts at.
     ///
-    /// The file is written in whole pages from the page that `len` falls in: that page's
-    /// records again, then the batch, then zeros to the end of its last page. The zeros
-    /// change nothing (the segment ends in zeros, and the next batch starts at `len`).
-    /// Whole aligned pages are what `O_DIRECT` takes, and through the page cache a write
-    /// that covers its pages whole needs no read of them from the disk first.
-    fn write_queue(&mut self, records: &[u8]) -> Result<(), StoreError> {
+    /// A batch starts on a fresh page: it is written as whole pages (the records, then
+    /// zeros to the end of the last page), which is what `O_DIRECT` takes, and no write
+    /// ever covers a page holding records already acknowledged, so a torn or failed
+    /// write can only damage the batch it carries, whose senders have no answer yet.
+    ///
+    /// On failure the segment is cut back to its last good record and that is synced, so
+    /// a half-written batch that was answered 503 is never run. When even that fails, the
+    /// segment is given up: the next batch starts a new one. An empty segment given up is
+    /// deleted and its number used again, so failing batches leave no files behind.
+    fn write_queue(&mut self, records: &[u8]) -> Result<(u64, u64), StoreError> {
+        let seg = match &mut self.segment {
+            Some(seg) => seg,
+            None => {
+                let seg = Segment::create(&self.home.queue(), self.next_seq, false)?;
+                self.next_seq = seg.seq + 1;
+                self.segment_live.entry(seg.seq).or_insert(0);
+                self.segment.insert(seg)
+            }
+        };
+        let start = seg.next_batch();
         if records.is_empty() {
-            return Ok(());
+            return Ok((seg.seq, start));
         }
-        let seg = &mut self.segment;
-        let page = PAGE as usize;
-        let mut tail = std::mem::take(&mut seg.tail);
-        let mut offset = seg.len - tail.len() as u64;
-        let mut parts = [&tail[..], records];
+        let mut offset = start;
+        let mut rest = records;
         let mut write = || -> io::Result<()> {
             let buf = self.pages.pages(WRITE_CHUNK);
-            loop {
-                let mut n = 0;
-                for part in &mut parts {
-                    let take = part.len().min(buf.len() - n);
-                    buf[n..n + take].copy_from_slice(&part[..take]);
-                    *part = &part[take..];
-                    n += take;
-                }
-                if n == 0 {
-                    return seg.file.sync_data();
-                }
-                let end = n.next_multiple_of(page);
+            while !rest.is_empty() {
+                let n = rest.len().min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                let end = n.next_multiple_of(PAGE as usize);
                 buf[n..end].fill(0);
                 seg.write_at(&buf[..end], offset)?;
                 offset += n as u64;
             }
+            seg.file.sync_data()
         };
         match write().map_err(io_err(&seg.path)) {
             Ok(()) => {
-                seg.len += records.len() as u64;
-                let keep = (seg.len % PAGE) as usize;
-                if keep <= records.len() {
-                    tail.clear();
-                }
-                tail.extend_from_slice(&records[records.len().saturating_sub(keep)..]);
-                seg.tail = tail;
-                Ok(())
+                seg.len = start + records.len() as u64;
+                Ok((seg.seq, start))
             }
             Err(e) => {
-                seg.tail = tail;
-                let _ = seg.file.set_len(seg.len);
-                let _ = seg.file.sync_data();
-                if let Ok(next) = Segment::create(&self.home.queue(), seg.seq + 1, false) {
-                    self.segment = next;
+                let cut = seg
+                    .file
+                    .set_len(seg.len)
+                    .and_then(|()| seg.file.sync_data());
+                if let Err(cut) = cut {
+                    tracing::error!(path = %seg.path.display(), error = %cut, "cannot cut a failed batch off the queue segment; starting a new one");
+                    if seg.len == 0 {
+                        let _ = fs::remove_file(&seg.path);
+                        self.segment_live.remove(&seg.seq);
+                        self.next_seq = seg.seq;
+                    }
+                    self.segment = None;
                 }
                 Err(e)
             }
@@ -857,21 +941,26 @@ impl Writer {
     /// Starts a new segment when the current one is full, and deletes the oldest
     /// segments once no live event is left in them.
     fn maintain_segments(&mut self) {
-        if self.segment.len >= SPARE_AT {
+        let current = self.segment.as_ref().map(|seg| (seg.seq, seg.len));
+        if current.is_some_and(|(_, len)| len >= SPARE_AT) {
             self.spares.ask();
         }
-        if self.segment.len >= SEGMENT_BYTES {
+        if current.is_some_and(|(_, len)| len >= SEGMENT_BYTES) {
             let spare = self.spares.take();
-            match Segment::create(&self.home.queue(), self.segment.seq + 1, spare) {
-                Ok(next) => self.segment = next,
+            match Segment::create(&self.home.queue(), self.next_seq, spare) {
+                Ok(next) => {
+                    self.next_seq = next.seq + 1;
+                    self.segment_live.entry(next.seq).or_insert(0);
+                    self.segment = Some(next);
+                }
                 Err(e) => tracing::error!(error = %e, "cannot start a new queue segment"),
             }
         }
-        let current = self.segment.seq;
+        let current = self.segment.as_ref().map(|seg| seg.seq);
         let finished: Vec<u64> = self
             .segment_live
             .iter()
-            .take_while(|&(&seq, &n)| n == 0 && seq != current)
+            .take_while(|&(&seq, &n)| n == 0 && Some(seq) != current)
             .map(|(&seq, _)| seq)
             .collect();
         if finished.is_empty() {
@@ -976,7 +1065,6 @@ impl Segment {
             path,
             file,
             len: 0,
-            tail: Vec::new(),
         })
     }
 }
@@ -985,44 +1073,72 @@ fn segment_path(queue: &Path, seq: u64) -> PathBuf {
     queue.join(format!("{seq:016}.wal"))
 }
 
-/// Encodes `accepted` records to be appended to `segment`, with where each will sit.
-fn encode_accepted<'a>(
-    events: impl Iterator<Item = &'a Event>,
-    segment: &Segment,
-) -> (Vec<u8>, Vec<Location>) {
+/// Encodes `accepted` records, with where each sits in the bytes (start, length).
+fn encode_accepted<'a>(events: impl Iterator<Item = &'a Event>) -> (Vec<u8>, Vec<(usize, usize)>) {
     let mut records = Vec::new();
-    let mut locations = Vec::new();
+    let mut spans = Vec::new();
     for event in events {
         let start = records.len();
         encode_json(&mut records, &RecordRef::Accepted(event));
-        locations.push(Location {
-            seq: segment.seq,
-            offset: segment.len + start as u64,
-            len: records.len() - start,
-        });
+        spans.push((start, records.len() - start));
     }
-    (records, locations)
+    (records, spans)
 }
 
-/// What a session file says of each of its events, by event id: whether its message
-/// is there, and the status of its last run record.
-type Marks = HashMap<String, (bool, Option<RunStatus>)>;
+/// What a session file says of one of its events.
+#[derive(Debug, Clone, Copy, Default)]
+struct Marks {
+    /// Its user message is there.
+    message: bool,
+    /// The status of its last run record.
+    last: Option<RunStatus>,
+    /// A final run record came after an `interrupted` one: the run that followed an
+    /// interruption (or a result that may not be on disk) got as far as its end.
+    final_after_interruption: bool,
+}
+
+impl Marks {
+    fn saw(&mut self, status: RunStatus) {
+        self.last = Some(status);
+        match status {
+            RunStatus::Interrupted => self.final_after_interruption = false,
+            s if s.is_final() => self.final_after_interruption = true,
+            _ => {}
+        }
+    }
+
+    /// Whether the session shows the event's run as ended for good. For an event whose
+    /// result once failed to sync (`rerun`), only a final record after the note that
+    /// it runs again counts: the one before it may have been read back from memory.
+    fn trusted_final(&self, rerun: bool) -> bool {
+        self.last.is_some_and(RunStatus::is_final) && (!rerun || self.final_after_interruption)
+    }
+}
 
 /// What the queue folder holds.
 struct QueueContents {
     /// Segment files, oldest first.
     segments: Vec<(u64, PathBuf)>,
-    /// Every `accepted` record, in acceptance order.
-    accepted: Vec<Event>,
+    /// Every `accepted` record, once per event, in acceptance order, with where it is.
+    accepted: Vec<(Event, Location)>,
     /// Every event marked done.
     done: HashSet<String>,
+    /// Every event whose result did not reach the disk.
+    rerun: HashSet<String>,
 }
 
 impl QueueContents {
-    /// Takes the accepted events not marked done, in acceptance order.
-    fn pending(&mut self) -> impl Iterator<Item = Event> + '_ {
-        let done = &self.done;
-        self.accepted.drain(..).filter(|e| !done.contains(&e.id))
+    /// Takes the accepted events not marked done, in acceptance order, with where each
+    /// is and whether its result once failed to sync.
+    fn pending(&mut self) -> impl Iterator<Item = (Event, Location, bool)> + '_ {
+        let (done, rerun) = (&self.done, &self.rerun);
+        self.accepted
+            .drain(..)
+            .filter(|(e, _)| !done.contains(&e.id))
+            .map(|(e, location)| {
+                let again = rerun.contains(&e.id);
+                (e, location, again)
+            })
     }
 }
 
@@ -1045,7 +1161,9 @@ fn read_queue(queue: &Path) -> io::Result<QueueContents> {
         segments: Vec::new(),
         accepted: Vec::new(),
         done: HashSet::new(),
+        rerun: HashSet::new(),
     };
+    let mut ids = HashSet::new();
     for (seq, path) in segments.drain(..) {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -1053,14 +1171,32 @@ fn read_queue(queue: &Path) -> io::Result<QueueContents> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        // A torn last record was never acknowledged, so skipping it loses nothing. A
-        // segment made from a spare ends in zeros.
-        let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-        for raw in bytes[..end].split(|b| *b == b'\n') {
-            match serde_json::from_slice::<Record>(raw) {
-                Ok(Record::Accepted(event)) => contents.accepted.push(*event),
+        // Batches start on page boundaries, so zeros may stand between records, and a
+        // segment made from a spare ends in zeros. A torn record was never
+        // acknowledged (its batch's sync had not returned), so skipping it loses
+        // nothing.
+        let mut offset = 0;
+        for raw in bytes.split(|b| *b == b'\n') {
+            let start = offset + raw.iter().take_while(|b| **b == 0).count();
+            offset += raw.len() + 1;
+            let record = &bytes[start..offset - 1];
+            match serde_json::from_slice::<Record>(record) {
+                // An event is run once even if its record is in the queue twice (a copy
+                // left by an older lowkey's start-up compaction cut short by a crash).
+                Ok(Record::Accepted(event)) if ids.insert(event.id.clone()) => {
+                    let location = Location {
+                        seq,
+                        offset: start as u64,
+                        len: record.len(),
+                    };
+                    contents.accepted.push((*event, location));
+                }
+                Ok(Record::Accepted(_)) => {}
                 Ok(Record::Done(id)) => {
                     contents.done.insert(id);
+                }
+                Ok(Record::Rerun(id)) => {
+                    contents.rerun.insert(id);
                 }
                 Err(_) => {}
             }
@@ -1078,7 +1214,7 @@ pub fn queued(home: &Home) -> io::Result<Vec<Event>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    Ok(contents.pending().collect())
+    Ok(contents.pending().map(|(event, _, _)| event).collect())
 }
 
 /// Writes the remembered deliveries to a fresh file, synced, and puts it in place
@@ -1139,19 +1275,28 @@ mod tests {
         .collect()
     }
 
-    /// Writes the batches one `write_queue` at a time and checks the file holds exactly
-    /// them, in order, then only zeros.
+    fn segment(writer: &Writer) -> &Segment {
+        writer.segment.as_ref().expect("a current segment")
+    }
+
+    /// Writes the batches one `write_queue` at a time and checks that each starts on a
+    /// page of its own, that the batches before it are still there byte for byte, and
+    /// that only zeros stand between and after them.
     fn check_written_as_given(writer: &mut Writer) {
         let mut expected = Vec::new();
         for batch in batches() {
-            writer.write_queue(&batch).unwrap();
+            let (seq, at) = writer.write_queue(&batch).unwrap();
+            assert_eq!(seq, segment(writer).seq);
+            assert_eq!(at % PAGE, 0, "a batch starts on a fresh page");
+            assert!(at >= expected.len() as u64, "and never over an earlier one");
+            expected.resize(at as usize, 0);
             expected.extend_from_slice(&batch);
-            assert_eq!(writer.segment.len, expected.len() as u64);
-            let file = fs::read(&writer.segment.path).unwrap();
+            assert_eq!(segment(writer).len, expected.len() as u64);
+            let file = fs::read(&segment(writer).path).unwrap();
             assert_eq!(
                 file[..expected.len()],
                 expected[..],
-                "the records, in order"
+                "every batch, in place"
             );
             assert!(
                 file[expected.len()..].iter().all(|b| *b == 0),
@@ -1165,6 +1310,13 @@ mod tests {
         let home = Home::new(dir.path());
         home.create_dirs().unwrap();
         (dir, home)
+    }
+
+    fn wal_files(home: &Home) -> usize {
+        fs::read_dir(home.queue())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("wal".as_ref()))
+            .count()
     }
 
     #[test]
@@ -1185,13 +1337,13 @@ mod tests {
         let aligned = pages.pages(2 * PAGE as usize);
         aligned.fill(b'x');
         let misaligned = &aligned[1..1 + PAGE as usize];
-        writer.segment.write_at(misaligned, 0).unwrap();
-        assert_eq!(fs::read(&writer.segment.path).unwrap(), misaligned);
+        let seg = writer.segment.as_mut().unwrap();
+        seg.write_at(misaligned, 0).unwrap();
+        assert_eq!(fs::read(&seg.path).unwrap(), misaligned);
         // And the batches after it are written as usual.
-        writer.segment.len = PAGE;
-        writer.segment.tail.clear();
+        seg.len = PAGE;
         writer.write_queue(b"{}\n").unwrap();
-        let file = fs::read(&writer.segment.path).unwrap();
+        let file = fs::read(&segment(&writer).path).unwrap();
         assert_eq!(&file[..PAGE as usize + 3], [misaligned, b"{}\n"].concat());
     }
 
@@ -1200,12 +1352,67 @@ mod tests {
         let (_dir, home) = empty_home();
         let (mut writer, _) = Writer::recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
         make_spare(&spare_path(&home.queue())).unwrap();
-        writer.segment = Segment::create(&home.queue(), writer.segment.seq + 1, true).unwrap();
+        let seq = segment(&writer).seq + 1;
+        writer.segment = Some(Segment::create(&home.queue(), seq, true).unwrap());
         assert_eq!(
-            fs::metadata(&writer.segment.path).unwrap().len(),
+            fs::metadata(&segment(&writer).path).unwrap().len(),
             SEGMENT_BYTES,
             "the spare's zeros are in place"
         );
         check_written_as_given(&mut writer);
+    }
+
+    #[test]
+    fn failing_batches_leave_no_segment_files_behind() {
+        let (_dir, home) = empty_home();
+        let (mut writer, _) = Writer::recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
+        assert_eq!(wal_files(&home), 1);
+        // A file the writer cannot write, nor cut back: like a disk that fails every
+        // write and every sync.
+        for _ in 0..50 {
+            let seg = writer.segment.as_mut().unwrap();
+            seg.file = File::open(&seg.path).unwrap();
+            assert!(writer.write_queue(b"{}\n").is_err());
+            // The next batch makes its segment again.
+            writer.write_queue(b"").unwrap();
+        }
+        assert_eq!(
+            wal_files(&home),
+            1,
+            "one segment, however many batches failed"
+        );
+        // And once writes work again, batches land.
+        let (_, at) = writer.write_queue(b"{}\n").unwrap();
+        assert_eq!(at, 0);
+    }
+
+    #[test]
+    fn an_event_recorded_twice_in_the_queue_is_pending_once() {
+        let (_dir, home) = empty_home();
+        let event = Event {
+            id: "01EVENT".into(),
+            session: "s".into(),
+            source: "hook".into(),
+            agent: "bot".into(),
+            project: "/".into(),
+            at: session::now(),
+            body: "{}".into(),
+            delivery: None,
+            dedup_until: None,
+        };
+        // What a crash between writing a copy and deleting the original leaves.
+        let mut record = Vec::new();
+        encode_json(&mut record, &RecordRef::Accepted(&event));
+        for seq in [1, 2] {
+            fs::write(segment_path(&home.queue(), seq), &record).unwrap();
+        }
+        assert_eq!(queued(&home).unwrap(), vec![event.clone()]);
+        let (jobs, mut pending) = tokio_mpsc::unbounded_channel();
+        let (_writer, recovery) = Writer::recover(&home, jobs).unwrap();
+        assert_eq!(recovery.pending, 1);
+        let jobs = pending.try_recv().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].event, event.id);
+        assert_eq!(jobs[0].location.seq, 1, "the first copy runs");
     }
 }
