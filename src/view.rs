@@ -62,16 +62,19 @@ fn merge(file: Vec<Line>, queued: Vec<Event>) -> Vec<Line> {
 }
 
 /// One session's transcript, or `None` when there is no such session.
+///
+/// The queue is read before the file: an event that leaves the queue in between has its
+/// message in the file by then, while the other order could miss it in both.
 pub fn transcript(home: &Home, id: &str) -> io::Result<Option<Vec<Line>>> {
+    let queued: Vec<Event> = store::queued(home)?
+        .into_iter()
+        .filter(|e| e.session == id)
+        .collect();
     let file = match session::read(&home.session_file(id)) {
         Ok(lines) => Some(lines),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    let queued: Vec<Event> = store::queued(home)?
-        .into_iter()
-        .filter(|e| e.session == id)
-        .collect();
     if file.is_none() && queued.is_empty() {
         return Ok(None);
     }
