@@ -657,7 +657,7 @@ impl Writer {
         let mut completed = Vec::new();
         let mut sessions = HashMap::new();
         for (event, location, rerun) in read.pending() {
-            match writer.repair(&event, rerun, &mut sessions)? {
+            match writer.repair(&event, rerun, &mut sessions) {
                 None => completed.push(event.id),
                 Some(materialized) => {
                     *writer.segment_live.entry(location.seq).or_default() += 1;
@@ -689,20 +689,24 @@ impl Writer {
     /// `None` when the session holds the run's final result (only the `done` mark was
     /// lost), else whether it shows the message. `sessions` caches what each file read
     /// says of its events, so a session with many pending events is read and scanned
-    /// once, not once per event. A record that cannot be written is only logged: the
-    /// event runs again either way, and the disk may be full.
+    /// once, not once per event. A session that cannot be read, or a record that cannot
+    /// be written, is only logged: the event runs again either way (at least once), and
+    /// lowkey stays up to answer senders.
     fn repair(
         &mut self,
         event: &Event,
         rerun: bool,
         sessions: &mut HashMap<String, HashMap<String, Marks>>,
-    ) -> Result<Option<bool>, StoreError> {
+    ) -> Option<bool> {
         if !sessions.contains_key(&event.session) {
             let path = self.home.session_file(&event.session);
             let lines = match session::read(&path) {
                 Ok(lines) => lines,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(io_err(&path)(e)),
+                Err(e) => {
+                    tracing::error!(session_id = %event.session, error = %e, "cannot read a session to recover its events; they run again");
+                    Vec::new()
+                }
             };
             let mut marks: HashMap<String, Marks> = HashMap::new();
             for line in lines {
@@ -721,7 +725,7 @@ impl Writer {
             .copied()
             .unwrap_or_default();
         if marks.trusted_final(rerun) {
-            return Ok(None);
+            return None;
         }
         let why = match marks.last {
             Some(RunStatus::Started) => Some(session::INTERRUPTED),
@@ -741,7 +745,7 @@ impl Writer {
                 tracing::warn!(session_id = %event.session, event_id = %event.id, error = %e, "cannot mark the cut-short run in its session");
             }
         }
-        Ok(Some(marks.message))
+        Some(marks.message)
     }
 
     fn run(mut self, rx: mpsc::Receiver<Command>) {
