@@ -32,11 +32,20 @@ const RECOVERY_POINTS: &[(&str, &[&str])] = &[
     ("deliveries.jsonl.tmp", &["fdatasync:signal=KILL:when={n}"]),
     ("deliveries.jsonl.tmp", &["rename:signal=KILL:when={n}"]),
     ("", &["fsync:signal=KILL:when={n}"]),
-    ("queue/0000000000000002.wal", &["openat:signal=KILL:when={n}"]),
+    (
+        "queue/0000000000000002.wal",
+        &["openat:signal=KILL:when={n}"],
+    ),
     ("queue", &["fsync:signal=KILL:when={n}"]),
     ("sessions/{session}.jsonl", &["write:signal=KILL:when={n}"]),
-    ("queue/0000000000000002.wal", &["pwrite64:signal=KILL:when={n}"]),
-    ("queue/0000000000000002.wal", &["fdatasync:signal=KILL:when={n}"]),
+    (
+        "queue/0000000000000002.wal",
+        &["pwrite64:signal=KILL:when={n}"],
+    ),
+    (
+        "queue/0000000000000002.wal",
+        &["fdatasync:signal=KILL:when={n}"],
+    ),
     // Between writing the compacted segment and deleting the old one.
     (
         "queue/0000000000000001.wal",
@@ -45,7 +54,10 @@ const RECOVERY_POINTS: &[(&str, &[&str])] = &[
     // The queue write fails and lowkey cuts the segment back.
     (
         "queue/0000000000000002.wal",
-        &["pwrite64:error=EIO:when={n}", "ftruncate:signal=KILL:when={n}"],
+        &[
+            "pwrite64:error=EIO:when={n}",
+            "ftruncate:signal=KILL:when={n}",
+        ],
     ),
 ];
 
@@ -143,8 +155,13 @@ fn a_crash_anywhere_in_recovery_loses_nothing_and_runs_nothing_twice() {
         for n in 1..=rounds(1, 4) {
             let (tally, reached) = crash_in_recovery(path, injects, n);
             tried += 1;
-            let name = format!("recovery {} on {path:?}", injects.join("+")).replace("{n}", &n.to_string());
-            println!("{}{}", tally.line(&name), if reached { "" } else { " (not reached)" });
+            let name = format!("recovery {} on {path:?}", injects.join("+"))
+                .replace("{n}", &n.to_string());
+            println!(
+                "{}{}",
+                tally.line(&name),
+                if reached { "" } else { " (not reached)" }
+            );
             if !tally.is_clean() {
                 failed.push(name.clone());
             }
@@ -330,7 +347,10 @@ fn failing_queue_writes_and_syncs_answer_503_and_lose_nothing() {
         });
         assert_refused(&daemon, point);
         fiu(&daemon, &format!("disable name={point}"));
-        acked.push(accepted_again(&daemon, &format!("a 202 after {point} works again")));
+        acked.push(accepted_again(
+            &daemon,
+            &format!("a 202 after {point} works again"),
+        ));
     }
     let (sent, others) = load.stop();
     acked.extend(sent);
@@ -364,7 +384,11 @@ fn failing_queue_writes_and_syncs_answer_503_and_lose_nothing() {
     // kept, not a duplicate.
     let log = daemon.log_text();
     tally.duplicated.retain(|e| !log.contains(e));
-    assert_eq!(ran_unacked(&home, &acked), Vec::<String>::new(), "refused events ran");
+    assert_eq!(
+        ran_unacked(&home, &acked),
+        Vec::<String>::new(),
+        "refused events ran"
+    );
     println!("faults libfiu: {:?}", started.elapsed());
     tally.check("libfiu enospc+eio");
 }
@@ -435,7 +459,10 @@ fn a_run_whose_result_did_not_sync_runs_again(point: &str) {
         "the session ends with the second run: {lines:#?}"
     );
     assert_eq!(
-        shape.iter().filter(|l| l.starts_with("run started")).count(),
+        shape
+            .iter()
+            .filter(|l| l.starts_with("run started"))
+            .count(),
         2,
         "{lines:#?}"
     );

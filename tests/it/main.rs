@@ -13,6 +13,7 @@ mod templates;
 
 mod campaign;
 mod helpers;
+mod hostile;
 
 mod agents;
 mod config;

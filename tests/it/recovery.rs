@@ -8,7 +8,10 @@ use serde_json::json;
 
 /// An agent that notes `<event> <pid>` in `<out>/runs`, then waits at `gate`, then
 /// answers.
-pub fn home_with_gated_agent(max_concurrent: u32, target: &str) -> (Home, Gate, std::path::PathBuf) {
+pub fn home_with_gated_agent(
+    max_concurrent: u32,
+    target: &str,
+) -> (Home, Gate, std::path::PathBuf) {
     let home = Home::new();
     let out = out_dir(&home);
     let gate = Gate::new(&home, "gate");
