@@ -9,11 +9,13 @@
 
 #![allow(dead_code)] // Until the campaign's tests use all of it.
 
-use crate::support::{Home, KEY};
+use crate::support::{Daemon, Home, KEY};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -217,7 +219,21 @@ impl Tally {
         );
     }
 
-    fn line(&self, name: &str) -> String {
+    /// Adds another tally's counts and events to this one.
+    pub fn merge(&mut self, other: Tally) {
+        self.acked += other.acked;
+        self.found += other.found;
+        self.lost.extend(other.lost);
+        self.duplicated.extend(other.duplicated);
+    }
+
+    /// Whether nothing was lost or duplicated.
+    pub fn is_clean(&self) -> bool {
+        self.lost.is_empty() && self.duplicated.is_empty()
+    }
+
+    /// The campaign line: `faults <name>: acked A, found F, lost L, duplicated D`.
+    pub fn line(&self, name: &str) -> String {
         format!(
             "faults {name}: acked {}, found {}, lost {}, duplicated {}",
             self.acked,
@@ -226,4 +242,127 @@ impl Tally {
             self.duplicated.len()
         )
     }
+}
+
+/// Events that have a user message in some session of `home` but were never answered
+/// 202: lowkey ran an event it had refused (a 503 must mean "not kept").
+pub fn ran_unacked(home: &Home, acked: &[Acked]) -> Vec<String> {
+    let acked: HashSet<&str> = acked.iter().map(|(_, e)| e.as_str()).collect();
+    let mut unacked = Vec::new();
+    for entry in std::fs::read_dir(home.sessions()).into_iter().flatten() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if v["type"] == "message" && v["role"] == "user" {
+                let event = v["event"].as_str().unwrap_or_default();
+                if !acked.contains(event) {
+                    unacked.push(event.to_owned());
+                }
+            }
+        }
+    }
+    unacked
+}
+
+/// The queue's segment files (`queue/*.wal`), oldest first.
+pub fn segment_files(home: &Home) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(home.root().join("queue"))
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// `lowkey serve` on a free loopback port, started through `wrapper`: a program and
+/// its arguments that end by running the command after them, as `strace -o ... ` or
+/// `fiu-run -x` do. Its environment is the one `Home::command` gives lowkey.
+pub fn serve_under(home: &Home, wrapper: &[&str]) -> Daemon {
+    let plain = home.command(&["serve", "--listen", "127.0.0.1:0"]);
+    let mut cmd = Command::new(wrapper[0]);
+    cmd.args(&wrapper[1..])
+        .arg(plain.get_program())
+        .args(plain.get_args());
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    Daemon::spawn(cmd)
+}
+
+/// Mounts a small tmpfs on the queue folder, in the private mount namespace of
+/// `unshare`, with whatever the folder held copied in; `$0` is the queue folder, and
+/// the command follows.
+const SMALL_QUEUE: &str = r#"stash=$(mktemp -d) && cp -a "$0"/. "$stash" && mount -t tmpfs -o size=256k,mode=700 tmpfs "$0" && cp -a "$stash"/. "$0" && rm -rf "$stash""#;
+
+/// `lowkey serve` in a private mount namespace whose queue folder is a small tmpfs, so
+/// a test can fill it (through `/proc/<pid>/root`) and make queue writes fail with
+/// ENOSPC. `unshare` and `sh` exec, so the daemon keeps the pid they started with.
+pub fn serve_with_a_small_queue(home: &Home) -> Daemon {
+    let daemon = serve_in_a_small_queue(home, "");
+    assert!(
+        daemon.addr.is_some(),
+        "lowkey did not start under unshare (the test needs root for a private mount namespace); log:\n{}",
+        daemon.log_text()
+    );
+    daemon
+}
+
+/// Like `serve_with_a_small_queue`, with the tmpfs filled up (by `queue_filler`)
+/// before lowkey starts, and the events already queued in it. The daemon may have
+/// exited: that is for the caller to judge.
+pub fn serve_with_a_full_queue(home: &Home) -> Daemon {
+    serve_in_a_small_queue(
+        home,
+        r#" && { dd if=/dev/zero of="$0/filler" bs=4k 2>/dev/null || true; }"#,
+    )
+}
+
+fn serve_in_a_small_queue(home: &Home, then: &str) -> Daemon {
+    let queue = home.root().join("queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    let script = format!(r#"{SMALL_QUEUE}{then} && exec "$@""#);
+    let queue = queue.to_string_lossy();
+    serve_under(
+        home,
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            &queue,
+        ],
+    )
+}
+
+/// The file that fills the queue tmpfs of a daemon from `serve_with_a_small_queue`,
+/// seen from outside its mount namespace.
+pub fn queue_filler(daemon: &Daemon, home: &Home) -> PathBuf {
+    let queue = home.root().join("queue");
+    std::path::Path::new(&format!("/proc/{}/root", daemon.pid))
+        .join(queue.strip_prefix("/").unwrap())
+        .join("filler")
+}
+
+/// Fills the daemon's queue tmpfs; returns the filler's path for freeing it again.
+pub fn fill_queue(daemon: &Daemon, home: &Home) -> PathBuf {
+    let filler = queue_filler(daemon, home);
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    loop {
+        if let Err(e) = file.write_all(&chunk) {
+            assert_eq!(e.raw_os_error(), Some(nix::libc::ENOSPC), "{e}");
+            break;
+        }
+    }
+    filler
 }

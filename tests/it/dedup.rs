@@ -7,6 +7,7 @@
 //! sentinel) runs only after anything accepted before it: once the sentinel's run has
 //! ended, a second run of the duplicate would already be in the session.
 
+use crate::campaign::{fill_queue, serve_with_a_small_queue};
 use crate::senders::*;
 use crate::support::*;
 use serde_json::json;
@@ -271,51 +272,6 @@ fn concurrent_copies_of_a_delivery_are_accepted_once() {
         let (_, sentinel) = zoo.accept(&case.source, &case.sentinel());
         assert_ran_once(&zoo, session, event, &sentinel);
     }
-}
-
-/// `lowkey serve` in a private mount namespace whose queue folder is a small tmpfs, so
-/// a test can fill it (through `/proc/<pid>/root`) and make queue writes fail with
-/// ENOSPC. `unshare` and `sh` exec, so the daemon keeps the pid they started with.
-fn serve_with_a_small_queue(home: &Home) -> Daemon {
-    let queue = home.root().join("queue");
-    std::fs::create_dir_all(&queue).unwrap();
-    let plain = home.command(&["serve", "--listen", "127.0.0.1:0"]);
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount -t tmpfs -o size=256k,mode=700 tmpfs "$0" && exec "$1" serve --listen 127.0.0.1:0"#)
-        .arg(&queue)
-        .arg(plain.get_program());
-    for (k, v) in plain.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let daemon = Daemon::spawn(cmd);
-    assert!(
-        daemon.addr.is_some(),
-        "lowkey did not start under unshare (the test needs root for a private mount namespace); log:\n{}",
-        daemon.log_text()
-    );
-    daemon
-}
-
-/// Fills the daemon's queue tmpfs; returns the filler's path for freeing it again.
-fn fill_queue(daemon: &Daemon, home: &Home) -> std::path::PathBuf {
-    let queue = home.root().join("queue");
-    let filler = std::path::Path::new(&format!("/proc/{}/root", daemon.pid))
-        .join(queue.strip_prefix("/").unwrap())
-        .join("filler");
-    let mut file = std::fs::File::create(&filler).unwrap();
-    let chunk = vec![0u8; 4096];
-    loop {
-        use std::io::Write;
-        if let Err(e) = file.write_all(&chunk) {
-            assert_eq!(e.raw_os_error(), Some(nix::libc::ENOSPC), "{e}");
-            break;
-        }
-    }
-    filler
 }
 
 /// "Never a 2xx for an event that is not on disk", also for the copies of a delivery

@@ -2,6 +2,7 @@
 //! scripts and real files.
 
 mod dedup;
+mod disk;
 mod journald;
 mod limits;
 mod senders;
@@ -12,6 +13,7 @@ mod templates;
 
 mod campaign;
 mod helpers;
+mod hostile;
 
 mod agents;
 mod config;

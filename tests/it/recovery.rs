@@ -8,7 +8,10 @@ use serde_json::json;
 
 /// An agent that notes `<event> <pid>` in `<out>/runs`, then waits at `gate`, then
 /// answers.
-fn home_with_gated_agent(max_concurrent: u32, target: &str) -> (Home, Gate, std::path::PathBuf) {
+pub fn home_with_gated_agent(
+    max_concurrent: u32,
+    target: &str,
+) -> (Home, Gate, std::path::PathBuf) {
     let home = Home::new();
     let out = out_dir(&home);
     let gate = Gate::new(&home, "gate");
@@ -33,7 +36,7 @@ echo "reply to $LOWKEY_EVENT_ID""#,
 }
 
 /// `(event, pid)` for every run the agent started, in order.
-fn runs(out: &std::path::Path) -> Vec<(String, i32)> {
+pub fn runs(out: &std::path::Path) -> Vec<(String, i32)> {
     read_text(&out.join("runs"))
         .lines()
         .filter_map(|l| l.split_once(' '))
