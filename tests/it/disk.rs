@@ -26,34 +26,36 @@ const QUICK_AGENT: &str = "cat >/dev/null; echo ok";
 /// Crash points in start-up recovery, in the order lowkey reaches them: a path
 /// (relative to the home; `{session}` is the session of the run the crash cut short)
 /// and the `strace` injections, where `{n}` is the occurrence of the call on that path.
-/// The first daemon wrote segment 1; recovery compacts it into segment 2.
+/// Recovery finds segment 1 holding only events whose results are in their sessions but
+/// whose `done` marks were lost, and segment 2 holding pending events; it marks the first
+/// done in a new segment 3, then deletes segment 1.
 const RECOVERY_POINTS: &[(&str, &[&str])] = &[
     ("deliveries.jsonl.tmp", &["openat:signal=KILL:when={n}"]),
     ("deliveries.jsonl.tmp", &["fdatasync:signal=KILL:when={n}"]),
     ("deliveries.jsonl.tmp", &["rename:signal=KILL:when={n}"]),
     ("", &["fsync:signal=KILL:when={n}"]),
+    ("sessions/{session}.jsonl", &["write:signal=KILL:when={n}"]),
     (
-        "queue/0000000000000002.wal",
+        "queue/0000000000000003.wal",
         &["openat:signal=KILL:when={n}"],
     ),
     ("queue", &["fsync:signal=KILL:when={n}"]),
-    ("sessions/{session}.jsonl", &["write:signal=KILL:when={n}"]),
     (
-        "queue/0000000000000002.wal",
+        "queue/0000000000000003.wal",
         &["pwrite64:signal=KILL:when={n}"],
     ),
     (
-        "queue/0000000000000002.wal",
+        "queue/0000000000000003.wal",
         &["fdatasync:signal=KILL:when={n}"],
     ),
-    // Between writing the compacted segment and deleting the old one.
+    // The `done` marks are on disk; the segment they cancel is being deleted.
     (
         "queue/0000000000000001.wal",
         &["unlink:error=EIO:signal=KILL:when={n}"],
     ),
     // The queue write fails and lowkey cuts the segment back.
     (
-        "queue/0000000000000002.wal",
+        "queue/0000000000000003.wal",
         &[
             "pwrite64:error=EIO:when={n}",
             "ftruncate:signal=KILL:when={n}",
@@ -87,18 +89,49 @@ fn reap_runs(out: &Path) {
     Reap(runs(out).into_iter().map(|(_, pid)| pid).collect()).kill();
 }
 
-/// Queues `PENDING` events behind a gated run, kills lowkey with -9, starts it under
-/// `strace` with the point's injections, then starts it normally and lets the runs
-/// finish. Returns the tally, and whether the injection fired (lowkey died or gave
-/// up before it listened).
+/// Leaves a queue as recovery meets it after crashes (see `RECOVERY_POINTS`), starts
+/// lowkey under `strace` with the point's injections, then starts it normally and lets
+/// the runs finish. Returns the tally, and whether the injection fired (lowkey died or
+/// gave up before it listened).
 fn crash_in_recovery(path: &str, injects: &[&str], n: usize) -> (Tally, bool) {
     let (home, gate, out) = home_with_gated_agent(2, "new_session");
+    let queue = home.root().join("queue");
+    let segment = |seq: u64| queue.join(format!("{seq:016}.wal"));
+
+    // Segment 1: events that ran to the end, whose `done` marks are then taken out.
+    gate.open();
     let daemon = home.serve();
-    let acked: Vec<Acked> = (0..pending())
+    let mut acked: Vec<Acked> = (0..3)
+        .map(|i| accept(&daemon, "hook", &format!(r#"{{"done":{i}}}"#)))
+        .collect();
+    for (_, event) in &acked {
+        daemon.wait_run_end(event);
+    }
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit();
+    drop(daemon);
+    let finished = std::fs::read(segment(1)).unwrap();
+    let lines = finished.split_inclusive(|b| *b == b'\n');
+    let accepted: Vec<u8> = lines
+        .filter(|l| l.starts_with(b"{\"accepted\""))
+        .flatten()
+        .copied()
+        .collect();
+    std::fs::remove_file(segment(1)).unwrap();
+
+    // Segment 2: events queued behind a run cut short by kill -9. With the queue empty,
+    // lowkey writes them to segment 1, which then moves up.
+    gate.close();
+    let daemon = home.serve();
+    let pending: Vec<Acked> = (0..pending())
         .map(|i| accept(&daemon, "hook", &format!(r#"{{"n":{i}}}"#)))
         .collect();
-    let (cut, _) = wait_for("the first run to start", || runs(&out).first().cloned());
-    let session = &acked.iter().find(|(_, e)| *e == cut).unwrap().0;
+    let (cut, _) = wait_for("the first pending run to start", || {
+        runs(&out)
+            .into_iter()
+            .find(|(e, _)| pending.iter().any(|(_, p)| p == e))
+    });
+    let session = pending.iter().find(|(_, e)| *e == cut).unwrap().0.clone();
     daemon.wait_log("with the start of the run", |l| {
         l.contains("run started") && l.contains(&cut)
     });
@@ -106,8 +139,11 @@ fn crash_in_recovery(path: &str, injects: &[&str], n: usize) -> (Tally, bool) {
     daemon.wait_exit();
     reap_runs(&out);
     drop(daemon);
+    std::fs::rename(segment(1), segment(2)).unwrap();
+    std::fs::write(segment(1), accepted).unwrap();
+    acked.extend(pending);
 
-    let path = home.root().join(path.replace("{session}", session));
+    let path = home.root().join(path.replace("{session}", &session));
     let injects: Vec<String> = injects
         .iter()
         .map(|i| i.replace("{n}", &n.to_string()))
