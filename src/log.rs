@@ -4,6 +4,10 @@
 //! ...); journald sees them upper-cased (`WEBHOOK_SOURCE=`), so `journalctl
 //! WEBHOOK_SOURCE=stripe` works. Each kind of line has a stable `MESSAGE_ID`, explained
 //! by `packaging/lowkey.catalog` for `journalctl -x`.
+//!
+//! No value or message reaches either as it is: both escape every control character and
+//! Unicode line separator in them (see [`escape`]), so text from a request or an agent
+//! cannot end a line and start one that looks like lowkey's.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -176,7 +180,8 @@ pub fn init() {
 /// unescaped, so this layer stands in front of it instead: it records each event's (and
 /// span's) values as text, escapes them as the stderr formatter does, and hands
 /// tracing-journald the same event carrying the escaped text. It costs a string per value,
-/// next to the datagram every entry is anyway.
+/// next to the datagram every entry is anyway. Call sites still wrap outside text in
+/// `Outside`, which also escapes its backslashes, so every escape in an entry is lowkey's.
 struct Journal(tracing_journald::Layer);
 
 impl<S> Layer<S> for Journal
