@@ -168,7 +168,7 @@ fn serve(home: Home, config_path: PathBuf, default_config: bool, listen: Option<
     match runtime.block_on(daemon::serve(opts)) {
         Ok(()) => exit::OK,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{}", log::Outside(&e));
             match e {
                 DaemonError::Config(_) => exit::CONFIG,
                 DaemonError::Store(_) => exit::IO,

@@ -11,7 +11,7 @@ use crate::activity::Activity;
 use crate::config::{self, Config, ConfigError};
 use crate::dispatch;
 use crate::http::App;
-use crate::log::id;
+use crate::log::{Outside, id};
 use crate::server::{self, Listener};
 use crate::store::{Home, Store, StoreError};
 use crate::systemd;
@@ -71,7 +71,7 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
     let config = match config::load(&opts.config_path) {
         Ok(loaded) => {
             for w in &loaded.warnings {
-                tracing::warn!("config {w}");
+                tracing::warn!("config {}", Outside(w));
             }
             loaded.config
         }
@@ -82,7 +82,8 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
             let reason = e.to_string();
             tracing::error!(
                 message_id = id::RELOAD_FAILED,
-                "the config is unusable; answering 503 until it is fixed and reloaded: {reason}"
+                "the config is unusable; answering 503 until it is fixed and reloaded: {}",
+                Outside(&reason)
             );
             reload_error = Some(first_line(&reason));
             Config::unusable()
@@ -250,7 +251,7 @@ fn reload(
     let result = match config::load(path) {
         Ok(loaded) => {
             for w in &loaded.warnings {
-                tracing::warn!("config {w}");
+                tracing::warn!("config {}", Outside(w));
             }
             if loaded.config.listen != old_listen {
                 tracing::warn!("`listen` changed; the new address takes effect at the next start");
@@ -264,7 +265,8 @@ fn reload(
             let reason = e.to_string();
             tracing::error!(
                 message_id = id::RELOAD_FAILED,
-                "config reload failed; the old config stays in force: {reason}"
+                "config reload failed; the old config stays in force: {}",
+                Outside(&reason)
             );
             Some(first_line(&reason))
         }

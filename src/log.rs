@@ -4,6 +4,10 @@
 //! ...); journald sees them upper-cased (`WEBHOOK_SOURCE=`), so `journalctl
 //! WEBHOOK_SOURCE=stripe` works. Each kind of line has a stable `MESSAGE_ID`, explained
 //! by `packaging/lowkey.catalog` for `journalctl -x`.
+//!
+//! No value or message reaches either as it is: both escape every control character and
+//! Unicode line separator in them (see [`escape`]), so text from a request or an agent
+//! cannot end a line and start one that looks like lowkey's.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -11,9 +15,13 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
+use tracing::field::{Field, FieldSet, Value, ValueSet, Visit, display};
+use tracing::{Event, Subscriber, span};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format;
+use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::LookupSpan;
 
 /// `MESSAGE_ID`s, one per kind of line. Never change one: users filter on them.
 pub mod id {
@@ -31,33 +39,65 @@ pub mod id {
 /// Text from outside lowkey (a request's path or headers, a payload, an agent's output, a
 /// config file's contents), made safe to put in a log line: every control character
 /// (C0, DEL, C1 such as NEL), the Unicode line and paragraph separators and the bidi
-/// controls are written as `\u{..}` escapes, and a backslash as `\\`, so such text can
-/// neither start a line of its own nor hide or reorder what follows it. Text that needs
-/// no escaping is borrowed as it is.
+/// controls are written as escapes (`\n`, `\r`, `\t`, else `\u{..}`), and a backslash
+/// as `\\`, so such text can neither start a line of its own nor hide or reorder what
+/// follows it, and every escape in the result was made here. Text that needs no
+/// escaping is borrowed as it is.
 pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(needs_escape) {
+    if !text.chars().any(|c| c == '\\' || is_unsafe(c)) {
         return Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if needs_escape(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
+    let mut out = Escaping {
+        out: String::with_capacity(text.len() + 8),
+        backslash: true,
+    };
+    let _ = out.write_str(text);
+    Cow::Owned(out.out)
 }
 
-fn needs_escape(c: char) -> bool {
-    c == '\\'
-        || c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{61c}')
+/// A character that must never reach a log line as it is: it can end the line, rewrite
+/// what the terminal shows (ESC, CSI), or reorder the text after it.
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{61c}'
+        )
+}
+
+/// A writer that escapes what passes through it: unsafe characters always, a backslash
+/// only when `backslash` is set. The log formatters leave backslashes alone, so that a
+/// value already escaped by [`Outside`] is not escaped twice; they are the safety net
+/// for text nobody thought of as coming from outside.
+struct Escaping<W> {
+    out: W,
+    backslash: bool,
+}
+
+impl<W: std::fmt::Write> std::fmt::Write for Escaping<W> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let backslash = self.backslash;
+        let mut rest = text;
+        while let Some(at) = rest.find(|c| (backslash && c == '\\') || is_unsafe(c)) {
+            self.out.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().expect("find stops at a char");
+            match c {
+                '\\' => self.out.write_str("\\\\")?,
+                '\n' => self.out.write_str("\\n")?,
+                '\r' => self.out.write_str("\\r")?,
+                '\t' => self.out.write_str("\\t")?,
+                c => write!(self.out, "\\u{{{:x}}}", c as u32)?,
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        self.out.write_str(rest)
+    }
 }
 
 /// A value from outside lowkey, displayed through [`escape`]: log it as
@@ -67,8 +107,11 @@ pub struct Outside<T>(pub T);
 
 impl<T: std::fmt::Display> std::fmt::Display for Outside<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = self.0.to_string();
-        f.write_str(&escape(&text))
+        let mut out = Escaping {
+            out: f,
+            backslash: true,
+        };
+        write!(out, "{}", self.0)
     }
 }
 
@@ -95,18 +138,29 @@ pub fn init() {
                     .with_field_prefix(None)
                     .with_syslog_identifier("lowkey".into());
                 tracing_subscriber::registry()
-                    .with(layer.with_filter(filter()))
+                    .with(Journal(layer).with_filter(filter()))
                     .init();
                 return;
             }
             Err(e) => eprintln!("lowkey: cannot reach journald ({e}); logging to stderr"),
         }
     }
-    // On a terminal the MESSAGE_ID is noise; every other field stays as key=value.
-    let fields = format::debug_fn(|w, field, value| match field.name() {
-        "message_id" => Ok(()),
-        "message" => write!(w, "{value:?}"),
-        name => write!(w, "{name}={value:?}"),
+    // On a terminal the MESSAGE_ID is noise; every other field stays as key=value. The
+    // message and every value are escaped here, so that no call site can forget to.
+    let fields = format::debug_fn(|w, field, value| {
+        let name = match field.name() {
+            "message_id" => return Ok(()),
+            "message" => None,
+            name => Some(name),
+        };
+        if let Some(name) = name {
+            write!(w, "{name}=")?;
+        }
+        let mut w = Escaping {
+            out: w,
+            backslash: false,
+        };
+        write!(w, "{value:?}")
     })
     .delimited(" ");
     let layer = tracing_subscriber::fmt::layer()
@@ -117,6 +171,105 @@ pub fn init() {
     tracing_subscriber::registry()
         .with(layer.with_filter(filter()))
         .init();
+}
+
+/// The journald layer, escaping every value on its way in. tracing-journald writes each
+/// value into the journal as it is, and its `Layer` has no hook for values (only a field
+/// prefix, the syslog identifier, priority mappings and fixed extra fields). Wrapping
+/// outside text in [`Outside`] at each call site would leave whatever a call site forgot
+/// unescaped, so this layer stands in front of it instead: it records each event's (and
+/// span's) values as text, escapes them as the stderr formatter does, and hands
+/// tracing-journald the same event carrying the escaped text. It costs a string per value,
+/// next to the datagram every entry is anyway. Call sites still wrap outside text in
+/// `Outside`, which also escapes its backslashes, so every escape in an entry is lowkey's.
+struct Journal(tracing_journald::Layer);
+
+impl<S> Layer<S> for Journal
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        let mut texts = Texts::default();
+        attrs.record(&mut texts);
+        let metadata = attrs.metadata();
+        texts.with_values(metadata.fields(), |values| {
+            let attrs = match attrs.parent() {
+                _ if attrs.is_contextual() => span::Attributes::new(metadata, values),
+                Some(parent) => span::Attributes::child_of(parent.clone(), metadata, values),
+                None => span::Attributes::new_root(metadata, values),
+            };
+            self.0.on_new_span(&attrs, id, ctx);
+        });
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        let Some(metadata) = ctx.metadata(id) else {
+            return;
+        };
+        let mut texts = Texts::default();
+        values.record(&mut texts);
+        texts.with_values(metadata.fields(), |values| {
+            self.0.on_record(id, &span::Record::new(values), ctx);
+        });
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut texts = Texts::default();
+        event.record(&mut texts);
+        let metadata = event.metadata();
+        texts.with_values(metadata.fields(), |values| {
+            let event = if event.is_contextual() {
+                Event::new(metadata, values)
+            } else {
+                Event::new_child_of(event.parent().cloned(), metadata, values)
+            };
+            self.0.on_event(&event, ctx);
+        });
+    }
+}
+
+/// The most values one event or span hands the journal; lowkey's lines have a dozen at
+/// most. Values past it are left out, never written unescaped.
+const MAX_FIELDS: usize = 32;
+
+/// The values of an event or a span, each as the journal would write it, escaped.
+#[derive(Default)]
+struct Texts(Vec<(Field, String)>);
+
+impl Texts {
+    fn push(&mut self, field: &Field, value: std::fmt::Arguments<'_>) {
+        let mut text = Escaping {
+            out: String::new(),
+            backslash: false,
+        };
+        let _ = text.write_fmt(value);
+        self.0.push((field.clone(), text.out));
+    }
+
+    /// Calls `f` with the escaped values, as values of `fields`.
+    fn with_values(&self, fields: &FieldSet, f: impl FnOnce(&ValueSet<'_>)) {
+        let Some((first, _)) = self.0.first() else {
+            return f(&fields.value_set(&[]));
+        };
+        let shown: Vec<_> = self.0.iter().map(|(_, text)| display(text)).collect();
+        let values: [(&Field, Option<&dyn Value>); MAX_FIELDS] =
+            std::array::from_fn(|i| match (self.0.get(i), shown.get(i)) {
+                (Some((field, _)), Some(text)) => (field, Some(text as &dyn Value)),
+                // Unused slots name a field without a value, which nothing records.
+                _ => (first, None),
+            });
+        f(&fields.value_set(&values));
+    }
+}
+
+impl Visit for Texts {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field, format_args!("{value}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.push(field, format_args!("{value:?}"));
+    }
 }
 
 /// Under load, a tokio worker's stderr lines are collected and written out together,
@@ -194,5 +347,53 @@ impl Write for Stderr {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_leaves_no_character_that_can_break_or_disguise_a_line() {
+        for (text, escaped) in [
+            ("stripe", "stripe"),
+            ("naïve café ✓ 日本", "naïve café ✓ 日本"),
+            ("", ""),
+            ("a\nb", "a\\nb"),
+            ("a\r\nb", "a\\r\\nb"),
+            ("tab\there", "tab\\there"),
+            ("\u{1b}[31mred", "\\u{1b}[31mred"),
+            ("nul\0", "nul\\u{0}"),
+            ("bell\u{7}", "bell\\u{7}"),
+            ("vt\u{b}ff\u{c}", "vt\\u{b}ff\\u{c}"),
+            ("del\u{7f}", "del\\u{7f}"),
+            ("q\u{85}FORGED", "q\\u{85}FORGED"),
+            ("csi\u{9b}2J", "csi\\u{9b}2J"),
+            ("ls\u{2028}ps\u{2029}", "ls\\u{2028}ps\\u{2029}"),
+            ("rlo\u{202e}txt.exe", "rlo\\u{202e}txt.exe"),
+            ("lri\u{2066}x\u{2069}", "lri\\u{2066}x\\u{2069}"),
+            (
+                "lrm\u{200e}rlm\u{200f}alm\u{61c}",
+                "lrm\\u{200e}rlm\\u{200f}alm\\u{61c}",
+            ),
+            ("back\\slash", "back\\\\slash"),
+            // An escape that was in the text stays tellable from one made here.
+            ("\\u{85}", "\\\\u{85}"),
+        ] {
+            assert_eq!(escape(text), escaped, "{text:?}");
+            assert_eq!(Outside(text).to_string(), escaped, "{text:?}");
+        }
+        assert!(matches!(escape("plain text"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_formatters_escape_all_but_backslashes() {
+        let mut out = Escaping {
+            out: String::new(),
+            backslash: false,
+        };
+        write!(out, "{} and a\u{2028}b\\c", Outside("x\ny")).unwrap();
+        assert_eq!(out.out, "x\\ny and a\\u{2028}b\\c");
     }
 }

@@ -1,6 +1,7 @@
 //! One agent run: a child process in its own process group, fed the message on stdin.
 
 use crate::config::Agent;
+use crate::log::escape;
 use crate::session::{self, Line, Message, Role, Run, RunStatus};
 use crate::store::{Event, Home};
 use nix::sys::signal::{Signal, killpg};
@@ -9,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
@@ -19,6 +20,9 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 const PIPE_GRACE: Duration = Duration::from_secs(1);
 /// The agent's reply kept in the session; the rest of stdout is read and dropped.
 const MAX_REPLY_BYTES: usize = 1024 * 1024;
+/// The part of an agent's stderr line that is logged; the rest of the line is read and
+/// dropped, so an agent that never ends a line cannot make lowkey hold all it writes.
+const MAX_STDERR_LINE: usize = 16 * 1024;
 
 /// Variables lowkey received from systemd; an agent must not act on them.
 const SYSTEMD_VARS: &[&str] = &[
@@ -140,7 +144,7 @@ pub async fn wait(
 ) -> Outcome {
     let mut stdin = run.child.stdin.take().expect("stdin is piped");
     let mut stdout = run.child.stdout.take().expect("stdout is piped");
-    let stderr = run.child.stderr.take().expect("stderr is piped");
+    let mut stderr = run.child.stderr.take().expect("stderr is piped");
     tokio::spawn(async move {
         // An agent that exits without reading its stdin is fine: ignore EPIPE.
         let _ = stdin.write_all(message.as_bytes()).await;
@@ -148,14 +152,27 @@ pub async fn wait(
     let (session_id, event_id, agent_name) =
         (event.session.clone(), event.id.clone(), agent.name.clone());
     let mut log_stderr = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        let log = |line: String| {
             tracing::info!(
                 session_id = %session_id,
                 event_id = %event_id,
                 agent = %agent_name,
                 "agent stderr: {line}"
             );
+        };
+        let mut line = StderrLine::default();
+        let mut chunk = [0u8; 8192];
+        while let Ok(n @ 1..) = stderr.read(&mut chunk).await {
+            let mut rest = &chunk[..n];
+            while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+                line.push(&rest[..end]);
+                log(line.take());
+                rest = &rest[end + 1..];
+            }
+            line.push(rest);
+        }
+        if !line.is_empty() {
+            log(line.take());
         }
     });
     // The reply is collected by its own task, so that a background child still
@@ -222,6 +239,66 @@ pub async fn wait(
     outcome
 }
 
+/// The agent's stderr line being read: its first [`MAX_STDERR_LINE`] bytes, and how
+/// many more it had.
+#[derive(Default)]
+struct StderrLine {
+    kept: Vec<u8>,
+    dropped: usize,
+}
+
+impl StderrLine {
+    fn push(&mut self, bytes: &[u8]) {
+        let room = MAX_STDERR_LINE.saturating_sub(self.kept.len());
+        let kept = bytes.len().min(room);
+        self.kept.extend_from_slice(&bytes[..kept]);
+        self.dropped += bytes.len() - kept;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kept.is_empty() && self.dropped == 0
+    }
+
+    /// The line as it is logged, escaped, with a note of what was cut; starts the next.
+    fn take(&mut self) -> String {
+        let mut kept = std::mem::take(&mut self.kept);
+        let mut dropped = std::mem::take(&mut self.dropped);
+        if dropped > 0 {
+            // Cut on a character boundary: a character split by the limit goes too.
+            let end = char_boundary(&kept);
+            dropped += kept.len() - end;
+            kept.truncate(end);
+        } else if kept.last() == Some(&b'\r') {
+            kept.pop();
+        }
+        let text = escape(&String::from_utf8_lossy(&kept)).into_owned();
+        match dropped {
+            0 => text,
+            n => format!("{text} [cut: {n} more bytes]"),
+        }
+    }
+}
+
+/// Where `bytes` end, less the start of a UTF-8 character they hold only part of.
+fn char_boundary(bytes: &[u8]) -> usize {
+    // A character has at most 3 bytes after its first one.
+    for start in (bytes.len().saturating_sub(3)..bytes.len()).rev() {
+        let len = match bytes[start] {
+            0x80..=0xbf => continue,
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => 1,
+        };
+        return if start + len > bytes.len() {
+            start
+        } else {
+            bytes.len()
+        };
+    }
+    bytes.len()
+}
+
 /// TERM to the whole group, KILL after the grace period (or at once once the leader is
 /// gone, for children that ignored TERM).
 async fn end_group(child: &mut Child, pgid: Pid) {
@@ -256,5 +333,44 @@ pub fn spawn_failed(agent: &Agent, error: &std::io::Error) -> Outcome {
     Outcome {
         error: Some(format!("cannot start {:?}: {error}", agent.command[0])),
         ..Outcome::new(RunStatus::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logged(parts: &[&[u8]]) -> String {
+        let mut line = StderrLine::default();
+        for part in parts {
+            line.push(part);
+        }
+        line.take()
+    }
+
+    #[test]
+    fn a_stderr_line_is_logged_escaped_and_cut_on_a_character() {
+        assert_eq!(logged(&[b"plain"]), "plain");
+        assert_eq!(logged(&[b"crlf\r"]), "crlf");
+        assert_eq!(logged(&[b"a\rFORGED\x1b[2K"]), "a\\rFORGED\\u{1b}[2K");
+        assert_eq!(logged(&[b"bad \xff utf-8"]), "bad \u{fffd} utf-8");
+        let x = vec![b'x'; MAX_STDERR_LINE - 2];
+        // A 4-byte character the limit splits goes whole, and counts as cut.
+        assert_eq!(
+            logged(&[&x, "🦀".as_bytes(), b"tail"]),
+            format!("{} [cut: 8 more bytes]", "x".repeat(MAX_STDERR_LINE - 2))
+        );
+        let x = vec![b'x'; MAX_STDERR_LINE - 4];
+        assert_eq!(
+            logged(&[&x, "🦀".as_bytes(), b"tail"]),
+            format!("{}🦀 [cut: 4 more bytes]", "x".repeat(MAX_STDERR_LINE - 4))
+        );
+        // The next line starts afresh.
+        let mut line = StderrLine::default();
+        line.push(&vec![b'y'; MAX_STDERR_LINE + 1]);
+        line.take();
+        assert!(line.is_empty());
+        line.push(b"next");
+        assert_eq!(line.take(), "next");
     }
 }

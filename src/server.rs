@@ -6,10 +6,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use nix::errno::Errno;
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
@@ -19,6 +20,12 @@ use tokio::task::JoinSet;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; more wait in the kernel's accept backlog.
 const MAX_CONNECTIONS: usize = 1024;
+/// While accepting fails (mostly for want of file descriptors), it is tried again this
+/// often: the connections waiting in the backlog are served as soon as it works again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// How often a failing accept is logged: the first failure at once, then a line at most
+/// this often with the count of failures since, instead of a line per try.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// A socket lowkey serves: one systemd passed, or one it bound itself.
 pub enum Listener {
@@ -114,17 +121,21 @@ async fn accept_loop(
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true);
+    let mut failures = AcceptFailures::default();
     loop {
         let permit = match permits.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => return,
         };
         let (io, peer) = match listener.accept().await {
-            Ok(conn) => conn,
+            Ok(conn) => {
+                failures.ended(&listener);
+                conn
+            }
             Err(e) => {
                 // EMFILE and friends pass; back off a little instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                failures.failed(&listener, &e);
+                tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };
@@ -146,5 +157,72 @@ async fn accept_loop(
             activity.connection_closed();
             drop(permit);
         });
+    }
+}
+
+/// A run of failed accepts on one listener, logged sparingly.
+#[derive(Default)]
+struct AcceptFailures {
+    /// When the run began, and when it was last logged; `None` while accept works.
+    since: Option<(Instant, Instant)>,
+    /// Failures in the run, and those since its last line.
+    total: u64,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    fn failed(&mut self, listener: &Listener, error: &std::io::Error) {
+        self.total += 1;
+        self.unlogged += 1;
+        let now = Instant::now();
+        let hint = match error.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::EMFILE) => {
+                "; lowkey has as many files open as it may: raise LimitNOFILE= in its unit \
+                 (or `ulimit -n`), or lower the load"
+            }
+            Some(Errno::ENFILE) => {
+                "; the system has as many files open as it may: raise fs.file-max, or lower the load"
+            }
+            _ => "",
+        };
+        match &mut self.since {
+            None => {
+                tracing::warn!(
+                    listener = %listener,
+                    error = %error,
+                    "accept failed; retrying every {}ms, and logging at most every {}s until it works{hint}",
+                    ACCEPT_RETRY.as_millis(),
+                    ACCEPT_LOG_EVERY.as_secs()
+                );
+                self.since = Some((now, now));
+            }
+            Some((_, logged)) if now.duration_since(*logged) >= ACCEPT_LOG_EVERY => {
+                tracing::warn!(
+                    listener = %listener,
+                    error = %error,
+                    failures = self.unlogged,
+                    "accept failed {} more times in the last {}s{hint}",
+                    self.unlogged,
+                    now.duration_since(*logged).as_secs()
+                );
+                *logged = now;
+            }
+            Some(_) => return,
+        }
+        self.unlogged = 0;
+    }
+
+    /// Accept worked: ends the run of failures, if there was one, with a line.
+    fn ended(&mut self, listener: &Listener) {
+        if let Some((since, _)) = self.since.take() {
+            tracing::info!(
+                listener = %listener,
+                failures = self.total,
+                "accepting connections again, after {} failed accepts over {}s",
+                self.total,
+                since.elapsed().as_secs()
+            );
+            *self = AcceptFailures::default();
+        }
     }
 }

@@ -137,6 +137,56 @@ echo done"#,
 }
 
 #[test]
+fn a_huge_stderr_line_is_cut_and_lowkey_stays_small() {
+    // 64 MiB with no newline, an "é" across the 16 KiB cut, then an ordinary line.
+    let home = Home::with_agent(
+        r#"cat >/dev/null
+printf '%16383s' '' | tr ' ' x >&2
+printf '\303\251' >&2
+head -c 67108864 /dev/zero | tr '\0' y >&2
+printf '\nthe next line\n' >&2
+echo done"#,
+    );
+    let daemon = home.serve();
+    let (session, event) = accept(&daemon, "hook", "{}");
+    let end = daemon.wait_run_end(&event);
+    assert!(end.contains("run finished"), "{end}");
+    let tag = format!("session_id={session}");
+    // The whole é goes with the cut: the log never shows half a character.
+    let cut = format!(
+        "agent stderr: {} [cut: {} more bytes]",
+        "x".repeat(16383),
+        2 + 67108864
+    );
+    let line = daemon.wait_log("with the cut line", |l| {
+        l.contains(&tag) && l.contains("[cut: ")
+    });
+    assert!(
+        line.contains(&format!("{cut} {tag}")),
+        "{}",
+        &line[line.len().saturating_sub(200)..]
+    );
+    let next = format!("agent stderr: the next line {tag}");
+    daemon.wait_log("with the line after the cut one", |l| l.contains(&next));
+    let lines = home.session(&session);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["role"] == "agent" && l["text"] == "done"),
+        "{lines:#?}"
+    );
+    // lowkey held a few KiB of the line at a time, never the line itself.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid)).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!("lowkey's peak RSS with a 64 MiB stderr line: {peak_kib} KiB");
+    assert!(peak_kib < 64 * 1024, "peak RSS {peak_kib} KiB");
+}
+
+#[test]
 fn a_timeout_ends_the_agents_whole_process_group() {
     let home = Home::new();
     let out = out_dir(&home);

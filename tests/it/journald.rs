@@ -2,6 +2,7 @@
 //! (`journald-ns.sh`), lowkey logging to it natively, and `journalctl` reading the
 //! structured fields back.
 
+use crate::helpers::raw_exchange;
 use crate::support::*;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -10,6 +11,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 
 const ACCEPTED: &str = "5dda1ec3169b429c91133c78eabaf6d2";
 const REJECTED: &str = "55dbe028ef1b4db4afe7f9eba95ee5fb";
@@ -138,26 +140,11 @@ fn field<'a>(entry: &'a Value, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {entry:#}"))
 }
 
-#[test]
-fn journald_gets_structured_fields_and_never_a_secret() {
-    let home = Home::new();
-    let agent = home.script(
-        "agent.sh",
-        "cat >/dev/null; echo 'agent says hi' >&2; echo answered",
-    );
-    let project = home.project("proj");
-    home.write_config(&json!({
-        "apiKey": KEY,
-        "agents": { "bot": { "command": [agent] } },
-        "webhooks": {
-            "hook": { "project": project, "agent": "bot" },
-            "gh": { "project": project, "agent": "bot", "verify": "github", "secret": SOURCE_SECRET, "auth": "signature" }
-        }
-    }));
-    let journal = Journal::start(&home);
-
-    // stderr is a pipe whose identity goes into JOURNAL_STREAM, as systemd does for a
-    // service whose output is connected to the journal.
+/// Starts `lowkey serve` inside the journal's namespace on a socket passed as systemd
+/// does, with its stderr a pipe whose identity goes into `JOURNAL_STREAM`, as systemd
+/// sets it for a service whose output is connected to the journal. Returns the process,
+/// its base URL, and what it wrote to stderr once it has exited.
+fn serve_into(journal: &Journal, home: &Home) -> (Killed, String, JoinHandle<String>) {
     let (read_end, write_end): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
     let stat = nix::sys::stat::fstat(&write_end).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -184,17 +171,37 @@ fn journald_gets_structured_fields_and_never_a_secret() {
     // The parent's copies of the pipe's write end must go, or the reader never ends.
     drop(cmd);
     drop(fd);
-    let mut stderr_text = String::new();
-    let stderr_reader = std::thread::spawn(move || {
+    let stderr = std::thread::spawn(move || {
         let mut f = std::fs::File::from(read_end);
         let mut s = String::new();
         let _ = f.read_to_string(&mut s);
         s
     });
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    (lowkey, base, stderr)
+}
+
+#[test]
+fn journald_gets_structured_fields_and_never_a_secret() {
+    let home = Home::new();
+    let agent = home.script(
+        "agent.sh",
+        "cat >/dev/null; echo 'agent says hi' >&2; echo answered",
+    );
+    let project = home.project("proj");
+    home.write_config(&json!({
+        "apiKey": KEY,
+        "agents": { "bot": { "command": [agent] } },
+        "webhooks": {
+            "hook": { "project": project, "agent": "bot" },
+            "gh": { "project": project, "agent": "bot", "verify": "github", "secret": SOURCE_SECRET, "auth": "signature" }
+        }
+    }));
+    let journal = Journal::start(&home);
+    let (lowkey, base, stderr_reader) = serve_into(&journal, &home);
 
     let started = journal.wait_for(&[&format!("MESSAGE_ID={STARTED}")]);
     assert_eq!(field(&started, "SYSLOG_IDENTIFIER"), "lowkey");
-    let base = format!("http://{}", listener.local_addr().unwrap());
 
     let answer = request(
         "POST",
@@ -314,6 +321,87 @@ fn journald_gets_structured_fields_and_never_a_secret() {
         assert!(!everything.contains(secret), "{secret} reached the journal");
     }
     // Under the journal, nothing goes to stderr.
-    stderr_text.push_str(&stderr_reader.join().unwrap());
-    assert_eq!(stderr_text, "");
+    assert_eq!(stderr_reader.join().unwrap(), "");
+}
+
+#[test]
+fn journald_gets_outside_text_escaped() {
+    let home = Home::new();
+    let agent = home.script(
+        "agent.sh",
+        r#"cat >/dev/null; printf 'a\rFORGED \302\205FORGED \342\200\250FORGED \033[2K\\back\n' >&2"#,
+    );
+    let project = home.project("proj");
+    home.write_config(&json!({
+        "apiKey": KEY,
+        "agents": { "bot": { "command": [agent] } },
+        "webhooks": { "hook": { "project": project, "agent": "bot" } }
+    }));
+    let journal = Journal::start(&home);
+    let (lowkey, base, _stderr) = serve_into(&journal, &home);
+    journal.wait_for(&[&format!("MESSAGE_ID={STARTED}")]);
+
+    // A source name in raw bytes, without a key.
+    let head = "POST /api/webhook/q\u{85}FORGED\u{2028}FORGED HTTP/1.1\r\nHost: lowkey\r\n\
+                Content-Length: 2\r\nConnection: close\r\n\r\n";
+    let addr = base.trim_start_matches("http://");
+    let (status, answer) = raw_exchange(addr, head.into(), b"{}".to_vec()).unwrap();
+    assert_eq!(status, 401, "{answer}");
+    let rejected = journal.wait_for(&[&format!("MESSAGE_ID={REJECTED}")]);
+    assert_eq!(
+        field(&rejected, "WEBHOOK_SOURCE"),
+        "q\\u{85}FORGED\\u{2028}FORGED"
+    );
+
+    // An agent's stderr.
+    let answer = request(
+        "POST",
+        &format!("{base}/api/webhook/hook"),
+        &[("Authorization", &format!("Bearer {KEY}"))],
+        b"{}",
+    );
+    assert_eq!(answer.status, 202);
+    let event = answer.json()["event"].as_str().unwrap().to_owned();
+    journal.wait_for(&[
+        &format!("MESSAGE_ID={RUN_FINISHED}"),
+        &format!("EVENT_ID={event}"),
+    ]);
+    let lines = journal.entries(&[&format!("EVENT_ID={event}")]);
+    assert!(
+        lines.iter().any(|e| e["MESSAGE"]
+            == "agent stderr: a\\rFORGED \\u{85}FORGED \\u{2028}FORGED \\u{1b}[2K\\\\back"),
+        "{lines:#?}"
+    );
+
+    // A config whose keys hold controls, reloaded.
+    home.write_config_text(&format!(
+        r#"{{"apiKey": "{KEY}", "x\u2028y": 1, "agents": {{}}, "webhooks": {{"a\u0085\u001b[2Kb": {{}}}}}}"#
+    ));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(lowkey.0.id() as i32),
+        Signal::SIGHUP,
+    )
+    .unwrap();
+    let failed = journal.wait_for(&[&format!("MESSAGE_ID={RELOAD_FAILED}")]);
+    let message = field(&failed, "MESSAGE");
+    assert!(message.contains("x\\u{2028}y"), "{message}");
+    assert!(
+        message.contains("webhooks.a\\u{85}\\u{1b}[2Kb"),
+        "{message}"
+    );
+
+    // Not one field of lowkey's holds a raw control: journalctl shows such a field as
+    // an array of bytes instead of a string.
+    for entry in journal.entries(&["SYSLOG_IDENTIFIER=lowkey"]) {
+        for (name, value) in entry.as_object().unwrap() {
+            let text = value
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} is not text: {entry:#}"));
+            assert!(
+                !text.chars().any(|c| c.is_control()
+                    || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}')),
+                "{name}={text:?}"
+            );
+        }
+    }
 }

@@ -19,6 +19,7 @@ mod agents;
 mod config;
 mod files;
 mod http;
+mod logging;
 mod messages;
 mod recovery;
 mod runs;
