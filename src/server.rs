@@ -7,19 +7,25 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use nix::errno::Errno;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 /// A request's headers must arrive within this long.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connections served at once; more wait in the kernel's accept backlog.
+/// Connections served at once. When all are taken, the next client gets the slot of
+/// the one that has been quiet longest (see `Connections::shed`).
 const MAX_CONNECTIONS: usize = 1024;
+/// A request still in flight after this long (a body trickling in) may lose its
+/// connection to a new client when every slot is taken and none is quiet. A webhook's
+/// body arrives in milliseconds; its answer waits for a sync.
+const SHED_BUSY_AFTER: Duration = Duration::from_secs(10);
 /// While accepting fails (mostly for want of file descriptors), it is tried again this
 /// often: the connections waiting in the backlog are served as soon as it works again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -83,6 +89,7 @@ pub async fn serve(
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Connections::default());
     // Turns true (or is dropped) once the drain is over: connections still open close.
     let (close_tx, close) = watch::channel(false);
     let mut loops = JoinSet::new();
@@ -92,6 +99,7 @@ pub async fn serve(
             app.clone(),
             graceful.clone(),
             permits.clone(),
+            connections.clone(),
             close.clone(),
         ));
     }
@@ -115,6 +123,7 @@ async fn accept_loop(
     app: Arc<App>,
     graceful: Arc<GracefulShutdown>,
     permits: Arc<Semaphore>,
+    connections: Arc<Connections>,
     close: watch::Receiver<bool>,
 ) {
     let mut http = http1::Builder::new();
@@ -123,10 +132,6 @@ async fn accept_loop(
         .keep_alive(true);
     let mut failures = AcceptFailures::default();
     loop {
-        let permit = match permits.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return,
-        };
         let (io, peer) = match listener.accept().await {
             Ok(conn) => {
                 failures.ended(&listener);
@@ -139,24 +144,132 @@ async fn accept_loop(
                 continue;
             }
         };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                connections.shed();
+                match permits.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                }
+            }
+        };
+        let (id, shed) = connections.opened();
         let app = app.clone();
         let activity: Arc<Activity> = app.activity.clone();
+        let tracked = connections.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(http::handle(&app, req, peer).await) }
+            let request = tracked.request(id);
+            async move {
+                let res = http::handle(&app, req, peer).await;
+                drop(request);
+                Ok::<_, Infallible>(res)
+            }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
         activity.connection_opened();
         let mut close = close.clone();
+        let connections = connections.clone();
         tokio::spawn(async move {
             // Dropping the connection closes it, and lets go of the store with `app`.
             tokio::select! {
                 _ = conn => {}
                 _ = close.wait_for(|c| *c) => {}
+                () = shed.notified() => {}
             }
+            connections.closed(id);
             activity.connection_closed();
             drop(permit);
         });
+    }
+}
+
+/// The connections being served, so that a full house can make room. A slow client
+/// that trickles its headers, or holds a connection idle, would otherwise keep out every
+/// sender once enough of them fill the slots (slowloris): instead, when all slots are
+/// taken and a client connects, the connection that has been quiet longest gives way.
+#[derive(Default)]
+struct Connections {
+    open: Mutex<HashMap<u64, Tracked>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+struct Tracked {
+    /// Since when it has been quiet (no request in flight), or since when its request
+    /// has been in flight.
+    since: Instant,
+    busy: bool,
+    /// Told to close the connection; `shedding` once told.
+    shed: Arc<Notify>,
+    shedding: bool,
+}
+
+/// A request in flight on a tracked connection; the connection is quiet again when it
+/// is dropped.
+struct InFlight {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Connections {
+    fn opened(&self) -> (u64, Arc<Notify>) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let shed = Arc::new(Notify::new());
+        let tracked = Tracked {
+            since: Instant::now(),
+            busy: false,
+            shed: shed.clone(),
+            shedding: false,
+        };
+        self.open
+            .lock()
+            .expect("connections lock")
+            .insert(id, tracked);
+        (id, shed)
+    }
+
+    fn closed(&self, id: u64) {
+        self.open.lock().expect("connections lock").remove(&id);
+    }
+
+    fn request(self: &Arc<Self>, id: u64) -> InFlight {
+        self.mark(id, true);
+        InFlight {
+            connections: self.clone(),
+            id,
+        }
+    }
+
+    fn mark(&self, id: u64, busy: bool) {
+        if let Some(c) = self.open.lock().expect("connections lock").get_mut(&id) {
+            c.since = Instant::now();
+            c.busy = busy;
+        }
+    }
+
+    /// Closes the connection that has been quiet longest; failing that, the one whose
+    /// request has been in flight longest, if that is over `SHED_BUSY_AFTER`. Its slot
+    /// goes to the client waiting for one.
+    fn shed(&self) {
+        let mut open = self.open.lock().expect("connections lock");
+        let now = Instant::now();
+        let victim = open
+            .values_mut()
+            .filter(|c| !c.shedding)
+            .filter(|c| !c.busy || now.duration_since(c.since) >= SHED_BUSY_AFTER)
+            .min_by_key(|c| (c.busy, c.since));
+        if let Some(c) = victim {
+            c.shedding = true;
+            // `notify_one` keeps the wake-up for a connection task not yet waiting.
+            c.shed.notify_one();
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.connections.mark(self.id, false);
     }
 }
 
