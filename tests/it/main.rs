@@ -13,6 +13,7 @@ mod templates;
 mod helpers;
 
 mod agents;
+mod auth;
 mod config;
 mod files;
 mod http;
