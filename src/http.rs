@@ -1,15 +1,22 @@
 //! The HTTP surface: `POST /api/webhook/<source>` and `GET /api/health`.
 //!
-//! A webhook is checked in this order, cheapest and least revealing first: method,
-//! the failed-auth throttle, API key, source, body size, signature (over the raw
-//! bytes), UTF-8, JSON, the source's rate limit. Only then is it stored (where a
-//! repeated delivery is caught), and the 202 goes out only after the store says the
-//! event is on disk.
+//! A webhook is checked in this order: method, API key, body size (the body is read
+//! whole, for every caller, before anything about the source is answered), source,
+//! signature (over the raw bytes), UTF-8, JSON, the source's rate limit. Only then is
+//! it stored (where a repeated delivery is caught), and the 202 goes out only after the
+//! store says the event is on disk.
+//!
+//! A caller without valid auth must learn nothing about which sources exist, and
+//! `"auth": "signature"` sources read the body before they can tell. So every caller's
+//! body is read under the same limits (size, time, drain), and every failed
+//! authentication is answered by [`refuse`] at a time fixed from when the body was
+//! read: an unknown source, a key source without the key and a signature source with a
+//! bad signature give the same status, headers, body and timing.
 
 use crate::activity::Activity;
 use crate::config::{Auth, Config, Target};
-use crate::limits::{self, AuthThrottle, SourceLimits};
-use crate::log::id;
+use crate::limits::{self, AuthThrottle, Failure, SourceLimits};
+use crate::log::{Outside, id};
 use crate::session;
 use crate::signature;
 use crate::store::{Event, Ingested, Store};
@@ -31,6 +38,19 @@ const DRAIN_BYTES: usize = 4 * 1024 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Every 401 has this body, whatever failed, so a caller learns nothing about sources.
 const UNAUTHORIZED: &str = "unauthorized: send the box API key as `Authorization: Bearer <apiKey>`";
+/// A failed authentication is answered this long after its body was read, plus
+/// [`HMAC_NANOS_PER_BYTE`] per body byte and signing secret, so that checking a
+/// signature (a signature source) and checking nothing (an unknown source) take the
+/// same time as seen from outside.
+const REFUSAL_DELAY: Duration = Duration::from_millis(2);
+/// A generous bound on the time HMAC-SHA256 takes per byte: 50 MB/s, several times
+/// slower than SHA-256 in software without SHA extensions.
+const HMAC_NANOS_PER_BYTE: u64 = 20;
+
+/// Marks the answer to a failure from a blocked address: the throttle counts those
+/// instead of each getting a log line.
+#[derive(Clone, Copy)]
+struct Counted;
 
 /// Shared by every connection.
 pub struct App {
@@ -154,10 +174,10 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> HttpRespon
     let res = webhook(app, req, &source, peer).await;
     let status = res.status().as_u16();
     let duration_ms = started.elapsed().as_millis() as u64;
-    if !res.status().is_success() {
+    if !res.status().is_success() && res.extensions().get::<Counted>().is_none() {
         tracing::warn!(
             message_id = id::REJECTED,
-            webhook_source = %source,
+            webhook_source = %Outside(&source),
             http_status = status,
             remote_addr = %peer,
             duration_ms,
@@ -208,6 +228,128 @@ fn too_many(message: &str, wait: Duration) -> HttpResponse {
     res
 }
 
+/// A request that failed authentication, for [`refuse`].
+struct Refused<'a> {
+    client: Option<IpAddr>,
+    peer: Peer,
+    source_name: &'a str,
+    /// When its body had been read.
+    read_at: Instant,
+    len: usize,
+}
+
+/// Answers a failed authentication: the one 401, or 429 once the caller's address is
+/// blocked (see [`AuthThrottle`]). Whatever failed, the answer goes out at the same
+/// time after the body was read: [`REFUSAL_DELAY`] plus a bound on checking a signature
+/// of this length with every configured secret, or [`limits::TARPIT_DELAY`] for a
+/// blocked address while the tarpit has room.
+async fn refuse(
+    app: &App,
+    config: &Config,
+    refused: Refused<'_>,
+    reason: Option<signature::VerifyError>,
+) -> HttpResponse {
+    let secrets = config
+        .sources
+        .values()
+        .filter_map(|s| s.verify.as_ref())
+        .map(|v| v.keys.len() as u64)
+        .max()
+        .unwrap_or(0);
+    let hmac_bound = Duration::from_nanos(refused.len as u64 * secrets * HMAC_NANOS_PER_BYTE);
+    let mut answer_at = refused.read_at + REFUSAL_DELAY + hmac_bound;
+    let Some(ip) = refused.client else {
+        log_refusal(&refused, reason.as_ref());
+        tokio::time::sleep_until(answer_at.into()).await;
+        return unauthorized();
+    };
+    let failed = app.auth_throttle.failed(ip);
+    if let Some(count) = failed.unreported {
+        tracing::warn!(
+            remote_addr = %ip,
+            failures = count,
+            "{count} more failed authentications from this blocked address, answered 429"
+        );
+    }
+    match failed.failure {
+        Failure::Refused { blocks } => {
+            log_refusal(&refused, reason.as_ref());
+            if blocks {
+                tracing::warn!(
+                    remote_addr = %ip,
+                    "too many failed authentications from this address; its failures now get 429, counted instead of logged, until it stops failing for 60 s; valid requests from it still pass"
+                );
+            }
+            tokio::time::sleep_until(answer_at.into()).await;
+            unauthorized()
+        }
+        Failure::Blocked { wait, held } => {
+            tracing::debug!(
+                remote_addr = %ip,
+                webhook_source = %Outside(refused.source_name),
+                tarpit = held.is_some(),
+                "failed authentication from a blocked address"
+            );
+            if held.is_some() {
+                answer_at = answer_at.max(refused.read_at + limits::TARPIT_DELAY);
+            }
+            tokio::time::sleep_until(answer_at.into()).await;
+            drop(held);
+            let mut res = with_header(
+                too_many(
+                    "too many failed authentications from this address; retry later",
+                    wait,
+                ),
+                header::CONNECTION,
+                "close",
+            );
+            res.extensions_mut().insert(Counted);
+            res
+        }
+    }
+}
+
+fn log_refusal(refused: &Refused<'_>, reason: Option<&signature::VerifyError>) {
+    if let Some(reason) = reason {
+        tracing::warn!(
+            webhook_source = %Outside(refused.source_name),
+            remote_addr = %refused.peer,
+            reason = %Outside(reason),
+            "signature check failed"
+        );
+    }
+}
+
+/// The answer to a body that could not be read whole within the limits; the same for
+/// every caller, authenticated or not.
+fn body_error(config: &Config, e: BodyError) -> HttpResponse {
+    match e {
+        BodyError::TooLarge => with_header(
+            json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "body is larger than maxBodyBytes ({} bytes); send less, or raise maxBodyBytes in the config",
+                    config.max_body_bytes
+                ),
+            ),
+            header::CONNECTION,
+            "close",
+        ),
+        BodyError::TimedOut => with_header(
+            json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time",
+            ),
+            header::CONNECTION,
+            "close",
+        ),
+        BodyError::Read(e) => json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot read the body: {e}"),
+        ),
+    }
+}
+
 async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Peer) -> HttpResponse {
     // One config for the whole request, even if a reload swaps it meanwhile.
     let config = app.config.load_full();
@@ -226,86 +368,46 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Pee
         );
     }
     let client = client_ip(&config, peer.ip(), &parts.headers);
-
-    // A caller that keeps failing authentication is refused before its next guess is
-    // even looked at; valid callers from other addresses are unaffected.
-    if let Some(ip) = client {
-        if let Err(wait) = app.auth_throttle.check(ip) {
-            drain(body).await;
-            return too_many(
-                "too many failed authentications from this address; retry later",
-                wait,
-            );
-        }
-    }
-    let fail_auth = || {
-        if let Some(ip) = client {
-            app.auth_throttle.failed(ip);
-        }
-        unauthorized()
-    };
     let key_ok = authorized(&config, &parts.headers);
-    // A source on `"auth": "signature"` is let through here; its signature is
-    // checked once the body is read.
-    let source = config
+    // The source this caller may still reach: with the key any source, without it only
+    // one on `"auth": "signature"`, whose signature is checked once the body is read.
+    let reachable = config
         .sources
         .get(source_name)
         .filter(|s| key_ok || s.auth == Auth::Signature);
-    let Some(source) = source else {
-        drain(body).await;
-        // The same 401 whether or not the source exists.
-        if !key_ok {
-            return fail_auth();
-        }
-        return json_error(
-            StatusCode::NOT_FOUND,
-            &format!(
-                "no source \"{source_name}\" in the config; add it under `webhooks` and reload"
-            ),
-        );
-    };
 
-    let too_large = || {
-        with_header(
-            json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "body is larger than maxBodyBytes ({} bytes); send less, or raise maxBodyBytes in the config",
-                    config.max_body_bytes
-                ),
-            ),
-            header::CONNECTION,
-            "close",
-        )
+    // Every caller's body is read under the same limits before anything else is
+    // decided, so an unauthenticated caller gets the same 413 or 408 wherever it posts.
+    // Only a body something may still accept is kept; the rest is counted and dropped.
+    let (bytes, len) = match read_body(
+        &parts.headers,
+        body,
+        config.max_body_bytes,
+        reachable.is_some(),
+    )
+    .await
+    {
+        Ok(read) => read,
+        Err(e) => return body_error(&config, e),
     };
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
-        drain(body).await;
-        return too_large();
-    }
-    let bytes = match read_body(body, config.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(BodyError::TooLarge) => return too_large(),
-        Err(BodyError::TimedOut) => {
-            return with_header(
-                json_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the body did not arrive in time",
-                ),
-                header::CONNECTION,
-                "close",
-            );
-        }
-        Err(BodyError::Read(e)) => {
+    let read_at = Instant::now();
+    let refused = Refused {
+        client,
+        peer,
+        source_name,
+        read_at,
+        len,
+    };
+    let Some(source) = reachable else {
+        if key_ok {
             return json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the body: {e}"),
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "no source \"{source_name}\" in the config; add it under `webhooks` and reload"
+                ),
             );
         }
+        return refuse(app, &config, refused, None).await;
     };
 
     // The signature is checked over the raw bytes, before anything is parsed, so an
@@ -320,8 +422,7 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Pee
             verify.tolerance_sec,
         );
         if let Err(e) = checked {
-            tracing::warn!(webhook_source = %source_name, remote_addr = %peer, reason = %e, "signature check failed");
-            return fail_auth();
+            return refuse(app, &config, refused, Some(e)).await;
         }
     }
 
@@ -477,21 +578,40 @@ enum BodyError {
     Read(hyper::Error),
 }
 
-/// Reads the whole body, refusing past `limit` bytes; a body over the limit is drained
-/// (boundedly) so the 413 reaches the client.
-async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, BodyError> {
+/// Reads the whole body, refusing past `limit` bytes (declared or sent) and after
+/// [`BODY_TIMEOUT`]; a body over the limit is drained (boundedly) so the 413 reaches the
+/// client. Returns the bytes and their count; unless `keep`, the bytes are only counted
+/// and dropped.
+async fn read_body(
+    headers: &http::HeaderMap,
+    mut body: Incoming,
+    limit: usize,
+    keep: bool,
+) -> Result<(Vec<u8>, usize), BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        drain(body).await;
+        return Err(BodyError::TooLarge);
+    }
     let read = async {
         let mut buf = Vec::new();
+        let mut len = 0;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(BodyError::Read)?;
             if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > limit {
+                len += data.len();
+                if len > limit {
                     return Err(BodyError::TooLarge);
                 }
-                buf.extend_from_slice(&data);
+                if keep {
+                    buf.extend_from_slice(&data);
+                }
             }
         }
-        Ok(buf)
+        Ok((buf, len))
     };
     let result = tokio::time::timeout(BODY_TIMEOUT, read)
         .await

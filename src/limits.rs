@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 /// Failed authentications from one address within `FAILURE_WINDOW` that get it blocked.
 const FAILURE_LIMIT: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// How long a blocked address gets 429.
+/// How long an address stays blocked after its last failure.
 const BLOCK_FOR: Duration = Duration::from_secs(60);
-/// Addresses tracked at most; past this the oldest entries are dropped, so a flood of
-/// spoofed-looking peers cannot grow memory without bound.
+/// Addresses tracked at most, so a flood of peers cannot grow memory without bound:
+/// past this, entries that no longer count for anything are dropped, and if none are, a
+/// new address goes uncounted.
 const MAX_TRACKED: usize = 10_000;
 
 /// Token buckets by source name.
@@ -55,55 +56,158 @@ impl SourceLimits {
     }
 }
 
-/// Counts authentication failures per client address.
+/// Counts authentication failures per client address, and holds back the answers to an
+/// address that keeps failing.
+///
+/// Blocking an address must never refuse valid auth from it: behind a reverse proxy
+/// that is not in `trustedProxies`, every sender shares the proxy's address, and one
+/// caller's wrong keys would stop everyone's webhooks. So a blocked address is still
+/// authenticated on every request, and only its failures are treated differently:
+/// each one keeps it blocked and, while a place in the tarpit is free, is answered
+/// 429 only after [`TARPIT_DELAY`], on a connection that then closes, so every further
+/// guess costs the caller a new connection and a second. Places are bounded per
+/// address and in total, so the tarpit can never take more than a small share of the
+/// server's connections; past that bound a failure is answered at once (still 429,
+/// still closing the connection). A caller that opens connections as fast as it can
+/// therefore still gets answers: what stops it guessing a key is the key's strength
+/// (`lowkey init` draws 256 bits), and what the throttle takes away is cheap
+/// keep-alive guessing, the log noise, and the work of an unbounded stream of 401s.
 #[derive(Default)]
 pub struct AuthThrottle {
-    peers: Mutex<HashMap<IpAddr, Failures>>,
+    state: Mutex<Tracked>,
+}
+
+/// How long a failure from a blocked address waits for its 429.
+pub const TARPIT_DELAY: Duration = Duration::from_secs(1);
+/// Answers held in the tarpit at once, per address and in all.
+const HELD_PER_ADDRESS: u32 = 8;
+const HELD_IN_ALL: usize = 64;
+
+#[derive(Default)]
+struct Tracked {
+    peers: HashMap<IpAddr, Failures>,
+    /// Answers held in the tarpit now, over every address.
+    held: usize,
 }
 
 struct Failures {
     count: u32,
     since: Instant,
     blocked_until: Option<Instant>,
+    /// Answers to this address held in the tarpit now.
+    held: u32,
+    /// Failures while blocked that no log line has counted yet, and when the last
+    /// line about this address went out: failures from a blocked address are counted,
+    /// not logged one by one, so a flood of guesses cannot flood the journal.
+    unreported: u32,
+    reported: Instant,
+}
+
+/// What to answer a failed authentication, by [`AuthThrottle::failed`].
+pub enum Failure<'a> {
+    /// 401. `blocks` when this failure got the address blocked.
+    Refused { blocks: bool },
+    /// 429 with `Retry-After: wait`: the address was already blocked. While `held` is
+    /// `Some`, the answer waits for [`TARPIT_DELAY`]; dropping it frees the place.
+    Blocked {
+        wait: Duration,
+        held: Option<Held<'a>>,
+    },
+}
+
+/// A failure, and the failures from its address while it was blocked that are due to
+/// be logged in one line (at most one such line per address per [`BLOCK_FOR`]).
+pub struct Failed<'a> {
+    pub failure: Failure<'a>,
+    pub unreported: Option<u32>,
+}
+
+/// A place in the tarpit, given back when dropped.
+pub struct Held<'a> {
+    throttle: &'a AuthThrottle,
+    addr: IpAddr,
 }
 
 impl AuthThrottle {
-    /// `Err(wait)` while `addr` is blocked.
-    pub fn check(&self, addr: IpAddr) -> Result<(), Duration> {
+    /// Records a failed authentication from `addr` and says how to answer it.
+    pub fn failed(&self, addr: IpAddr) -> Failed<'_> {
         let now = Instant::now();
-        let peers = self.peers.lock().expect("throttle lock");
-        match peers.get(&addr).and_then(|f| f.blocked_until) {
-            Some(until) if until > now => Err(until - now),
-            _ => Ok(()),
-        }
-    }
-
-    pub fn failed(&self, addr: IpAddr) {
-        let now = Instant::now();
-        let mut peers = self.peers.lock().expect("throttle lock");
+        let mut state = self.state.lock().expect("throttle lock");
+        let Tracked { peers, held } = &mut *state;
         if peers.len() >= MAX_TRACKED && !peers.contains_key(&addr) {
             peers.retain(|_, f| {
                 now.duration_since(f.since) < FAILURE_WINDOW
                     || f.blocked_until.is_some_and(|u| u > now)
+                    || f.held > 0
             });
             if peers.len() >= MAX_TRACKED {
-                return;
+                return Failed {
+                    failure: Failure::Refused { blocks: false },
+                    unreported: None,
+                };
             }
         }
         let f = peers.entry(addr).or_insert(Failures {
             count: 0,
             since: now,
             blocked_until: None,
+            held: 0,
+            unreported: 0,
+            reported: now,
         });
-        if now.duration_since(f.since) > FAILURE_WINDOW {
-            f.count = 0;
-            f.since = now;
+        let failure = match f.blocked_until {
+            Some(until) if until > now => {
+                // Guessing on keeps the address blocked.
+                let until = now + BLOCK_FOR;
+                f.blocked_until = Some(until);
+                f.unreported += 1;
+                let place = f.held < HELD_PER_ADDRESS && *held < HELD_IN_ALL;
+                if place {
+                    f.held += 1;
+                    *held += 1;
+                }
+                Failure::Blocked {
+                    wait: until - now,
+                    held: place.then(|| Held {
+                        throttle: self,
+                        addr,
+                    }),
+                }
+            }
+            _ => {
+                if now.duration_since(f.since) > FAILURE_WINDOW {
+                    f.count = 0;
+                    f.since = now;
+                }
+                f.count += 1;
+                let blocks = f.count >= FAILURE_LIMIT;
+                if blocks {
+                    f.blocked_until = Some(now + BLOCK_FOR);
+                    f.count = 0;
+                    f.since = now;
+                }
+                Failure::Refused { blocks }
+            }
+        };
+        // The line that reports a block starting counts as this address's line too.
+        let due = f.unreported > 0 && now.duration_since(f.reported) >= BLOCK_FOR;
+        let unreported = due.then(|| std::mem::take(&mut f.unreported));
+        if due || matches!(failure, Failure::Refused { blocks: true }) {
+            f.reported = now;
         }
-        f.count += 1;
-        if f.count >= FAILURE_LIMIT {
-            f.blocked_until = Some(now + BLOCK_FOR);
-            f.count = 0;
-            f.since = now;
+        Failed {
+            failure,
+            unreported,
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut state = self.throttle.state.lock().expect("throttle lock");
+        state.held -= 1;
+        if let Some(f) = state.peers.get_mut(&self.addr) {
+            f.held -= 1;
         }
     }
 }
@@ -132,17 +236,81 @@ mod tests {
         assert!(limits.take("other", &limit).is_ok());
     }
 
+    fn blocked(failed: Failed<'_>) -> (Duration, bool) {
+        match failed.failure {
+            Failure::Blocked { wait, held } => (wait, held.is_some()),
+            Failure::Refused { .. } => panic!("refused, not blocked"),
+        }
+    }
+
     #[test]
-    fn throttle_blocks_after_limit() {
+    fn throttle_blocks_after_limit_and_only_that_address() {
         let t = AuthThrottle::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..FAILURE_LIMIT - 1 {
-            t.failed(a);
+            let failed = t.failed(a);
+            assert!(matches!(failed.failure, Failure::Refused { blocks: false }));
         }
-        assert!(t.check(a).is_ok());
-        t.failed(a);
-        assert!(t.check(a).is_err());
-        assert!(t.check(b).is_ok());
+        let failed = t.failed(a);
+        assert!(matches!(failed.failure, Failure::Refused { blocks: true }));
+        let (wait, held) = blocked(t.failed(a));
+        assert!(wait > BLOCK_FOR - Duration::from_secs(1) && held);
+        assert!(matches!(
+            t.failed(b).failure,
+            Failure::Refused { blocks: false }
+        ));
+    }
+
+    #[test]
+    fn the_tarpit_holds_a_bounded_number_of_answers_per_address_and_in_all() {
+        let t = AuthThrottle::default();
+        let addrs: Vec<IpAddr> = (1..=20)
+            .map(|n| format!("10.0.1.{n}").parse().unwrap())
+            .collect();
+        for addr in &addrs {
+            for _ in 0..FAILURE_LIMIT {
+                t.failed(*addr);
+            }
+        }
+        let mut places = Vec::new();
+        for _ in 0..HELD_PER_ADDRESS {
+            match t.failed(addrs[0]).failure {
+                Failure::Blocked { held: Some(h), .. } => places.push(h),
+                _ => panic!("no place in the tarpit"),
+            }
+        }
+        assert!(!blocked(t.failed(addrs[0])).1, "past the per-address bound");
+        // Giving a place back makes room for that address again.
+        places.pop();
+        assert!(blocked(t.failed(addrs[0])).1);
+        for addr in &addrs[1..] {
+            for _ in 0..HELD_PER_ADDRESS {
+                if let Failure::Blocked { held: Some(h), .. } = t.failed(*addr).failure {
+                    places.push(h);
+                }
+            }
+        }
+        assert_eq!(places.len(), HELD_IN_ALL);
+        assert_eq!(t.state.lock().unwrap().held, HELD_IN_ALL);
+        drop(places);
+        assert_eq!(t.state.lock().unwrap().held, 0);
+    }
+
+    #[test]
+    fn failures_while_blocked_are_reported_at_most_once_per_block_period() {
+        let t = AuthThrottle::default();
+        let a: IpAddr = "10.0.0.3".parse().unwrap();
+        for _ in 0..FAILURE_LIMIT {
+            assert!(t.failed(a).unreported.is_none());
+        }
+        for _ in 0..5 {
+            assert!(t.failed(a).unreported.is_none());
+        }
+        // A block period later, the next failure carries the count.
+        t.state.lock().unwrap().peers.get_mut(&a).unwrap().reported =
+            Instant::now().checked_sub(BLOCK_FOR).unwrap();
+        assert_eq!(t.failed(a).unreported, Some(6));
+        assert!(t.failed(a).unreported.is_none());
     }
 }

@@ -16,6 +16,7 @@ mod helpers;
 mod hostile;
 
 mod agents;
+mod auth;
 mod config;
 mod files;
 mod http;
