@@ -134,7 +134,20 @@ fn with_header(
     res
 }
 
+/// Answers one request. An answer that refuses the request also closes its connection:
+/// a refused request may have been framed differently from how lowkey read it (a chunk
+/// extension or a header that a proxy in front reads another way, to smuggle a second
+/// request in its body), so nothing more is read from that connection.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: Peer) -> HttpResponse {
+    let mut res = route(app, req, peer).await;
+    if !res.status().is_success() {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+async fn route(app: &App, req: Request<Incoming>, peer: Peer) -> HttpResponse {
     let path = req.uri().path().to_owned();
     if path == "/api/health" {
         return match *req.method() {
@@ -295,13 +308,9 @@ async fn refuse(
             }
             tokio::time::sleep_until(answer_at.into()).await;
             drop(held);
-            let mut res = with_header(
-                too_many(
-                    "too many failed authentications from this address; retry later",
-                    wait,
-                ),
-                header::CONNECTION,
-                "close",
+            let mut res = too_many(
+                "too many failed authentications from this address; retry later",
+                wait,
             );
             res.extensions_mut().insert(Counted);
             res
@@ -324,24 +333,16 @@ fn log_refusal(refused: &Refused<'_>, reason: Option<&signature::VerifyError>) {
 /// every caller, authenticated or not.
 fn body_error(config: &Config, e: BodyError) -> HttpResponse {
     match e {
-        BodyError::TooLarge => with_header(
-            json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "body is larger than maxBodyBytes ({} bytes); send less, or raise maxBodyBytes in the config",
-                    config.max_body_bytes
-                ),
+        BodyError::TooLarge => json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "body is larger than maxBodyBytes ({} bytes); send less, or raise maxBodyBytes in the config",
+                config.max_body_bytes
             ),
-            header::CONNECTION,
-            "close",
         ),
-        BodyError::TimedOut => with_header(
-            json_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "the body did not arrive in time",
-            ),
-            header::CONNECTION,
-            "close",
+        BodyError::TimedOut => json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
         ),
         BodyError::Read(e) => json_error(
             StatusCode::BAD_REQUEST,
