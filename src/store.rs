@@ -685,9 +685,10 @@ impl Writer {
     }
 
     /// Puts a pending event's session right after a crash: a run cut short gets an
-    /// `interrupted` record, and so does a result that may not be on disk. Returns
-    /// `None` when the session holds the run's final result (only the `done` mark was
-    /// lost), else whether it shows the message. `sessions` caches what each file read
+    /// `interrupted` record, and so does a result that may not be on disk; a result whose
+    /// message was lost gets its message back. Returns `None` when the session holds the
+    /// run's final result (only the `done` mark was lost), else whether it shows the
+    /// message. `sessions` caches what each file read
     /// says of its events, so a session with many pending events is read and scanned
     /// once, not once per event. A session that cannot be read, or a record that cannot
     /// be written, is only logged: the event runs again either way (at least once), and
@@ -724,28 +725,21 @@ impl Writer {
             .get(&event.id)
             .copied()
             .unwrap_or_default();
-        if marks.trusted_final(rerun) {
-            return None;
-        }
-        let why = match marks.last {
-            Some(RunStatus::Started) => Some(session::INTERRUPTED),
-            Some(status) if status.is_final() => Some(session::UNSYNCED),
-            _ => None,
+        let trusted = marks.trusted_final(rerun);
+        let line = if trusted {
+            // After a power cut, the run's result can be on disk while its message,
+            // written before it and never synced on its own, is not: the session gets
+            // the message back from the queue record.
+            (!marks.message).then(|| event.message())
+        } else {
+            interruption(event, marks.last)
         };
-        if let Some(why) = why {
-            let interrupted = Line::Run(Run {
-                error: Some(why.into()),
-                ..Run::new(&event.id, RunStatus::Interrupted, &event.agent)
-            });
-            if let Err(e) = append_session(
-                &self.home,
-                &event.header(),
-                &session::encode(&[interrupted]),
-            ) {
-                tracing::warn!(session_id = %event.session, event_id = %event.id, error = %e, "cannot mark the cut-short run in its session");
+        if let Some(line) = line {
+            if let Err(e) = append_session(&self.home, &event.header(), &session::encode(&[line])) {
+                tracing::warn!(session_id = %event.session, event_id = %event.id, error = %e, "cannot put the recovered event's session right");
             }
         }
-        Some(marks.message)
+        (!trusted).then_some(marks.message)
     }
 
     fn run(mut self, rx: mpsc::Receiver<Command>) {
@@ -1071,6 +1065,20 @@ impl Segment {
             len: 0,
         })
     }
+}
+
+/// The record that marks a run as cut short, when its session shows one started (lowkey
+/// stopped during it) or a result that is not to be trusted (it may not be on disk).
+fn interruption(event: &Event, last: Option<RunStatus>) -> Option<Line> {
+    let why = match last {
+        Some(RunStatus::Started) => Some(session::INTERRUPTED),
+        Some(status) if status.is_final() => Some(session::UNSYNCED),
+        _ => None,
+    };
+    Some(Line::Run(Run {
+        error: Some(why?.into()),
+        ..Run::new(&event.id, RunStatus::Interrupted, &event.agent)
+    }))
 }
 
 fn segment_path(queue: &Path, seq: u64) -> PathBuf {
