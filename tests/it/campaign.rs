@@ -158,9 +158,11 @@ impl Tally {
         files.dedup();
         for session in files {
             let path = home.sessions().join(format!("{session}.jsonl"));
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            for line in text.lines() {
-                let Ok(v) = serde_json::from_str::<Value>(line) else {
+            // Bytes, not text: a crash can leave noise in a file, and each line that
+            // is not JSON is skipped on its own, as lowkey's reader does.
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            for line in bytes.split(|b| *b == b'\n') {
+                let Ok(v) = serde_json::from_slice::<Value>(line) else {
                     continue;
                 };
                 let Some(event) = v["event"].as_str() else {

@@ -15,6 +15,7 @@ mod helpers;
 
 mod agents;
 mod config;
+mod crash;
 mod files;
 mod http;
 mod messages;
