@@ -96,9 +96,14 @@ static void append(const char *rec, size_t len) {
 }
 
 /* Records what the write of `len` bytes at `offset` (-1: the file position, or its
- * end under O_APPEND) will overwrite. Called with the lock held. */
-static void record_write(int fd, const char *path, uint32_t path_len, const struct stat *st,
+ * end under O_APPEND) will overwrite. Called with the lock held; the size is read
+ * again under it, in case another thread wrote to the file meanwhile. */
+static void record_write(int fd, const char *path, uint32_t path_len, struct stat *st,
                          off_t offset, size_t len) {
+    if (fstat(fd, st) != 0) {
+        perror("powercut: cannot stat a written file");
+        abort();
+    }
     if (offset < 0)
         offset = (fcntl(fd, F_GETFL) & O_APPEND) ? st->st_size : lseek(fd, 0, SEEK_CUR);
     uint64_t old_size = (uint64_t)st->st_size;

@@ -5,7 +5,7 @@
 //! Their random choices come from one seed, printed, so a failure can be replayed:
 //! `LOWKEY_FAULTS_SEED=<seed> cargo test --test it crash`.
 
-use crate::campaign::{Acked, Load, Tally, long_mode, rounds};
+use crate::campaign::{Load, Tally, long_mode, rounds};
 use crate::helpers::{Reap, wait_for};
 use crate::support::*;
 use nix::sys::signal::Signal;
@@ -22,9 +22,9 @@ impl Rng {
     /// Seeded from `LOWKEY_FAULTS_SEED`, or from the clock; prints the seed.
     fn from_env(test: &str) -> Rng {
         let seed = match std::env::var("LOWKEY_FAULTS_SEED") {
-            Ok(s) => s
-                .parse()
-                .unwrap_or_else(|_| panic!("LOWKEY_FAULTS_SEED={s:?} is not a number; give an integer such as 42")),
+            Ok(s) => s.parse().unwrap_or_else(|_| {
+                panic!("LOWKEY_FAULTS_SEED={s:?} is not a number; give an integer such as 42")
+            }),
             Err(_) => std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
@@ -104,10 +104,9 @@ fn home_with_agent() -> (Home, String) {
     (home, agent)
 }
 
-/// How long the final start may take to run every acknowledged event.
-fn patience(acked: &[Acked]) -> Duration {
-    Duration::from_secs(30) + Duration::from_millis(20 * acked.len() as u64)
-}
+/// How long the final start may go without finishing one more event before the
+/// events still missing count as lost.
+const PATIENCE_IDLE: Duration = Duration::from_secs(10);
 
 /// The queue folder's files and their sizes: what a start-up changes, step by step.
 fn queue_state(home: &Home) -> Vec<(PathBuf, u64)> {
@@ -175,8 +174,10 @@ fn a_kill_9_loop_under_load_loses_and_repeats_nothing() {
             under_load += 1;
         } else {
             // Kills at each of the first three steps of start-up recovery, in a
-            // random order; each start recovers what the one before it left.
-            let mut steps = vec![1, 2, 3];
+            // random order; each start recovers what the one before it left. The
+            // second step (a segment written, the old ones not yet deleted) comes
+            // twice: the poll can miss its window.
+            let mut steps = vec![1, 2, 2, 3];
             for i in (1..steps.len()).rev() {
                 steps.swap(i, rng.below(i as u64 + 1) as usize);
             }
@@ -198,7 +199,7 @@ fn a_kill_9_loop_under_load_loses_and_repeats_nothing() {
 
     std::fs::remove_file(&slow).unwrap();
     let _daemon = home.serve();
-    Tally::settle(&home, &acked, patience(&acked)).check("kill-9 loop");
+    Tally::settle(&home, &acked, PATIENCE_IDLE).check("kill-9 loop");
 }
 
 /// What the replay did to one write made since its file's last sync.
@@ -222,6 +223,7 @@ const SECTOR: u64 = 512;
 
 /// One write in the undo log.
 struct Write {
+    path: PathBuf,
     /// Where its record starts in the log.
     at: usize,
     offset: u64,
@@ -235,7 +237,7 @@ type Replayed = Vec<(PathBuf, Vec<(u64, u64, Fate)>)>;
 
 /// Reads the shim's undo log (format: tests/faults/powercut.c). A last record cut off
 /// by the kill is left out: the shim writes a record before its write begins.
-fn read_undo_log(log: &Path) -> (Vec<(PathBuf, Write)>, Vec<(PathBuf, usize)>) {
+fn read_undo_log(log: &Path) -> (Vec<Write>, Vec<(PathBuf, usize)>) {
     let bytes = std::fs::read(log).unwrap_or_default();
     let (mut writes, mut syncs) = (Vec::new(), Vec::new());
     let mut at = 0;
@@ -247,24 +249,27 @@ fn read_undo_log(log: &Path) -> (Vec<(PathBuf, Write)>, Vec<(PathBuf, usize)>) {
         }
         let kind = bytes[at + 8];
         let path_len = u32::from_ne_bytes(bytes[at + 9..at + 13].try_into().unwrap()) as usize;
-        let path = PathBuf::from(String::from_utf8_lossy(&bytes[at + 13..at + 13 + path_len]).into_owned());
+        let path = PathBuf::from(
+            String::from_utf8_lossy(&bytes[at + 13..at + 13 + path_len]).into_owned(),
+        );
         let rest = at + 13 + path_len;
         match kind {
             b'W' => {
                 let old_len = u64_at(rest + 24) as usize;
-                writes.push((
+                writes.push(Write {
                     path,
-                    Write {
-                        at,
-                        offset: u64_at(rest),
-                        old_size: u64_at(rest + 8),
-                        len: u64_at(rest + 16),
-                        old: bytes[rest + 32..rest + 32 + old_len].to_vec(),
-                    },
-                ));
+                    at,
+                    offset: u64_at(rest),
+                    old_size: u64_at(rest + 8),
+                    len: u64_at(rest + 16),
+                    old: bytes[rest + 32..rest + 32 + old_len].to_vec(),
+                });
             }
             b'S' => syncs.push((path, u64_at(rest) as usize)),
-            other => panic!("undo log {}: record kind {other} at byte {at}", log.display()),
+            other => panic!(
+                "undo log {}: record kind {other} at byte {at}",
+                log.display()
+            ),
         }
         at += len;
     }
@@ -277,7 +282,7 @@ fn read_undo_log(log: &Path) -> (Vec<(PathBuf, Write)>, Vec<(PathBuf, usize)>) {
 /// as `rng` chooses. A byte that a later kept write decided keeps that write's value.
 fn replay(log: &Path, rng: &mut Rng) -> Replayed {
     let (writes, syncs) = read_undo_log(log);
-    let mut files: Vec<PathBuf> = writes.iter().map(|(p, _)| p.clone()).collect();
+    let mut files: Vec<PathBuf> = writes.iter().map(|w| w.path.clone()).collect();
     files.sort();
     files.dedup();
     let mut replayed = Vec::new();
@@ -290,8 +295,7 @@ fn replay(log: &Path, rng: &mut Rng) -> Replayed {
             .unwrap_or(0);
         let unsynced: Vec<&Write> = writes
             .iter()
-            .filter(|(p, w)| *p == path && w.at >= covered)
-            .map(|(_, w)| w)
+            .filter(|w| w.path == path && w.at >= covered)
             .collect();
         // Renamed or deleted since (directory operations are not modelled).
         let Ok(mut data) = std::fs::read(&path) else {
@@ -332,7 +336,8 @@ fn replay(log: &Path, rng: &mut Rng) -> Replayed {
                     let mut from = start;
                     while from < end {
                         let to = ((from as u64 / SECTOR + 1) * SECTOR).min(end as u64) as usize;
-                        let sector = [Sector::New, Sector::Old, Sector::Damaged][rng.below(3) as usize];
+                        let sector =
+                            [Sector::New, Sector::Old, Sector::Damaged][rng.below(3) as usize];
                         match sector {
                             Sector::New => {}
                             Sector::Old => restore(from, to, &mut data, &decided),
@@ -434,7 +439,10 @@ fn the_power_cut_model_keeps_synced_writes_and_drops_or_tears_the_rest() {
             "the two unsynced writes, newest first; the synced one is not undone"
         );
         let after = std::fs::read(&file).unwrap();
-        assert!(after[..page].iter().all(|b| *b == b'a'), "synced data is kept");
+        assert!(
+            after[..page].iter().all(|b| *b == b'a'),
+            "synced data is kept"
+        );
         let check = |range: std::ops::Range<usize>, fate: &Fate, new: u8, old: Option<u8>| {
             let sectors = match fate {
                 Fate::Kept => vec![Sector::New; 8],
@@ -449,7 +457,10 @@ fn the_power_cut_model_keeps_synced_writes_and_drops_or_tears_the_rest() {
                 };
                 match sector {
                     Sector::New => assert!(bytes.iter().all(|b| *b == new), "{fate:?}"),
-                    Sector::Old => assert!(bytes.iter().all(|b| Some(*b) == old.or(Some(0))), "{fate:?}"),
+                    Sector::Old => assert!(
+                        bytes.iter().all(|b| Some(*b) == old.or(Some(0))),
+                        "{fate:?}"
+                    ),
                     Sector::Damaged => assert!(bytes.iter().any(|b| *b != new), "{fate:?}"),
                 }
             }
@@ -457,7 +468,11 @@ fn the_power_cut_model_keeps_synced_writes_and_drops_or_tears_the_rest() {
         check(page..2 * page, &fates[1].2, b'b', Some(b'a'));
         check(2 * page..3 * page, &fates[0].2, b'c', None);
         if fates[0].2 == Fate::Dropped {
-            assert_eq!(after.len(), 2 * page, "a dropped append leaves the old size");
+            assert_eq!(
+                after.len(),
+                2 * page,
+                "a dropped append leaves the old size"
+            );
         }
         for (_, _, fate) in fates {
             let kind = std::mem::discriminant(fate);
@@ -520,7 +535,7 @@ fn a_power_cut_under_load_loses_and_repeats_nothing() {
         torn += counts.2;
 
         let _daemon = home.serve();
-        Tally::settle(&home, &acked, patience(&acked)).check(&format!("power cut, round {round}"));
+        Tally::settle(&home, &acked, PATIENCE_IDLE).check(&format!("power cut, round {round}"));
     }
     println!("faults power cut: unsynced writes kept {kept}, dropped {dropped}, torn {torn}");
 }
