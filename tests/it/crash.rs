@@ -161,10 +161,10 @@ fn a_kill_9_loop_under_load_loses_and_repeats_nothing() {
     let to = addr.clone();
     let load = Load::start(2, "hook", move || to.lock().unwrap().clone());
     let (mut under_load, mut in_recovery, mut missed) = (0, 0, 0);
+    std::fs::write(&slow, b"").unwrap();
     for round in 0..rounds(6, 50) {
         if round % 2 == 0 {
-            // Under load, with a slow agent, so the next start has work to recover.
-            std::fs::write(&slow, b"").unwrap();
+            // Under load; the agent is slow, so the next start has work to recover.
             let daemon = home.serve();
             *addr.lock().unwrap() = daemon.addr.clone();
             std::thread::sleep(rng.millis(100, 700));
