@@ -18,6 +18,7 @@ mod hostile;
 mod agents;
 mod auth;
 mod config;
+mod crash;
 mod files;
 mod http;
 mod logging;
