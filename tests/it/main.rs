@@ -18,6 +18,7 @@ mod hostile;
 mod agents;
 mod config;
 mod files;
+mod fuzz;
 mod http;
 mod logging;
 mod messages;
