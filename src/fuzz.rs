@@ -345,8 +345,8 @@ pub fn config(data: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // Queue reader and recovery
 
-/// The queue's records as lowkey's store did not read them: each line as any JSON
-/// value first, with the zeros that pad a segment's pages cut off.
+/// The records in a queue's bytes, read line by line apart from the store's reader,
+/// with the zeros that pad a segment's pages cut off.
 struct Written {
     /// The event of every `accepted` record, in queue order.
     accepted: Vec<Event>,
@@ -354,6 +354,16 @@ struct Written {
     /// never writes (a mark follows every copy), and which lets deleting the older
     /// segment bring the event back.
     done_before_copy: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct Accepted {
+    accepted: Event,
+}
+
+#[derive(serde::Deserialize)]
+struct Done {
+    done: String,
 }
 
 fn written(segments: &[&[u8]]) -> Written {
@@ -369,16 +379,11 @@ fn written(segments: &[&[u8]]) -> Written {
         ) else {
             continue;
         };
-        let Ok(Value::Object(mut record)) = serde_json::from_slice(&line[start..=last]) else {
-            continue;
-        };
-        if let Some(Value::String(id)) = record.get("done") {
-            done.insert(id.clone());
+        let record = &line[start..=last];
+        if let Ok(Done { done: id }) = serde_json::from_slice(record) {
+            done.insert(id);
         }
-        if let Some(Ok(event)) = record
-            .remove("accepted")
-            .map(serde_json::from_value::<Event>)
-        {
+        if let Ok(Accepted { accepted: event }) = serde_json::from_slice(record) {
             written.done_before_copy |= done.contains(&event.id);
             written.accepted.push(event);
         }
@@ -448,6 +453,32 @@ fn recover(segments: &[&[u8]]) {
     let after = store::queued(&home).expect("the queue reads after recovery");
     if !written.done_before_copy {
         assert_eq!(ids(&after), seen, "recovery changed the pending work");
+    }
+    drop(store);
+    writer.join();
+
+    // A restart right after recovery finds the same pending work.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (store, writer, _) = match Store::open(&home, tx) {
+        Ok(opened) => opened,
+        Err(e) => panic!("the second recovery failed: {e}"),
+    };
+    let mut again = HashSet::new();
+    while let Ok(batch) = rx.try_recv() {
+        for job in batch {
+            assert!(
+                again.insert(job.event.clone()),
+                "{} twice after a restart",
+                job.event
+            );
+        }
+    }
+    if !written.done_before_copy {
+        assert_eq!(
+            again.iter().map(String::as_str).collect::<HashSet<_>>(),
+            seen,
+            "a restart changed the pending work"
+        );
     }
     drop(store);
     writer.join();
