@@ -7,6 +7,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod init;
 pub mod limits;
