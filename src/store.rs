@@ -589,6 +589,9 @@ struct Writer {
     /// Remembered deliveries by `source\0id`, and the file they are appended to.
     deliveries: HashMap<String, Seen>,
     deliveries_file: File,
+    /// The deliveries file lacks ids that only the queue holds (its rewrite at start-up
+    /// failed): no segment is deleted until a rewrite works.
+    deliveries_stale: bool,
     /// Lines in the deliveries file; it is rewritten when mostly expired.
     deliveries_lines: usize,
     jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
@@ -620,19 +623,20 @@ impl Writer {
             deliveries.insert(seen.key(), seen);
         }
         deliveries.retain(|_, seen| seen.until > now);
-        let deliveries_file = match write_deliveries(home, &deliveries) {
-            Ok(file) => file,
-            // Kept as it is: expired ids in it do no harm, and the queue segments that
-            // hold the rest are kept until it can be synced.
+        let (deliveries_file, deliveries_stale) = match write_deliveries(home, &deliveries) {
+            Ok(file) => (file, false),
+            // Appended to as it is until it can be rewritten; the queue segments hold the
+            // ids it lacks until then.
             Err(e) => {
                 tracing::warn!(error = %e, "cannot rewrite the deliveries file; appending to it as it is");
                 let path = home.deliveries();
-                OpenOptions::new()
+                let file = OpenOptions::new()
                     .append(true)
                     .create(true)
                     .mode(0o600)
                     .open(&path)
-                    .map_err(io_err(&path))?
+                    .map_err(io_err(&path))?;
+                (file, true)
             }
         };
         let mut writer = Writer {
@@ -645,6 +649,7 @@ impl Writer {
             deliveries_lines: deliveries.len(),
             deliveries,
             deliveries_file,
+            deliveries_stale,
             jobs,
         };
         // The old segments stay until their events are done, like any other.
@@ -966,6 +971,19 @@ impl Writer {
         }
         // A segment holds the durable copy of its delivery ids until the deliveries
         // file has them on disk.
+        if self.deliveries_stale {
+            match write_deliveries(&self.home, &self.deliveries) {
+                Ok(file) => {
+                    self.deliveries_file = file;
+                    self.deliveries_lines = self.deliveries.len();
+                    self.deliveries_stale = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot rewrite the deliveries file; keeping queue segments");
+                    return;
+                }
+            }
+        }
         if let Err(e) = self.deliveries_file.sync_data() {
             tracing::error!(error = %e, "cannot sync the deliveries file; keeping queue segments");
             return;
