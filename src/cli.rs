@@ -3,8 +3,9 @@
 use crate::config::{self, ConfigError, Severity};
 use crate::daemon::{self, DaemonError};
 use crate::init::{self, InitError};
+use crate::log;
 use crate::store::Home;
-use crate::{log, view};
+use crate::view::{self, Found};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -18,7 +19,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Bad arguments (clap's own code).
     pub const USAGE: u8 = 2;
-    /// `sessions show`: no such session; `send`: the payload cannot be read.
+    /// `sessions show`: no session, or more than one, matches; `send`: the payload
+    /// cannot be read.
     pub const NO_INPUT: u8 = 66;
     /// `send`: the daemon is unreachable or answered other than 2xx.
     pub const UNAVAILABLE: u8 = 69;
@@ -35,7 +37,8 @@ Exit codes:
   0   success
   1   runtime failure (e.g. the listen address is taken)
   2   bad command-line arguments
-  66  sessions show: no such session; send: the payload file cannot be read
+  66  sessions show: no session matches (or a prefix matches several, which it lists);
+      send: the payload file cannot be read
   69  send: the daemon cannot be reached, or it did not answer 2xx
   73  init: a config already exists (never overwritten)
   74  the state folder cannot be read or written
@@ -100,7 +103,10 @@ pub enum SessionsCommand {
     },
     /// Print one session as a readable transcript.
     Show {
-        /// The session id, as `sessions list` prints it.
+        /// The session: its id as `sessions list` prints it, a unique prefix of that id
+        /// (in any case), or `latest` for the most recently active session. A session
+        /// whose id is exactly ID always wins, even over `latest`.
+        #[arg(value_name = "ID")]
         id: String,
         /// Print the transcript's lines as a JSON array.
         #[arg(long)]
@@ -318,6 +324,9 @@ fn send(
     }
 }
 
+/// How many of the sessions an ambiguous prefix matches `sessions show` lists.
+const AMBIGUOUS_SHOWN: usize = 10;
+
 fn sessions(home: &Home, command: SessionsCommand) -> u8 {
     match command {
         SessionsCommand::List { json } => match view::list(home) {
@@ -348,23 +357,45 @@ fn sessions(home: &Home, command: SessionsCommand) -> u8 {
                 );
                 return exit::NO_INPUT;
             }
-            match view::transcript(home, &id) {
-                Ok(Some(lines)) if json => {
+            match view::find(home, &id) {
+                Ok(Found::Session(lines)) if json => {
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&lines).expect("lines serialize")
                     );
                     exit::OK
                 }
-                Ok(Some(lines)) => {
+                Ok(Found::Session(lines)) => {
                     print!("{}", view::render_show(&lines));
                     exit::OK
                 }
-                Ok(None) => {
+                Ok(Found::Nothing) => {
                     eprintln!(
-                        "lowkey: no session \"{id}\" in {}; `lowkey sessions list` prints the ids",
+                        "lowkey: no session \"{id}\", and no session id starts with it, in {}; `lowkey sessions list` prints the ids",
                         home.sessions().display()
                     );
+                    exit::NO_INPUT
+                }
+                Ok(Found::NoSessions) => {
+                    eprintln!(
+                        "lowkey: no sessions yet in {}, so none is the latest",
+                        home.sessions().display()
+                    );
+                    exit::NO_INPUT
+                }
+                Ok(Found::Ambiguous(rows)) => {
+                    eprintln!(
+                        "lowkey: \"{id}\" starts the ids of {} sessions; give more of the one you mean:",
+                        rows.len()
+                    );
+                    let shown = &rows[..rows.len().min(AMBIGUOUS_SHOWN)];
+                    eprint!("{}", view::render_list(shown));
+                    if rows.len() > shown.len() {
+                        eprintln!(
+                            "... and {} more; `lowkey sessions list` prints them all",
+                            rows.len() - shown.len()
+                        );
+                    }
                     exit::NO_INPUT
                 }
                 Err(e) => {

@@ -47,10 +47,27 @@ const REFUSAL_DELAY: Duration = Duration::from_millis(2);
 /// slower than SHA-256 in software without SHA extensions.
 const HMAC_NANOS_PER_BYTE: u64 = 20;
 
-/// Marks the answer to a failure from a blocked address: the throttle counts those
-/// instead of each getting a log line.
-#[derive(Clone, Copy)]
-struct Counted;
+/// A refused webhook: the answer the caller gets, and why, for the log alone. Only the
+/// answer leaves lowkey, so the reason can be as specific as the owner needs while
+/// every unauthenticated caller still gets the same answer.
+struct Rejected {
+    answer: HttpResponse,
+    /// Logged on the "webhook rejected" line. `None` for a failure from a blocked
+    /// address: the throttle counts those instead of each getting a line.
+    reason: Option<String>,
+}
+
+fn rejected(answer: HttpResponse, reason: impl Into<String>) -> Rejected {
+    Rejected {
+        answer,
+        reason: Some(reason.into()),
+    }
+}
+
+/// A refusal whose answer says why in the words the log uses.
+fn refusal(status: StatusCode, message: String) -> Rejected {
+    rejected(json_error(status, &message), message)
+}
 
 /// Shared by every connection.
 pub struct App {
@@ -184,20 +201,24 @@ async fn route(app: &App, req: Request<Incoming>, peer: Peer) -> HttpResponse {
         );
     }
     let started = Instant::now();
-    let res = webhook(app, req, &source, peer).await;
-    let status = res.status().as_u16();
-    let duration_ms = started.elapsed().as_millis() as u64;
-    if !res.status().is_success() && res.extensions().get::<Counted>().is_none() {
-        tracing::warn!(
-            message_id = id::REJECTED,
-            webhook_source = %Outside(&source),
-            http_status = status,
-            remote_addr = %peer,
-            duration_ms,
-            "webhook rejected"
-        );
+    match webhook(app, req, &source, peer).await {
+        Ok(res) => res,
+        Err(Rejected { answer, reason }) => {
+            if let Some(reason) = reason {
+                let reason = Outside(&reason);
+                tracing::warn!(
+                    message_id = id::REJECTED,
+                    webhook_source = %Outside(&source),
+                    http_status = answer.status().as_u16(),
+                    reason = %reason,
+                    remote_addr = %peer,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "webhook rejected: {reason}"
+                );
+            }
+            answer
+        }
     }
-    res
 }
 
 /// The client a request came from: the socket's peer, or, behind a proxy listed in
@@ -244,7 +265,6 @@ fn too_many(message: &str, wait: Duration) -> HttpResponse {
 /// A request that failed authentication, for [`refuse`].
 struct Refused<'a> {
     client: Option<IpAddr>,
-    peer: Peer,
     source_name: &'a str,
     /// When its body had been read.
     read_at: Instant,
@@ -255,13 +275,9 @@ struct Refused<'a> {
 /// blocked (see [`AuthThrottle`]). Whatever failed, the answer goes out at the same
 /// time after the body was read: [`REFUSAL_DELAY`] plus a bound on checking a signature
 /// of this length with every configured secret, or [`limits::TARPIT_DELAY`] for a
-/// blocked address while the tarpit has room.
-async fn refuse(
-    app: &App,
-    config: &Config,
-    refused: Refused<'_>,
-    reason: Option<signature::VerifyError>,
-) -> HttpResponse {
+/// blocked address while the tarpit has room. `reason`, what failed, goes only to the
+/// log.
+async fn refuse(app: &App, config: &Config, refused: Refused<'_>, reason: String) -> Rejected {
     let secrets = config
         .sources
         .values()
@@ -272,9 +288,8 @@ async fn refuse(
     let hmac_bound = Duration::from_nanos(refused.len as u64 * secrets * HMAC_NANOS_PER_BYTE);
     let mut answer_at = refused.read_at + REFUSAL_DELAY + hmac_bound;
     let Some(ip) = refused.client else {
-        log_refusal(&refused, reason.as_ref());
         tokio::time::sleep_until(answer_at.into()).await;
-        return unauthorized();
+        return rejected(unauthorized(), reason);
     };
     let failed = app.auth_throttle.failed(ip);
     if let Some(count) = failed.unreported {
@@ -286,7 +301,6 @@ async fn refuse(
     }
     match failed.failure {
         Failure::Refused { blocks } => {
-            log_refusal(&refused, reason.as_ref());
             if blocks {
                 tracing::warn!(
                     remote_addr = %ip,
@@ -294,12 +308,13 @@ async fn refuse(
                 );
             }
             tokio::time::sleep_until(answer_at.into()).await;
-            unauthorized()
+            rejected(unauthorized(), reason)
         }
         Failure::Blocked { wait, held } => {
             tracing::debug!(
                 remote_addr = %ip,
                 webhook_source = %Outside(refused.source_name),
+                reason = %Outside(&reason),
                 tarpit = held.is_some(),
                 "failed authentication from a blocked address"
             );
@@ -308,50 +323,57 @@ async fn refuse(
             }
             tokio::time::sleep_until(answer_at.into()).await;
             drop(held);
-            let mut res = too_many(
-                "too many failed authentications from this address; retry later",
-                wait,
-            );
-            res.extensions_mut().insert(Counted);
-            res
+            Rejected {
+                answer: too_many(
+                    "too many failed authentications from this address; retry later",
+                    wait,
+                ),
+                reason: None,
+            }
         }
-    }
-}
-
-fn log_refusal(refused: &Refused<'_>, reason: Option<&signature::VerifyError>) {
-    if let Some(reason) = reason {
-        tracing::warn!(
-            webhook_source = %Outside(refused.source_name),
-            remote_addr = %refused.peer,
-            reason = %Outside(reason),
-            "signature check failed"
-        );
     }
 }
 
 /// The answer to a body that could not be read whole within the limits; the same for
 /// every caller, authenticated or not.
-fn body_error(config: &Config, e: BodyError) -> HttpResponse {
+fn body_error(config: &Config, e: BodyError) -> Rejected {
+    let limit = config.max_body_bytes;
     match e {
-        BodyError::TooLarge => json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "body is larger than maxBodyBytes ({} bytes); send less, or raise maxBodyBytes in the config",
-                config.max_body_bytes
+        BodyError::TooLarge { declared } => rejected(
+            json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "body is larger than maxBodyBytes ({limit} bytes); send less, or raise maxBodyBytes in the config"
+                ),
+            ),
+            match declared {
+                Some(length) => format!("Content-Length {length} is over maxBodyBytes ({limit})"),
+                None => format!("body is over maxBodyBytes ({limit})"),
+            },
+        ),
+        BodyError::TimedOut => rejected(
+            json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time",
+            ),
+            format!(
+                "body timed out: not whole after {} s",
+                BODY_TIMEOUT.as_secs()
             ),
         ),
-        BodyError::TimedOut => json_error(
-            StatusCode::REQUEST_TIMEOUT,
-            "the body did not arrive in time",
-        ),
-        BodyError::Read(e) => json_error(
+        BodyError::Read(e) => refusal(
             StatusCode::BAD_REQUEST,
-            &format!("cannot read the body: {e}"),
+            format!("cannot read the body: {e}"),
         ),
     }
 }
 
-async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Peer) -> HttpResponse {
+async fn webhook(
+    app: &App,
+    req: Request<Incoming>,
+    source_name: &str,
+    peer: Peer,
+) -> Result<HttpResponse, Rejected> {
     // One config for the whole request, even if a reload swaps it meanwhile.
     let config = app.config.load_full();
     let (parts, body) = req.into_parts();
@@ -359,17 +381,21 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Pee
         // The sender retries later; by then the owner may have fixed the file.
         // The reason stays in the log: it names sources, which callers must not learn.
         drain(body).await;
-        return with_header(
-            json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "lowkey's config is unusable, so nothing is accepted until the box owner fixes it and reloads; retry later",
+        return Err(rejected(
+            with_header(
+                json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "lowkey's config is unusable, so nothing is accepted until the box owner fixes it and reloads; retry later",
+                ),
+                header::RETRY_AFTER,
+                "60",
             ),
-            header::RETRY_AFTER,
-            "60",
-        );
+            "the config is unusable; fix it and reload",
+        ));
     }
     let client = client_ip(&config, peer.ip(), &parts.headers);
-    let key_ok = authorized(&config, &parts.headers);
+    let key = authorized(&config, &parts.headers);
+    let key_ok = key.is_ok();
     // The source this caller may still reach: with the key any source, without it only
     // one on `"auth": "signature"`, whose signature is checked once the body is read.
     let reachable = config
@@ -389,26 +415,32 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Pee
     .await
     {
         Ok(read) => read,
-        Err(e) => return body_error(&config, e),
+        Err(e) => return Err(body_error(&config, e)),
     };
     let read_at = Instant::now();
     let refused = Refused {
         client,
-        peer,
         source_name,
         read_at,
         len,
     };
     let Some(source) = reachable else {
-        if key_ok {
-            return json_error(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "no source \"{source_name}\" in the config; add it under `webhooks` and reload"
-                ),
-            );
-        }
-        return refuse(app, &config, refused, None).await;
+        let reason = match key {
+            Ok(()) => {
+                return Err(rejected(
+                    json_error(
+                        StatusCode::NOT_FOUND,
+                        &format!(
+                            "no source \"{source_name}\" in the config; add it under `webhooks` and reload"
+                        ),
+                    ),
+                    "unknown source",
+                ));
+            }
+            Err(key) if config.sources.contains_key(source_name) => key.to_owned(),
+            Err(key) => format!("unknown source, and {key}"),
+        };
+        return Err(refuse(app, &config, refused, reason).await);
     };
 
     // The signature is checked over the raw bytes, before anything is parsed, so an
@@ -423,20 +455,20 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Pee
             verify.tolerance_sec,
         );
         if let Err(e) = checked {
-            return refuse(app, &config, refused, Some(e)).await;
+            return Err(refuse(app, &config, refused, format!("signature: {e}")).await);
         }
     }
 
     let text = match String::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {
-            return json_error(
+            return Err(refusal(
                 StatusCode::BAD_REQUEST,
-                &format!(
+                format!(
                     "body is not UTF-8: invalid byte at offset {}; send a UTF-8 JSON body",
                     e.utf8_error().valid_up_to()
                 ),
-            );
+            ));
         }
     };
     // The parsed tree is built only for sources that read the payload (Slack and Stripe
@@ -454,10 +486,10 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Pee
     let payload = match parsed {
         Ok(v) => v,
         Err(e) => {
-            return json_error(
+            return Err(refusal(
                 StatusCode::BAD_REQUEST,
-                &format!("body is not valid JSON: {e}"),
-            );
+                format!("body is not valid JSON: {e}"),
+            ));
         }
     };
 
@@ -466,15 +498,21 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Pee
         .as_ref()
         .and_then(|v| signature::challenge(&v.scheme, &payload))
     {
-        return json(StatusCode::OK, &answer);
+        return Ok(json(StatusCode::OK, &answer));
     }
 
     if let Some(limit) = &source.rate_limit {
         if let Err(wait) = app.source_limits.take(source_name, limit) {
-            return too_many(
-                &format!("source \"{source_name}\" is over its rateLimit; retry later"),
-                wait,
-            );
+            return Err(rejected(
+                too_many(
+                    &format!("source \"{source_name}\" is over its rateLimit; retry later"),
+                    wait,
+                ),
+                format!(
+                    "rate limit: over rateLimit ({}/s, burst {})",
+                    limit.per_second, limit.burst
+                ),
+            ));
         }
     }
 
@@ -524,21 +562,24 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Pee
                 remote_addr = %peer,
                 "duplicate delivery; answered with the first one's ids"
             );
-            return json(
+            return Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({ "session": session, "event": event, "duplicate": true }),
-            );
+            ));
         }
         Err(e) => {
             tracing::error!(webhook_source = %source_name, error = %e, "cannot store the event; answering 503");
-            return with_header(
-                json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "cannot store the event right now; retry later",
+            return Err(rejected(
+                with_header(
+                    json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "cannot store the event right now; retry later",
+                    ),
+                    header::RETRY_AFTER,
+                    "30",
                 ),
-                header::RETRY_AFTER,
-                "30",
-            );
+                "cannot store the event",
+            ));
         }
     }
     app.activity.event_accepted(source_name);
@@ -554,27 +595,35 @@ async fn webhook(app: &App, req: Request<Incoming>, source_name: &str, peer: Pee
         bytes = size,
         "webhook accepted"
     );
-    json(
+    Ok(json(
         StatusCode::ACCEPTED,
         &serde_json::json!({ "session": session_id, "event": event_id }),
-    )
+    ))
 }
 
-/// Checks `Authorization: Bearer <apiKey>` in constant time.
-fn authorized(config: &Config, headers: &http::HeaderMap) -> bool {
+/// Checks `Authorization: Bearer <apiKey>` in constant time. The error says what was
+/// wrong, for the log; it never holds what was sent.
+fn authorized(config: &Config, headers: &http::HeaderMap) -> Result<(), &'static str> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return false;
+        return Err("no Authorization header");
     };
     let value = value.as_bytes();
     let token = match value.get(..7) {
         Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &value[7..],
-        _ => return false,
+        _ => return Err("Authorization is not a Bearer token"),
     };
-    config.api_key.matches(token.trim_ascii())
+    if config.api_key.matches(token.trim_ascii()) {
+        Ok(())
+    } else {
+        Err("wrong API key")
+    }
 }
 
 enum BodyError {
-    TooLarge,
+    /// With the `Content-Length` that declared it too large, if that is how it was.
+    TooLarge {
+        declared: Option<u64>,
+    },
     TimedOut,
     Read(hyper::Error),
 }
@@ -595,7 +644,7 @@ async fn read_body(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         drain(body).await;
-        return Err(BodyError::TooLarge);
+        return Err(BodyError::TooLarge { declared });
     }
     let read = async {
         let mut buf = Vec::new();
@@ -605,7 +654,7 @@ async fn read_body(
             if let Ok(data) = frame.into_data() {
                 len += data.len();
                 if len > limit {
-                    return Err(BodyError::TooLarge);
+                    return Err(BodyError::TooLarge { declared: None });
                 }
                 if keep {
                     buf.extend_from_slice(&data);
@@ -617,7 +666,7 @@ async fn read_body(
     let result = tokio::time::timeout(BODY_TIMEOUT, read)
         .await
         .unwrap_or(Err(BodyError::TimedOut));
-    if matches!(result, Err(BodyError::TooLarge)) {
+    if matches!(result, Err(BodyError::TooLarge { .. })) {
         drain(body).await;
     }
     result

@@ -2,6 +2,9 @@
 //!
 //! An accepted event whose run has not started yet is in the queue, not yet in its
 //! session file (runs write it there when they start), so both read the queue too.
+//!
+//! `show` takes what git and journalctl users type: a whole id, a unique prefix of one,
+//! or `latest`.
 
 use crate::session::{self, Line, Role, RunStatus};
 use crate::store::{self, Event, Home};
@@ -81,9 +84,61 @@ pub fn transcript(home: &Home, id: &str) -> io::Result<Option<Vec<Line>>> {
     Ok(Some(merge(file.unwrap_or_default(), queued)))
 }
 
+/// What `sessions show` names the most recently active session by.
+pub const LATEST: &str = "latest";
+
+/// The session `sessions show` was asked for.
+pub enum Found {
+    /// The one session meant: its transcript.
+    Session(Vec<Line>),
+    /// No session has that id, nor an id that starts with it.
+    Nothing,
+    /// [`LATEST`] was asked for, and there are no sessions.
+    NoSessions,
+    /// The ids of several sessions start with it: those, newest activity first.
+    Ambiguous(Vec<Summary>),
+}
+
+/// Finds the session `wanted` names. A session whose id is exactly `wanted` always
+/// wins, so a fixed session name (`"target": "ops-thread"`, or even `"latest"`) is
+/// never taken for a prefix of a longer one. Otherwise [`LATEST`] is the most recently
+/// active session (the first of [`list`]), and anything else is a prefix of the id of
+/// exactly one session, in any case, since ULIDs are read the same in either.
+pub fn find(home: &Home, wanted: &str) -> io::Result<Found> {
+    if let Some(lines) = transcript(home, wanted)? {
+        return Ok(Found::Session(lines));
+    }
+    let rows = if wanted == LATEST {
+        let mut rows = list(home)?;
+        if rows.is_empty() {
+            return Ok(Found::NoSessions);
+        }
+        rows.truncate(1);
+        rows
+    } else {
+        summaries(home, |id| {
+            id.get(..wanted.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(wanted))
+        })?
+    };
+    match rows.as_slice() {
+        [] => Ok(Found::Nothing),
+        // A session deleted since it was listed is not there any more.
+        [row] => Ok(transcript(home, &row.id)?.map_or(Found::Nothing, Found::Session)),
+        _ => Ok(Found::Ambiguous(rows)),
+    }
+}
+
 /// Summarises every session, newest activity first.
 pub fn list(home: &Home) -> io::Result<Vec<Summary>> {
+    summaries(home, |_| true)
+}
+
+/// Summarises the sessions whose id is `wanted`, newest activity first; the files of
+/// the others are not read.
+fn summaries(home: &Home, wanted: impl Fn(&str) -> bool) -> io::Result<Vec<Summary>> {
     let mut queued = queued_by_session(home)?;
+    queued.retain(|id, _| wanted(id));
     let entries = match std::fs::read_dir(home.sessions()) {
         Ok(entries) => entries.collect::<Result<Vec<_>, _>>()?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -96,6 +151,7 @@ pub fn list(home: &Home) -> io::Result<Vec<Summary>> {
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(session::id_of_file_name)
+            .filter(|id| wanted(id))
         else {
             continue;
         };

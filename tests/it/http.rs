@@ -369,3 +369,150 @@ fn a_burst_of_webhooks_logs_each_accepted_one_once_on_a_whole_line() {
         );
     }
 }
+
+/// A wrong key a sender might send; it must never reach the log.
+const SENT_WRONG_KEY: &str = "lk_sent_by_mistake_never_logged_42";
+
+/// Waits for the "webhook rejected" line of `source` with `status` and a reason that
+/// starts with `reason`, in the message and in the `reason` field.
+#[track_caller]
+fn assert_rejected(
+    daemon: &Daemon,
+    what: &str,
+    answer: u16,
+    status: u16,
+    source: &str,
+    reason: &str,
+) {
+    assert_eq!(answer, status, "{what}");
+    daemon.wait_log(&format!("{what}: the reason {reason:?}"), |line| {
+        line.contains(&format!("webhook rejected: {reason}"))
+            && line.contains(&format!("webhook_source={source} "))
+            && line.contains(&format!("http_status={status} "))
+            && line.contains(&format!("reason={reason}"))
+    });
+}
+
+#[test]
+fn every_rejection_is_logged_with_its_reason_and_never_the_key_sent() {
+    use crate::senders::{Delivery, Zoo, assert_same_401};
+    let zoo = Zoo::start_with(
+        |config, _| {
+            config["maxBodyBytes"] = json!(1000);
+            config["webhooks"]["limited"] = json!({
+                "project": config["webhooks"]["plain"]["project"],
+                "rateLimit": { "perSecond": 0.001, "burst": 1 }
+            });
+        },
+        &[],
+    );
+    let daemon = &zoo.daemon;
+    let addr = daemon.addr.clone().unwrap();
+    let unsigned = || Delivery::unsigned(r#"{"a":1}"#);
+    // Zoo::post sends each request from a fresh client address, so no failure here is
+    // held back by the failed-login throttle; every 401 still looks like this one.
+    let reference = zoo.no_key_401();
+    let no_key = "no Authorization header";
+    assert_rejected(daemon, "no key", 401, 401, "plain", no_key);
+
+    for (what, source, delivery, reason) in [
+        (
+            "a Basic key",
+            "plain",
+            unsigned().with("Authorization", &format!("Basic {KEY}")),
+            "Authorization is not a Bearer token",
+        ),
+        (
+            "a wrong key",
+            "plain",
+            unsigned().with("Authorization", &format!("Bearer {SENT_WRONG_KEY}")),
+            "wrong API key",
+        ),
+        (
+            "an unknown source without a key",
+            "nosuch",
+            unsigned(),
+            "unknown source, and no Authorization header",
+        ),
+        (
+            "a bad GitHub signature",
+            "github-sig",
+            unsigned().with("X-Hub-Signature-256", &format!("sha256={}", "0".repeat(64))),
+            "signature: no signature in header `x-hub-signature-256` matches any configured secret",
+        ),
+        (
+            "no GitHub signature",
+            "github-sig",
+            unsigned(),
+            "signature: missing header `x-hub-signature-256`",
+        ),
+    ] {
+        let answer = zoo.post(source, &delivery);
+        assert_same_401(&answer, &reference, what);
+        assert_rejected(daemon, what, answer.status, 401, source, reason);
+    }
+
+    let answer = zoo.post("nosuch", &unsigned().with_key());
+    assert_rejected(
+        daemon,
+        "the key to an unknown source",
+        answer.status,
+        404,
+        "nosuch",
+        "unknown source",
+    );
+    let answer = zoo.post("plain", &unsigned().with_key().with_body("nope"));
+    assert_rejected(
+        daemon,
+        "not JSON",
+        answer.status,
+        400,
+        "plain",
+        "body is not valid JSON: expected ident at line 1 column 2",
+    );
+    let answer = post_with(daemon, "plain", &[], b"{\"a\":\"caf\xe9\"}");
+    assert_rejected(
+        daemon,
+        "not UTF-8",
+        answer.status,
+        400,
+        "plain",
+        "body is not UTF-8: invalid byte at offset 9",
+    );
+    let answer = post_with(daemon, "plain", &[], &[b' '; 5000]);
+    assert_rejected(
+        daemon,
+        "a declared length over the limit",
+        answer.status,
+        413,
+        "plain",
+        "Content-Length 5000 is over maxBodyBytes (1000)",
+    );
+    let head = format!(
+        "POST /api/webhook/plain HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let (status, _) = raw_exchange(&addr, head, chunked(&[b' '; 5000], 500)).unwrap();
+    assert_rejected(
+        daemon,
+        "a chunked body over the limit",
+        status,
+        413,
+        "plain",
+        "body is over maxBodyBytes (1000)",
+    );
+    zoo.accept("limited", &unsigned().with_key());
+    let answer = zoo.post("limited", &unsigned().with_key());
+    assert_rejected(
+        daemon,
+        "over the rate limit",
+        answer.status,
+        429,
+        "limited",
+        "rate limit: over rateLimit (0.001/s, burst 1)",
+    );
+
+    let log = daemon.log_text();
+    for secret in [SENT_WRONG_KEY, KEY] {
+        assert!(!log.contains(secret), "{secret} reached the log:\n{log}");
+    }
+}

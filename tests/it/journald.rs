@@ -254,17 +254,23 @@ fn journald_gets_structured_fields_and_never_a_secret() {
     // tracing-journald maps INFO to notice (5); warnings are 4, errors 3.
     assert_eq!(field(accepted, "PRIORITY"), "5");
     assert!(by_source.iter().any(|e| e["MESSAGE_ID"] == RUN_STARTED));
+    // Each rejection says why in `REASON`, never with the key that was sent.
     let rejected = journal.entries(&[&format!("MESSAGE_ID={REJECTED}")]);
     assert!(
-        rejected
-            .iter()
-            .any(|e| e["HTTP_STATUS"] == "401" && e["WEBHOOK_SOURCE"] == "hook"),
+        rejected.iter().any(|e| e["HTTP_STATUS"] == "401"
+            && e["WEBHOOK_SOURCE"] == "hook"
+            && e["REASON"] == "wrong API key"),
         "{rejected:#?}"
     );
     assert!(
-        rejected
-            .iter()
-            .any(|e| e["HTTP_STATUS"] == "401" && e["WEBHOOK_SOURCE"] == "gh")
+        rejected.iter().any(|e| {
+            e["HTTP_STATUS"] == "401"
+                && e["WEBHOOK_SOURCE"] == "gh"
+                && e["REASON"].as_str().is_some_and(|r| {
+                    r.starts_with("signature: ") && r.contains("x-hub-signature-256")
+                })
+        }),
+        "{rejected:#?}"
     );
 
     // The agent's stderr is in the journal, tagged with its session.

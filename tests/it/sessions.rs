@@ -88,7 +88,7 @@ fn sessions_list_shows_full_ids_newest_first_with_source_agent_and_status() {
 }
 
 #[test]
-fn sessions_list_with_no_sessions_says_so() {
+fn sessions_list_and_show_latest_with_no_sessions_say_so() {
     let home = Home::with_agent("echo hi");
     let out = home.run(&["sessions", "list"]);
     assert_eq!(out.code, 0, "{out:?}");
@@ -98,6 +98,154 @@ fn sessions_list_with_no_sessions_says_so() {
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap(),
         json!([])
+    );
+    let out = home.run(&["sessions", "show", "latest"]);
+    assert_eq!(out.code, 66, "{out:?}");
+    assert!(out.stderr.contains("no sessions yet"), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
+/// The shortest start of `id` that starts no other of `ids`, in any case.
+fn unique_prefix(id: &str, ids: &[String]) -> String {
+    (1..=id.len())
+        .map(|n| &id[..n])
+        .find(|start| {
+            ids.iter()
+                .filter(|other| other.to_lowercase().starts_with(&start.to_lowercase()))
+                .count()
+                == 1
+        })
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn sessions_show_takes_a_unique_prefix_in_any_case_and_lists_the_candidates_of_an_ambiguous_one() {
+    let (home, daemon) = two_source_daemon();
+    let mut ids = Vec::new();
+    for source in ["alpha", "beta", "alpha"] {
+        let (session, event) = accept(&daemon, source, r#"{"x":1}"#);
+        daemon.wait_run_end(&event);
+        ids.push(session);
+    }
+    for id in &ids {
+        let whole = home.run(&["sessions", "show", id]);
+        assert_eq!(whole.code, 0, "{whole:?}");
+        let prefix = unique_prefix(id, &ids);
+        assert!(prefix.len() < id.len(), "{prefix} of {ids:?}");
+        for typed in [prefix.clone(), prefix.to_lowercase()] {
+            let out = home.run(&["sessions", "show", &typed]);
+            assert_eq!(out.code, 0, "{typed} of {id}: {out:?}");
+            assert_eq!(out.stdout, whole.stdout, "{typed} shows {id}");
+        }
+        let out = home.run(&["sessions", "show", &prefix.to_lowercase(), "--json"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let lines: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(lines, home.session(id), "--json of {prefix}");
+    }
+
+    // Ids made within the same second share their start: it names all three.
+    let shared: String = ids[0]
+        .chars()
+        .zip(ids[1].chars())
+        .zip(ids[2].chars())
+        .take_while(|((a, b), c)| a == b && b == c)
+        .map(|((a, _), _)| a)
+        .collect();
+    assert!(!shared.is_empty(), "{ids:?}");
+    let out = home.run(&["sessions", "show", &shared]);
+    assert_eq!(out.code, 66, "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        out.stderr.contains("3 sessions"),
+        "says how many: {}",
+        out.stderr
+    );
+    for id in &ids {
+        assert!(
+            out.stderr.contains(id.as_str()),
+            "lists {id}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn sessions_show_latest_is_the_most_recently_active_session() {
+    let home = Home::with_agent(r#"cat >/dev/null; echo "seen $LOWKEY_EVENT_ID""#);
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.config_path()).unwrap()).unwrap();
+    let project = config["webhooks"]["hook"]["project"].clone();
+    config["webhooks"]["thread"] =
+        json!({ "project": project, "agent": "bot", "target": "ops-thread" });
+    home.write_config(&config);
+    let daemon = home.serve();
+
+    let (thread, first) = accept(&daemon, "thread", r#"{"n":1}"#);
+    daemon.wait_run_end(&first);
+    let (fresh, event) = accept(&daemon, "hook", r#"{"n":2}"#);
+    daemon.wait_run_end(&event);
+    let out = home.run(&["sessions", "show", "latest"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains(&format!("session {fresh}")),
+        "{}",
+        out.stdout
+    );
+
+    // A new event in the older session makes it the latest, though it was made first.
+    let (_, last) = accept(&daemon, "thread", r#"{"n":3}"#);
+    daemon.wait_run_end(&last);
+    let out = home.run(&["sessions", "show", "latest", "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(lines, home.session(&thread), "latest is {thread}");
+    let list = home.run(&["sessions", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(rows[0]["id"], thread.as_str(), "the first row of the list");
+}
+
+#[test]
+fn a_session_named_exactly_as_asked_wins_over_a_prefix_and_over_latest() {
+    let home = Home::with_agent("cat >/dev/null; echo ok");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.config_path()).unwrap()).unwrap();
+    let project = config["webhooks"]["hook"]["project"].clone();
+    for (source, target) in [
+        ("named", "latest"),
+        ("short", "ops"),
+        ("long", "ops-thread"),
+    ] {
+        config["webhooks"][source] =
+            json!({ "project": project, "agent": "bot", "target": target });
+    }
+    home.write_config(&config);
+    let daemon = home.serve();
+    for source in ["named", "short", "long"] {
+        let (_, event) = accept(&daemon, source, "{}");
+        daemon.wait_run_end(&event);
+    }
+
+    for (typed, shown) in [
+        ("ops", "ops"),
+        ("ops-", "ops-thread"),
+        ("OPS-T", "ops-thread"),
+        ("latest", "latest"),
+    ] {
+        let out = home.run(&["sessions", "show", typed]);
+        assert_eq!(out.code, 0, "{typed}: {out:?}");
+        assert!(
+            out.stdout.starts_with(&format!("session {shown}\n")),
+            "{typed} shows {shown}: {}",
+            out.stdout
+        );
+    }
+    let out = home.run(&["sessions", "show", "op"]);
+    assert_eq!(out.code, 66, "{out:?}");
+    assert!(
+        out.stderr.contains("ops-thread") && out.stderr.contains("ops "),
+        "{}",
+        out.stderr
     );
 }
 
