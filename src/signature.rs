@@ -1294,21 +1294,25 @@ mod tests {
     #[test]
     fn timestamps_must_be_plain_digits() {
         let key = key_for(&Scheme::Slack, 1);
-        for bad in [
-            "",
-            "+5",
-            "-5",
-            "5.0",
-            "5 ",
-            "1e3",
-            "abc",
-            "99999999999999999999",
+        let not_digits = "timestamp is not Unix seconds in decimal digits";
+        for (bad, reason) in [
+            ("", not_digits),
+            ("+5", not_digits),
+            ("-5", not_digits),
+            ("5.0", not_digits),
+            ("5 ", not_digits),
+            ("1e3", not_digits),
+            ("abc", not_digits),
+            ("99999999999999999999", "timestamp is too large"),
         ] {
             let mut headers = signed_headers(&Scheme::Slack, &key, b"{}", 5);
             headers.insert(SLACK_TIMESTAMP, HeaderValue::from_str(bad).unwrap());
-            assert_malformed(
+            // The reason is what the operator reads in the log, so it must say what is
+            // wrong with this very value.
+            assert_eq!(
                 check(&Scheme::Slack, &key, &headers, b"{}", 5),
-                &SLACK_TIMESTAMP,
+                Err(malformed(&SLACK_TIMESTAMP, reason)),
+                "{bad:?}"
             );
         }
     }
@@ -1462,7 +1466,7 @@ mod tests {
         let key = key_for(&Scheme::StandardWebhooks, 1);
         let many =
             vec!["v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc="; MAX_SIGNATURES + 1].join(" ");
-        assert_malformed(
+        assert_eq!(
             check(
                 &Scheme::StandardWebhooks,
                 &key,
@@ -1470,8 +1474,31 @@ mod tests {
                 b"{}",
                 ts,
             ),
-            &WEBHOOK_SIGNATURE,
+            Err(malformed(&WEBHOOK_SIGNATURE, "too many signatures"))
         );
+    }
+
+    #[test]
+    fn as_many_signatures_as_allowed_are_all_checked() {
+        let ts = 1_614_265_330;
+        let key = key_from_secret(
+            &Scheme::StandardWebhooks,
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .unwrap();
+        // The one that matches comes last, so every entry up to the limit is compared.
+        let valid = standard_signature(ts);
+        let mut entries =
+            vec!["v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc="; MAX_SIGNATURES - 1];
+        entries.push(&valid);
+        let verified = check(
+            &Scheme::StandardWebhooks,
+            &key,
+            &standard_headers(&entries.join(" "), ts),
+            br#"{"test": 2432232314}"#,
+            ts,
+        );
+        assert_eq!(verified.map(|v| v.key_index), Ok(0));
     }
 
     // ---- Stripe specifics --------------------------------------------------------------
@@ -1852,22 +1879,31 @@ mod tests {
 
         for encoding in [Encoding::Hex, Encoding::Base64] {
             assert_eq!(encoding.name().parse::<Encoding>(), Ok(encoding));
+            assert_eq!(encoding.to_string(), encoding.name());
         }
         assert!("base32".parse::<Encoding>().is_err());
     }
 
     #[test]
     fn scheme_properties() {
+        // Name, signed timestamp, cannot send custom headers, delivery id in the body.
         let table = [
-            (Scheme::StandardWebhooks, "standard-webhooks", true, false),
-            (Scheme::Stripe, "stripe", true, true),
-            (Scheme::Github, "github", false, true),
-            (Scheme::Slack, "slack", true, true),
-            (generic_hex(), "hmac-sha256", false, false),
+            (
+                Scheme::StandardWebhooks,
+                "standard-webhooks",
+                true,
+                false,
+                false,
+            ),
+            (Scheme::Stripe, "stripe", true, true, true),
+            (Scheme::Github, "github", false, true, false),
+            (Scheme::Slack, "slack", true, true, true),
+            (generic_hex(), "hmac-sha256", false, false, false),
         ];
-        for (scheme, name, has_timestamp, cannot_send_custom_headers) in table {
+        for (scheme, name, has_timestamp, cannot_send_custom_headers, reads_body) in table {
             assert_eq!(scheme.name(), name);
             assert_eq!(scheme.kind().has_timestamp(), has_timestamp, "{name}");
+            assert_eq!(scheme.kind().reads_body(), reads_body, "{name}");
             assert_eq!(
                 scheme.kind().cannot_send_custom_headers(),
                 cannot_send_custom_headers,

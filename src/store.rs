@@ -1445,4 +1445,134 @@ mod tests {
         assert_eq!(jobs[0].event, event.id);
         assert_eq!(jobs[0].location.seq, 1, "the first copy runs");
     }
+
+    /// An event of the source `hook` carrying the sender's delivery id `delivery`,
+    /// remembered until `until` (Unix seconds).
+    fn delivered(id: &str, delivery: &str, until: u64) -> Event {
+        Event {
+            id: id.into(),
+            session: "s".into(),
+            source: "hook".into(),
+            agent: "bot".into(),
+            project: "/".into(),
+            at: session::now(),
+            body: "{}".into(),
+            delivery: Some(delivery.into()),
+            dedup_until: Some(until),
+        }
+    }
+
+    /// Ingests `events` as one batch and returns the answers, in order.
+    fn ingest(writer: &mut Writer, events: Vec<Event>) -> Vec<Ingested> {
+        let (batch, mut answers): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .map(|event| {
+                let (reply, answer) = oneshot::channel();
+                (Command::Ingest(Box::new(event), reply), answer)
+            })
+            .unzip();
+        writer.process(batch);
+        answers
+            .iter_mut()
+            .map(|answer| answer.try_recv().unwrap().unwrap())
+            .collect()
+    }
+
+    fn deliveries_lines(home: &Home) -> usize {
+        fs::read(home.deliveries())
+            .unwrap()
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .count()
+    }
+
+    #[test]
+    fn a_delivery_only_the_queue_holds_is_a_duplicate_after_a_restart() {
+        let (_dir, home) = empty_home();
+        let later = session::unix_now() + 3600;
+        // What a crash right after the queue write leaves: the record is on disk, the
+        // line of the deliveries file is not.
+        let mut records = Vec::new();
+        for (id, delivery) in [("01FIRST", "d-1"), ("01OTHER", "d-2")] {
+            encode_json(
+                &mut records,
+                &RecordRef::Accepted(&delivered(id, delivery, later)),
+            );
+        }
+        fs::write(segment_path(&home.queue(), 1), &records).unwrap();
+        let (mut writer, _) = Writer::recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
+        assert_eq!(
+            ingest(
+                &mut writer,
+                vec![
+                    delivered("01RETRY", "d-1", later),
+                    delivered("01NEW", "d-3", later)
+                ]
+            ),
+            [
+                Ingested::Duplicate {
+                    session: "s".into(),
+                    event: "01FIRST".into()
+                },
+                Ingested::Accepted
+            ]
+        );
+    }
+
+    #[test]
+    fn a_delivery_id_is_forgotten_once_its_time_is_up() {
+        let (_dir, home) = empty_home();
+        let (mut writer, _) = Writer::recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
+        let past = session::unix_now() - 1;
+        assert_eq!(
+            ingest(&mut writer, vec![delivered("01FIRST", "d-1", past)]),
+            [Ingested::Accepted]
+        );
+        // A retry after the window is a new delivery, and a retry of it within its own
+        // window is its duplicate.
+        let later = session::unix_now() + 3600;
+        assert_eq!(
+            ingest(
+                &mut writer,
+                vec![
+                    delivered("01AGAIN", "d-1", later),
+                    delivered("01RETRY", "d-1", later)
+                ]
+            ),
+            [
+                Ingested::Accepted,
+                Ingested::Duplicate {
+                    session: "s".into(),
+                    event: "01AGAIN".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn expired_delivery_ids_do_not_pile_up_in_the_deliveries_file() {
+        let (_dir, home) = empty_home();
+        let (mut writer, _) = Writer::recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
+        // Each batch claims the same ids again once they expire, one line each; the
+        // file is rewritten once most of it is expired (10,000 lines and more).
+        let past = session::unix_now() - 1;
+        let mut written = 0;
+        for batch in 0..12 {
+            let events = (0..MAX_BATCH)
+                .map(|n| delivered(&format!("01E{batch}-{n}"), &format!("d-{n}"), past))
+                .collect();
+            assert!(
+                ingest(&mut writer, events)
+                    .iter()
+                    .all(|answer| *answer == Ingested::Accepted)
+            );
+            written += MAX_BATCH;
+        }
+        assert!(written > 2 * MAX_BATCH + 10_000);
+        assert_eq!(
+            deliveries_lines(&home),
+            0,
+            "every id in the file had expired"
+        );
+    }
 }
