@@ -7,11 +7,13 @@
 use crate::secret::Secret;
 use crate::signature::{self, Encoding, GenericHmac, Scheme, SchemeKind};
 use crate::template::Template;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::io::Read;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,12 @@ pub const DEFAULT_DEDUP_HOURS: u64 = 72;
 const MAX_DEDUP_HOURS: u64 = 10 * 365 * 24;
 /// The `target` that makes a fresh session per event.
 pub const NEW_SESSION: &str = "new_session";
+/// The PATH lowkey and its agents get under the shipped units. The units set none, so
+/// it is systemd's built-in default for services (this is Debian 12's, which
+/// `systemd-path search-binaries-default` prints). A per-user unit gets the user
+/// manager's PATH, which systemd sets to the same default unless `environment.d` or
+/// `systemctl --user set-environment` changes it.
+pub const UNITS_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 const TOP_KEYS: &[&str] = &[
     "apiKey",
@@ -53,6 +61,11 @@ const SOURCE_KEYS: &[&str] = &[
     "signatureEncoding",
     "signaturePrefix",
 ];
+const RATE_LIMIT_KEYS: &[&str] = &["perSecond", "burst"];
+/// Marks of a value copied from an example instead of filled in, compared after
+/// folding case and dropping `_` and `-`: the shipped example config's secrets say
+/// `replace_me`, and the README's key is `lk_…`.
+const PLACEHOLDER_MARKS: &[&str] = &["replaceme", "changeme", "…"];
 
 /// A validated config. Everything in it has been checked; the server never re-validates.
 #[derive(Debug)]
@@ -177,7 +190,7 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
-    #[error("{} is not a valid config:\n{}", path.display(), list(problems))]
+    #[error("{} is not a valid config: {}", path.display(), errors(problems))]
     Invalid {
         path: PathBuf,
         /// Errors and warnings together, in file order.
@@ -185,12 +198,24 @@ pub enum ConfigError {
     },
 }
 
-fn list(problems: &[Problem]) -> String {
-    problems
+/// The errors among `problems` on one line, for a log line or a status: numbered when
+/// there are several, since their messages hold `;` and `,` themselves.
+fn errors(problems: &[Problem]) -> String {
+    let errors: Vec<&Problem> = problems
         .iter()
-        .map(|p| format!("  {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .filter(|p| p.severity == Severity::Error)
+        .collect();
+    match errors.as_slice() {
+        [one] => format!("{}: {}", one.key, one.message),
+        _ => {
+            let each: Vec<String> = errors
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("({}) {}: {}", i + 1, p.key, p.message))
+                .collect();
+            format!("{} errors: {}", errors.len(), each.join(" "))
+        }
+    }
 }
 
 impl Config {
@@ -234,34 +259,46 @@ fn home_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(path, &text)
+/// Where agent commands are looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// On lowkey's own PATH, which its agents inherit: what `serve` runs them with.
+    Own,
+    /// On [`UNITS_PATH`], as the service will: for `lowkey check`, whose PATH is the
+    /// shell's. A command found only on the shell's PATH is a warning naming its
+    /// absolute path.
+    Units,
 }
 
-pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
-    let root: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+pub fn load(path: &Path, lookup: Lookup) -> Result<Loaded, ConfigError> {
+    let read_error = |source| ConfigError::Read {
         path: path.to_owned(),
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
-    })?;
-    let mut v = Validator::default();
-    let config = v.config(&root);
-    let has_error = v.problems.iter().any(|p| p.severity == Severity::Error);
-    match config {
-        Some(config) if !has_error => Ok(Loaded {
-            config,
-            warnings: v.problems,
-        }),
-        _ => Err(ConfigError::Invalid {
-            path: path.to_owned(),
-            problems: v.problems,
-        }),
-    }
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let mode = file.metadata().map_err(read_error)?.permissions().mode();
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(read_error)?;
+    let mut v = Validator::new(lookup);
+    v.file_mode = Some((path.to_owned(), mode));
+    v.parse(path, &text)
+}
+
+/// serde_json's message without the position it appends (the error names it already),
+/// and with the fix for the mistakes people make writing JSON by hand.
+fn syntax_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = text.strip_suffix(&suffix).unwrap_or(&text);
+    let hint = match message {
+        "trailing comma" => "; JSON allows no comma after the last item: remove it",
+        "key must be a string" => "; JSON keys are in double quotes, like \"apiKey\"",
+        m if m.starts_with("EOF while parsing") => {
+            "; the file ends too early: a closing } or ] or a quote is missing"
+        }
+        _ => "",
+    };
+    format!("{message}{hint}")
 }
 
 /// Source names and session ids become file names, so they are kept to a safe alphabet:
@@ -306,17 +343,15 @@ pub fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// An agent's keys, each of the type it needs.
 struct RawAgent {
     command: Vec<String>,
     timeout_sec: Option<u64>,
     max_concurrent: Option<u64>,
-    env: Option<BTreeMap<String, String>>,
+    env: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A source's keys, each of the type it needs; the secrets are read by `security`.
 struct RawSource {
     project: Option<String>,
     agent: Option<String>,
@@ -331,19 +366,64 @@ struct RawSource {
     signature_prefix: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawRateLimit {
     per_second: f64,
     burst: Option<f64>,
 }
 
-#[derive(Default)]
+/// What a search for an agent's program found.
+enum Found {
+    Runnable(PathBuf),
+    /// A file of that name, but not one this user may execute.
+    NotExecutable(PathBuf),
+    Nothing,
+}
+
 struct Validator {
     problems: Vec<Problem>,
+    /// Where agent commands are looked for, unless an agent sets its own `PATH`.
+    lookup: Lookup,
+    /// lowkey's own PATH.
+    own_path: OsString,
+    /// The config file and its mode, when it was read from disk.
+    file_mode: Option<(PathBuf, u32)>,
+    /// The first key whose secret is written in the config itself.
+    inline_secret: Option<String>,
 }
 
 impl Validator {
+    fn new(lookup: Lookup) -> Validator {
+        Validator {
+            problems: Vec::new(),
+            lookup,
+            own_path: std::env::var_os("PATH").unwrap_or_default(),
+            file_mode: None,
+            inline_secret: None,
+        }
+    }
+
+    /// Parses the config's text and validates it.
+    fn parse(mut self, path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+        let root: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: syntax_message(&e),
+        })?;
+        let config = self.config(&root);
+        let has_error = self.problems.iter().any(|p| p.severity == Severity::Error);
+        match config {
+            Some(config) if !has_error => Ok(Loaded {
+                config,
+                warnings: self.problems,
+            }),
+            _ => Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: self.problems,
+            }),
+        }
+    }
+
     fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             severity: Severity::Error,
@@ -360,20 +440,49 @@ impl Validator {
         });
     }
 
-    /// Deserializes one part of the config, reporting a type error under its full key.
-    fn typed<T: serde::de::DeserializeOwned>(&mut self, key: &str, value: &Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let key = if inner == "." {
-                    key.to_owned()
-                } else {
-                    format!("{key}.{inner}")
-                };
-                self.error(key, e.into_inner().to_string());
+    /// Reports a value of the wrong type: what the key needs, and what it got.
+    fn expected(&mut self, key: &str, needs: &str, got: &Value) {
+        self.error(key, format!("expected {needs}; got {}", describe(got)));
+    }
+
+    /// An optional string key: `Some(None)` when it is absent or null, `None` when it
+    /// is of another type (reported).
+    fn string(&mut self, key: &str, value: Option<&Value>, needs: &str) -> Option<Option<String>> {
+        match value {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => Some(Some(s.clone())),
+            Some(other) => {
+                self.expected(key, needs, other);
                 None
             }
+        }
+    }
+
+    /// An optional whole number, as [`Validator::string`].
+    fn whole(&mut self, key: &str, value: Option<&Value>, needs: &str) -> Option<Option<u64>> {
+        match value {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => match v.as_u64() {
+                Some(n) => Some(Some(n)),
+                None => {
+                    self.expected(key, needs, v);
+                    None
+                }
+            },
+        }
+    }
+
+    /// An optional number, as [`Validator::string`].
+    fn number(&mut self, key: &str, value: Option<&Value>, needs: &str) -> Option<Option<f64>> {
+        match value {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => match v.as_f64() {
+                Some(n) => Some(Some(n)),
+                None => {
+                    self.expected(key, needs, v);
+                    None
+                }
+            },
         }
     }
 
@@ -401,7 +510,7 @@ impl Validator {
 
     fn config(&mut self, root: &Value) -> Option<Config> {
         let Some(obj) = root.as_object() else {
-            self.error("(top level)", "the config must be a JSON object `{ ... }`");
+            self.expected("(top level)", "a JSON object `{ ... }`", root);
             return None;
         };
         for key in obj.keys().filter(|k| !TOP_KEYS.contains(&k.as_str())) {
@@ -437,15 +546,13 @@ impl Validator {
                 Some(name.clone())
             }
             Some(other) => {
-                self.error(
-                    "defaultAgent",
-                    format!("must be an agent name (a string), not {other}"),
-                );
+                self.expected("defaultAgent", "the name of an agent under `agents`", other);
                 None
             }
         };
         let sources = self.sources(obj.get("webhooks"), &declared, default_agent.as_deref());
         let trusted_proxies = self.trusted_proxies(obj.get("trustedProxies"));
+        self.config_file_mode();
 
         Some(Config {
             api_key: api_key?,
@@ -459,14 +566,36 @@ impl Validator {
         })
     }
 
+    /// A secret written in the config is only as private as the file.
+    fn config_file_mode(&mut self) {
+        let (Some((path, mode)), Some(key)) = (&self.file_mode, &self.inline_secret) else {
+            return;
+        };
+        if mode & 0o044 == 0 {
+            return;
+        }
+        let what = if key == "apiKey" {
+            "the API key"
+        } else {
+            "this signing secret"
+        };
+        let message = format!(
+            "{path} can be read by other users (mode {mode:04o}) and holds {what}; run chmod 600 {path}",
+            path = path.display(),
+            mode = mode & 0o7777,
+        );
+        self.warn(key.clone(), message);
+    }
+
     fn trusted_proxies(&mut self, value: Option<&Value>) -> Option<Vec<std::net::IpAddr>> {
         let Some(value) = value else {
             return Some(Vec::new());
         };
         let Some(items) = value.as_array() else {
-            self.error(
+            self.expected(
                 "trustedProxies",
-                "must be a list of IP addresses, e.g. [\"127.0.0.1\"]",
+                "a list of IP addresses, such as [\"127.0.0.1\"]",
+                value,
             );
             return None;
         };
@@ -475,7 +604,11 @@ impl Validator {
             match item.as_str().and_then(|s| s.parse().ok()) {
                 Some(ip) => ips.push(ip),
                 None => {
-                    self.error(format!("trustedProxies[{i}]"), format!("{item} is not an IP address; list the proxies' addresses, e.g. \"127.0.0.1\""));
+                    self.expected(
+                        &format!("trustedProxies[{i}]"),
+                        "a proxy's IP address, such as \"127.0.0.1\"",
+                        item,
+                    );
                     return None;
                 }
             }
@@ -492,6 +625,14 @@ impl Validator {
             return None;
         };
         let key = self.secret("apiKey", value)?;
+        if is_placeholder(key.expose()) {
+            // Anyone who has read the example could call every source.
+            self.error(
+                "apiKey",
+                "is the example's placeholder, which anyone can read; put a fresh key in its place, such as the output of `openssl rand -hex 32` (or move this config aside and run `lowkey init`, which writes one with a fresh key)",
+            );
+            return None;
+        }
         if key.expose().len() < 16 {
             self.warn(
                 "apiKey",
@@ -505,18 +646,37 @@ impl Validator {
     /// from systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`), so it need not sit in
     /// the JSON.
     fn secret(&mut self, key: &str, value: &Value) -> Option<Secret> {
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+        // The text, and the file's mode.
+        let read = |path: &Path| -> std::io::Result<(String, u32)> {
+            let mut file = std::fs::File::open(path)?;
+            let mode = file.metadata()?.permissions().mode();
+            let mut text = String::new();
+            file.read_to_string(&mut text)?;
+            Ok((text.trim_end_matches(['\n', '\r']).to_owned(), mode))
         };
         let text = match value {
-            Value::String(s) => s.clone(),
+            Value::String(s) => {
+                self.inline_secret.get_or_insert_with(|| key.to_owned());
+                s.clone()
+            }
             Value::Object(obj) if obj.len() == 1 && obj.contains_key("file") => {
                 let Some(file) = obj["file"].as_str() else {
-                    self.error(format!("{key}.file"), "must be a path string");
+                    self.expected(&format!("{key}.file"), "a path string", &obj["file"]);
                     return None;
                 };
                 match read(Path::new(file)) {
-                    Ok(s) => s,
+                    Ok((text, mode)) => {
+                        if mode & 0o044 != 0 {
+                            self.warn(
+                                format!("{key}.file"),
+                                format!(
+                                    "{file} can be read by other users (mode {:04o}); run chmod 600 {file}",
+                                    mode & 0o7777
+                                ),
+                            );
+                        }
+                        text
+                    }
                     Err(e) => {
                         self.error(format!("{key}.file"), format!("cannot read {file}: {e}"));
                         return None;
@@ -525,9 +685,10 @@ impl Validator {
             }
             Value::Object(obj) if obj.len() == 1 && obj.contains_key("credential") => {
                 let Some(name) = obj["credential"].as_str() else {
-                    self.error(
-                        format!("{key}.credential"),
-                        "must be a credential name string",
+                    self.expected(
+                        &format!("{key}.credential"),
+                        "a credential name (a string)",
+                        &obj["credential"],
                     );
                     return None;
                 };
@@ -538,8 +699,9 @@ impl Validator {
                     );
                     return None;
                 };
+                // systemd keeps credentials private to the service.
                 match read(&Path::new(&dir).join(name)) {
-                    Ok(s) => s,
+                    Ok((text, _)) => text,
                     Err(e) => {
                         self.error(
                             format!("{key}.credential"),
@@ -549,10 +711,11 @@ impl Validator {
                     }
                 }
             }
-            _ => {
+            // Not quoted back: it may be the secret itself.
+            other => {
                 self.error(
                     key,
-                    "must be a string, {\"file\": \"/path\"} or {\"credential\": \"name\"}",
+                    format!("expected a string, {{\"file\": \"/path\"}} or {{\"credential\": \"name\"}}; got {}", kind(other)),
                 );
                 return None;
             }
@@ -569,9 +732,10 @@ impl Validator {
             None => DEFAULT_LISTEN,
             Some(Value::String(s)) => s.as_str(),
             Some(other) => {
-                self.error(
+                self.expected(
                     "listen",
-                    format!("must be a string such as \"{DEFAULT_LISTEN}\", not {other}"),
+                    &format!("an IP address with a port, such as \"{DEFAULT_LISTEN}\""),
+                    other,
                 );
                 return None;
             }
@@ -595,7 +759,11 @@ impl Validator {
                 match v.as_u64() {
                     Some(n) if n > 0 && n <= 64 * 1024 * 1024 => Some(n as usize),
                     _ => {
-                        self.error("maxBodyBytes", format!("must be a whole number of bytes from 1 to 67108864 (64 MiB), not {v}"));
+                        self.expected(
+                            "maxBodyBytes",
+                            "a whole number of bytes from 1 to 67108864 (64 MiB), such as 1048576",
+                            v,
+                        );
                         None
                     }
                 }
@@ -609,7 +777,11 @@ impl Validator {
             Some(v) => match v.as_u64() {
                 Some(n) if n > 0 => Some(Some(Duration::from_secs(n))),
                 _ => {
-                    self.error("idleExitSec", format!("must be a whole number of seconds above 0, not {v}; leave it out to never exit"));
+                    self.expected(
+                        "idleExitSec",
+                        "a whole number of seconds above 0, such as 900 (or no idleExitSec, to never exit)",
+                        v,
+                    );
                     None
                 }
             },
@@ -622,9 +794,10 @@ impl Validator {
             return agents;
         };
         let Some(obj) = value.as_object() else {
-            self.error(
+            self.expected(
                 "agents",
-                "must be an object of agent name → { \"command\": [...] }",
+                "an object of agent name → { \"command\": [...] }",
+                value,
             );
             return agents;
         };
@@ -634,22 +807,15 @@ impl Validator {
                 self.error(&key, "not a valid agent name; use letters, digits, '-', '_' and '.' (not first), up to 64 characters");
             }
             let Some(fields) = value.as_object() else {
-                self.error(
+                self.expected(
                     &key,
-                    "must be an object like { \"command\": [\"claude\", \"-p\"] }",
+                    "an object such as { \"command\": [\"claude\", \"-p\"] }",
+                    value,
                 );
                 continue;
             };
-            self.unknown_keys(&key, fields, AGENT_KEYS);
-            if !fields.contains_key("command") {
-                self.error(
-                    format!("{key}.command"),
-                    "missing; give the agent's argv, e.g. [\"claude\", \"-p\"]",
-                );
-                continue;
-            }
-            // Unknown keys were reported above; deserializing ignores them.
-            let Some(raw) = self.typed::<RawAgent>(&key, value) else {
+            let suggested = self.unknown_keys(&key, fields, AGENT_KEYS);
+            let Some(raw) = self.raw_agent(&key, fields, &suggested) else {
                 continue;
             };
             if let Some(agent) = self.agent(&key, name, raw) {
@@ -657,6 +823,118 @@ impl Validator {
             }
         }
         agents
+    }
+
+    /// Reads an agent's keys, reporting every one of the wrong type.
+    fn raw_agent(
+        &mut self,
+        key: &str,
+        fields: &Map<String, Value>,
+        suggested: &[String],
+    ) -> Option<RawAgent> {
+        let command = self.command(&format!("{key}.command"), fields.get("command"), suggested);
+        let timeout_sec = self.whole(
+            &format!("{key}.timeoutSec"),
+            fields.get("timeoutSec"),
+            "a whole number of seconds, such as 1800",
+        );
+        let max_concurrent = self.whole(
+            &format!("{key}.maxConcurrent"),
+            fields.get("maxConcurrent"),
+            "a whole number of runs at once, such as 2",
+        );
+        let env = self.env(&format!("{key}.env"), fields.get("env"));
+        Some(RawAgent {
+            command: command?,
+            timeout_sec: timeout_sec?,
+            max_concurrent: max_concurrent?,
+            env: env?,
+        })
+    }
+
+    fn command(
+        &mut self,
+        key: &str,
+        value: Option<&Value>,
+        suggested: &[String],
+    ) -> Option<Vec<String>> {
+        const NEEDS: &str = "the agent's argv, a list of strings such as [\"claude\", \"-p\"]";
+        match value {
+            None | Some(Value::Null) => {
+                // A misspelt `command` was reported with its suggestion.
+                if !suggested.iter().any(|s| s == "command") {
+                    self.error(key, "missing; give the agent's argv, e.g. [\"claude\", \"-p\"]");
+                }
+                None
+            }
+            Some(Value::Array(items)) => {
+                let mut argv = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(arg) => argv.push(arg.clone()),
+                        other => self.expected(
+                            &format!("{key}[{i}]"),
+                            "a string (each argument is one string)",
+                            other,
+                        ),
+                    }
+                }
+                (argv.len() == items.len()).then_some(argv)
+            }
+            // A command line written as one string: lowkey runs no shell to split it.
+            Some(Value::String(line)) => {
+                let argv: Vec<String> = line
+                    .split_whitespace()
+                    .map(|arg| Value::from(arg).to_string())
+                    .collect();
+                self.error(
+                    key,
+                    format!(
+                        "expected {NEEDS}; got {}: no shell splits it, so write [{}]",
+                        describe(&Value::String(line.clone())),
+                        argv.join(", ")
+                    ),
+                );
+                None
+            }
+            Some(other) => {
+                self.expected(key, NEEDS, other);
+                None
+            }
+        }
+    }
+
+    /// An agent's extra environment. Values are not quoted back: they may be tokens.
+    fn env(&mut self, key: &str, value: Option<&Value>) -> Option<BTreeMap<String, String>> {
+        let vars = match value {
+            None | Some(Value::Null) => return Some(BTreeMap::new()),
+            Some(Value::Object(vars)) => vars,
+            Some(other) => {
+                self.expected(
+                    key,
+                    "an object of variable name → value, such as {\"LEVEL\": \"warn\"}",
+                    other,
+                );
+                return None;
+            }
+        };
+        let mut env = BTreeMap::new();
+        for (name, value) in vars {
+            match value {
+                Value::String(text) => {
+                    env.insert(name.clone(), text.clone());
+                }
+                Value::Number(_) | Value::Bool(_) => self.error(
+                    format!("{key}.{name}"),
+                    format!("expected a string; got {}: put the value in double quotes", kind(value)),
+                ),
+                other => self.error(
+                    format!("{key}.{name}"),
+                    format!("expected a string; got {}", kind(other)),
+                ),
+            }
+        }
+        (env.len() == vars.len()).then_some(env)
     }
 
     fn agent(&mut self, key: &str, name: &str, raw: RawAgent) -> Option<Agent> {
@@ -676,14 +954,7 @@ impl Validator {
                 );
                 ok = false;
             }
-            Some(program) if !program_exists(program) => {
-                // A warning only: PATH under systemd may differ from the shell's.
-                self.warn(
-                    format!("{key}.command"),
-                    format!("\"{program}\" is not found (PATH or file); runs will fail until it is installed"),
-                );
-            }
-            Some(_) => {}
+            Some(program) => self.program(key, program, &raw.env),
         }
         let timeout = raw.timeout_sec.unwrap_or(DEFAULT_TIMEOUT_SEC);
         if timeout == 0 {
@@ -695,7 +966,7 @@ impl Validator {
             self.error(format!("{key}.maxConcurrent"), "must be at least 1");
             ok = false;
         }
-        let env = raw.env.unwrap_or_default();
+        let env = raw.env;
         for var in env.keys() {
             if var.is_empty() || var.contains(['=', '\0']) {
                 self.error(
@@ -718,6 +989,60 @@ impl Validator {
             max_concurrent: max_concurrent as usize,
             env,
         })
+    }
+
+    /// Warns when an agent's program will not start where lowkey runs it. Only a
+    /// warning: the same file is right for `lowkey serve` in a shell, or under a unit
+    /// whose drop-in sets `Environment=PATH=`, which `lowkey check` cannot see; and
+    /// every other source keeps working meanwhile.
+    fn program(&mut self, key: &str, program: &str, env: &BTreeMap<String, String>) {
+        let (path, on) = match env.get("PATH") {
+            Some(path) => (OsString::from(path), format!("{key}.env.PATH ({path})")),
+            None if self.lookup == Lookup::Units => (
+                OsString::from(UNITS_PATH),
+                format!("the PATH systemd gives lowkey's units ({UNITS_PATH})"),
+            ),
+            None => (
+                self.own_path.clone(),
+                format!("lowkey's PATH ({})", self.own_path.to_string_lossy()),
+            ),
+        };
+        let key = format!("{key}.command");
+        match find_program(program, &path) {
+            Found::Runnable(_) => {}
+            Found::NotExecutable(file) => self.warn(
+                key,
+                format!(
+                    "{f} is not executable, so runs will fail; run chmod +x {f}",
+                    f = file.display()
+                ),
+            ),
+            Found::Nothing if program.contains('/') => self.warn(
+                key,
+                format!("\"{program}\" does not exist, so runs will fail until it is installed there"),
+            ),
+            Found::Nothing => {
+                let own = match self.lookup {
+                    Lookup::Units => "your PATH",
+                    Lookup::Own => "lowkey's own PATH",
+                };
+                let elsewhere = match find_program(program, &self.own_path) {
+                    Found::Runnable(file) if path != self.own_path => Some(file),
+                    _ => None,
+                };
+                let message = match elsewhere {
+                    Some(file) => format!(
+                        "\"{program}\" is not on {on}, so runs will fail; {own} has it at {}: use {}",
+                        file.display(),
+                        Value::from(file.to_string_lossy())
+                    ),
+                    None => format!(
+                        "\"{program}\" is not on {on}, so runs will fail; install it there, or give its absolute path"
+                    ),
+                };
+                self.warn(key, message);
+            }
+        }
     }
 
     /// How long a source's delivery ids are remembered.
@@ -761,6 +1086,100 @@ impl Validator {
         })
     }
 
+    /// Reads a source's keys but the secrets, reporting every one of the wrong type.
+    fn raw_source(&mut self, key: &str, fields: &Map<String, Value>) -> Option<RawSource> {
+        let text = |v: &mut Self, name: &str, needs: &str| {
+            v.string(&format!("{key}.{name}"), fields.get(name), needs)
+        };
+        let project = text(
+            self,
+            "project",
+            "the project directory, such as \"/home/you/project\"",
+        );
+        let agent = text(self, "agent", "the name of an agent under `agents`");
+        let target = text(
+            self,
+            "target",
+            "\"new_session\", a session id, or a template such as \"gh-pr-{{pull_request.number}}\"",
+        );
+        let auth = text(self, "auth", "\"key\" or \"signature\"");
+        let verify = text(
+            self,
+            "verify",
+            &format!("a signature scheme: {}", scheme_names()),
+        );
+        let signature_header = text(
+            self,
+            "signatureHeader",
+            "a header name, such as \"X-Signature\"",
+        );
+        let signature_encoding = text(self, "signatureEncoding", "\"hex\" or \"base64\"");
+        let signature_prefix = text(
+            self,
+            "signaturePrefix",
+            "the text before the signature, such as \"sha256=\"",
+        );
+        let tolerance_sec = self.whole(
+            &format!("{key}.toleranceSec"),
+            fields.get("toleranceSec"),
+            "a whole number of seconds, such as 300",
+        );
+        let dedup_hours = self.whole(
+            &format!("{key}.dedupHours"),
+            fields.get("dedupHours"),
+            "a whole number of hours, such as 72",
+        );
+        let rate_limit = self.raw_rate_limit(&format!("{key}.rateLimit"), fields.get("rateLimit"));
+        Some(RawSource {
+            project: project?,
+            agent: agent?,
+            target: target?,
+            auth: auth?,
+            verify: verify?,
+            tolerance_sec: tolerance_sec?,
+            dedup_hours: dedup_hours?,
+            rate_limit: rate_limit?,
+            signature_header: signature_header?,
+            signature_encoding: signature_encoding?,
+            signature_prefix: signature_prefix?,
+        })
+    }
+
+    fn raw_rate_limit(&mut self, key: &str, value: Option<&Value>) -> Option<Option<RawRateLimit>> {
+        let fields = match value {
+            None | Some(Value::Null) => return Some(None),
+            Some(Value::Object(fields)) => fields,
+            Some(other) => {
+                self.expected(key, "an object such as {\"perSecond\": 5, \"burst\": 10}", other);
+                return None;
+            }
+        };
+        let suggested = self.unknown_keys(key, fields, RATE_LIMIT_KEYS);
+        let per_second = self.number(
+            &format!("{key}.perSecond"),
+            fields.get("perSecond"),
+            "a number of webhooks a second, such as 5",
+        );
+        let burst = self.number(
+            &format!("{key}.burst"),
+            fields.get("burst"),
+            "a number of webhooks, such as 10",
+        );
+        let Some(per_second) = per_second? else {
+            if !suggested.iter().any(|s| s == "perSecond") {
+                self.error(
+                    format!("{key}.perSecond"),
+                    "missing; give the rate, e.g. 5 for five webhooks a second",
+                );
+            }
+            return None;
+        };
+        Some(Some(RawRateLimit {
+            per_second,
+            burst: burst?,
+        }))
+    }
+
     fn sources(
         &mut self,
         value: Option<&Value>,
@@ -772,9 +1191,10 @@ impl Validator {
             return sources;
         };
         let Some(obj) = value.as_object() else {
-            self.error(
+            self.expected(
                 "webhooks",
-                "must be an object of source name → { \"project\": ... }",
+                "an object of source name → { \"project\": ... }",
+                value,
             );
             return sources;
         };
@@ -786,16 +1206,15 @@ impl Validator {
                 ok = false;
             }
             let Some(fields) = value.as_object() else {
-                self.error(
+                self.expected(
                     &key,
-                    "must be an object like { \"project\": \"/home/you/project\" }",
+                    "an object such as { \"project\": \"/home/you/project\" }",
+                    value,
                 );
                 continue;
             };
             let suggested = self.unknown_keys(&key, fields, SOURCE_KEYS);
-            // Unknown keys were reported above, and the secrets are read by
-            // `security`; deserializing ignores both.
-            let Some(raw) = self.typed::<RawSource>(&key, value) else {
+            let Some(raw) = self.raw_source(&key, fields) else {
                 continue;
             };
             let project = match raw.project.as_deref() {
@@ -930,10 +1349,17 @@ impl Validator {
                 .enumerate()
                 .map(|(i, item)| (format!("{key}.secrets[{i}]"), item))
                 .collect(),
-            (None, Some(_)) => {
+            // Not quoted back: it may hold a secret.
+            (None, Some(other)) => {
                 self.error(
                     format!("{key}.secrets"),
-                    "must be a non-empty list of secrets",
+                    format!(
+                        "expected a non-empty list of secrets, such as [\"new\", \"old\"]; got {}",
+                        match other {
+                            Value::Array(_) => "an empty list",
+                            other => kind(other),
+                        }
+                    ),
                 );
                 ok = false;
                 Vec::new()
@@ -1037,6 +1463,17 @@ impl Validator {
         }
         let mut keys = Vec::new();
         for (k, secret) in &secrets {
+            // Its key would verify nothing but forgeries, so it is left out.
+            if is_placeholder(secret.expose()) {
+                if auth == Auth::Signature {
+                    // The signature is this source's only guard, and the example is public.
+                    self.error(k.as_str(), format!("is the example's placeholder, and \"{name}\" takes the signature alone, so anyone who has read the example could send it webhooks; put the signing secret the sender gave you in its place"));
+                    ok = false;
+                } else {
+                    self.warn(k.as_str(), format!("is the example's placeholder, so every signed delivery to \"{name}\" will get 401; put the signing secret the sender gave you in its place"));
+                }
+                continue;
+            }
             match signature::key_from_secret(&scheme, secret.expose()) {
                 Ok(bytes) => keys.push(bytes),
                 Err(e) => {
@@ -1123,12 +1560,65 @@ fn scheme_names() -> String {
         .join(", ")
 }
 
-fn program_exists(program: &str) -> bool {
-    if program.contains('/') {
-        return Path::new(program).is_file();
+/// Looks `program` up as execvp(3) does: a name with a `/` is taken as it is, any
+/// other name is looked for in each directory of `path` in turn, and the first file this
+/// user may execute is the one that runs.
+fn find_program(program: &str, path: &OsStr) -> Found {
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        std::env::split_paths(path)
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map(|dir| dir.join(program))
+            .collect()
+    };
+    let mut not_executable = None;
+    for file in candidates.into_iter().filter(|f| f.is_file()) {
+        if nix::unistd::access(&file, nix::unistd::AccessFlags::X_OK).is_ok() {
+            return Found::Runnable(file);
+        }
+        not_executable.get_or_insert(file);
     }
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    not_executable.map_or(Found::Nothing, Found::NotExecutable)
+}
+
+/// What a JSON value is, for "got ..." in a message.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A value as a message quotes it back: its kind, and its text when it is a scalar
+/// (cut short). Never used for secrets.
+fn describe(value: &Value) -> String {
+    const LONGEST: usize = 40;
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(text) if text.chars().count() > LONGEST => {
+            let cut: String = text.chars().take(LONGEST).collect();
+            format!("the string {}…", Value::String(cut))
+        }
+        Value::String(text) => format!("the string {}", Value::String(text.clone())),
+        other => kind(other).to_owned(),
+    }
+}
+
+/// True for a value copied from an example and never filled in.
+fn is_placeholder(text: &str) -> bool {
+    let folded: String = text
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    PLACEHOLDER_MARKS.iter().any(|mark| folded.contains(mark))
 }
 
 #[cfg(test)]
