@@ -389,7 +389,7 @@ fn a_failed_reload_is_logged_on_one_line_naming_every_error() {
     let line = daemon.wait_log("reload failed", |l| l.contains("config reload failed"));
     assert!(
         line.contains(&format!(
-            "config reload failed; the old config stays in force: {} is not a valid config: 2 errors: (1) agents.bot.timeoutSec: expected a whole number of seconds, such as 1800; got the string \"sixty\" (2) webhooks.hook.agent: agent \"bto\" is not defined under `agents`; did you mean \"bot\"?",
+            "config reload failed; the old config stays in force: {} is not a valid config: 2 errors: (1) error: agents.bot.timeoutSec: expected a whole number of seconds, such as 1800; got the string \"sixty\" (2) error: webhooks.hook.agent: agent \"bto\" is not defined under `agents`; did you mean \"bot\"?",
             home.config_path().display()
         )),
         "{line}"
