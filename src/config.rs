@@ -453,39 +453,19 @@ impl Validator {
         self.error(key, format!("expected {needs}; got {}", describe(got)));
     }
 
-    /// An optional string key: `Some(None)` when it is absent or null, `None` when it
-    /// is of another type (reported).
-    fn string(&mut self, key: &str, value: Option<&Value>, needs: &str) -> Option<Option<String>> {
+    /// An optional key, read with `get` (such as `Value::as_u64`): `Some(None)` when it
+    /// is absent or null, `None` when `get` refuses it (reported).
+    fn optional<T>(
+        &mut self,
+        key: &str,
+        value: Option<&Value>,
+        needs: &str,
+        get: impl Fn(&Value) -> Option<T>,
+    ) -> Option<Option<T>> {
         match value {
             None | Some(Value::Null) => Some(None),
-            Some(Value::String(s)) => Some(Some(s.clone())),
-            Some(other) => {
-                self.expected(key, needs, other);
-                None
-            }
-        }
-    }
-
-    /// An optional whole number, as [`Validator::string`].
-    fn whole(&mut self, key: &str, value: Option<&Value>, needs: &str) -> Option<Option<u64>> {
-        match value {
-            None | Some(Value::Null) => Some(None),
-            Some(v) => match v.as_u64() {
-                Some(n) => Some(Some(n)),
-                None => {
-                    self.expected(key, needs, v);
-                    None
-                }
-            },
-        }
-    }
-
-    /// An optional number, as [`Validator::string`].
-    fn number(&mut self, key: &str, value: Option<&Value>, needs: &str) -> Option<Option<f64>> {
-        match value {
-            None | Some(Value::Null) => Some(None),
-            Some(v) => match v.as_f64() {
-                Some(n) => Some(Some(n)),
+            Some(v) => match get(v) {
+                Some(t) => Some(Some(t)),
                 None => {
                     self.expected(key, needs, v);
                     None
@@ -839,15 +819,17 @@ impl Validator {
         suggested: &[String],
     ) -> Option<RawAgent> {
         let command = self.command(&format!("{key}.command"), fields.get("command"), suggested);
-        let timeout_sec = self.whole(
+        let timeout_sec = self.optional(
             &format!("{key}.timeoutSec"),
             fields.get("timeoutSec"),
             "a whole number of seconds, such as 1800",
+            Value::as_u64,
         );
-        let max_concurrent = self.whole(
+        let max_concurrent = self.optional(
             &format!("{key}.maxConcurrent"),
             fields.get("maxConcurrent"),
             "a whole number of runs at once, such as 2",
+            Value::as_u64,
         );
         let env = self.env(&format!("{key}.env"), fields.get("env"));
         Some(RawAgent {
@@ -1103,7 +1085,9 @@ impl Validator {
     /// Reads a source's keys but the secrets, reporting every one of the wrong type.
     fn raw_source(&mut self, key: &str, fields: &Map<String, Value>) -> Option<RawSource> {
         let text = |v: &mut Self, name: &str, needs: &str| {
-            v.string(&format!("{key}.{name}"), fields.get(name), needs)
+            v.optional(&format!("{key}.{name}"), fields.get(name), needs, |v| {
+                v.as_str().map(str::to_owned)
+            })
         };
         let project = text(
             self,
@@ -1133,15 +1117,17 @@ impl Validator {
             "signaturePrefix",
             "the text before the signature, such as \"sha256=\"",
         );
-        let tolerance_sec = self.whole(
+        let tolerance_sec = self.optional(
             &format!("{key}.toleranceSec"),
             fields.get("toleranceSec"),
             "a whole number of seconds, such as 300",
+            Value::as_u64,
         );
-        let dedup_hours = self.whole(
+        let dedup_hours = self.optional(
             &format!("{key}.dedupHours"),
             fields.get("dedupHours"),
             "a whole number of hours, such as 72",
+            Value::as_u64,
         );
         let rate_limit = self.raw_rate_limit(&format!("{key}.rateLimit"), fields.get("rateLimit"));
         Some(RawSource {
@@ -1173,15 +1159,17 @@ impl Validator {
             }
         };
         let suggested = self.unknown_keys(key, fields, RATE_LIMIT_KEYS);
-        let per_second = self.number(
+        let per_second = self.optional(
             &format!("{key}.perSecond"),
             fields.get("perSecond"),
             "a number of webhooks a second, such as 5",
+            Value::as_f64,
         );
-        let burst = self.number(
+        let burst = self.optional(
             &format!("{key}.burst"),
             fields.get("burst"),
             "a number of webhooks, such as 10",
+            Value::as_f64,
         );
         let Some(per_second) = per_second? else {
             if !suggested.iter().any(|s| s == "perSecond") {
