@@ -1,6 +1,6 @@
 //! The command line: argument parsing, and each subcommand mapped to an exit code.
 
-use crate::config::{self, ConfigError, Severity};
+use crate::config::{self, ConfigError, Lookup, Severity};
 use crate::daemon::{self, DaemonError};
 use crate::init::{self, InitError};
 use crate::log;
@@ -213,7 +213,8 @@ fn init_command(home: &Home, config_path: &std::path::Path) -> u8 {
 }
 
 fn check(config_path: &std::path::Path) -> u8 {
-    match config::load(config_path) {
+    // Agents are looked for as the service will look for them, not on the shell's PATH.
+    match config::load(config_path, Lookup::Units) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 println!("{w}");
@@ -269,7 +270,7 @@ fn send(
     file: Option<PathBuf>,
     url: Option<&str>,
 ) -> u8 {
-    let config = match config::load(config_path) {
+    let config = match config::load(config_path, Lookup::Own) {
         Ok(loaded) => loaded.config,
         Err(e) => {
             eprintln!("lowkey send: {e}");

@@ -7,11 +7,13 @@
 use crate::secret::Secret;
 use crate::signature::{self, Encoding, GenericHmac, Scheme, SchemeKind};
 use crate::template::Template;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::io::Read;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,12 @@ pub const DEFAULT_DEDUP_HOURS: u64 = 72;
 const MAX_DEDUP_HOURS: u64 = 10 * 365 * 24;
 /// The `target` that makes a fresh session per event.
 pub const NEW_SESSION: &str = "new_session";
+/// The PATH lowkey and its agents get under the shipped units. The units set none, so
+/// it is systemd's built-in default for services (this is Debian 12's, which
+/// `systemd-path search-binaries-default` prints). A per-user unit gets the user
+/// manager's PATH, which systemd sets to the same default unless `environment.d` or
+/// `systemctl --user set-environment` changes it.
+pub const UNITS_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 const TOP_KEYS: &[&str] = &[
     "apiKey",
@@ -53,6 +61,11 @@ const SOURCE_KEYS: &[&str] = &[
     "signatureEncoding",
     "signaturePrefix",
 ];
+const RATE_LIMIT_KEYS: &[&str] = &["perSecond", "burst"];
+/// Marks of a value copied from an example instead of filled in, compared after
+/// folding case and dropping `_` and `-`: the shipped example config's secrets say
+/// `replace_me`, and the README's key is `lk_…`.
+const PLACEHOLDER_MARKS: &[&str] = &["replaceme", "changeme", "…"];
 
 /// A validated config. Everything in it has been checked; the server never re-validates.
 #[derive(Debug)]
@@ -177,7 +190,7 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
-    #[error("{} is not a valid config:\n{}", path.display(), list(problems))]
+    #[error("{} is not a valid config: {}", path.display(), one_line(problems))]
     Invalid {
         path: PathBuf,
         /// Errors and warnings together, in file order.
@@ -185,12 +198,32 @@ pub enum ConfigError {
     },
 }
 
-fn list(problems: &[Problem]) -> String {
-    problems
+/// Every problem on one line, for a log line or a status: numbered when there are
+/// several, since their messages hold `;` and `,` themselves. The warnings stay in, in
+/// file order: a misspelt top-level key, only a warning, can be why a key is missing.
+fn one_line(problems: &[Problem]) -> String {
+    if let [one] = problems {
+        return format!("{}: {}", one.key, one.message);
+    }
+    let count =
+        |severity, name: &str| match problems.iter().filter(|p| p.severity == severity).count() {
+            0 => None,
+            1 => Some(format!("1 {name}")),
+            n => Some(format!("{n} {name}s")),
+        };
+    let counts: Vec<String> = [
+        count(Severity::Error, "error"),
+        count(Severity::Warning, "warning"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let each: Vec<String> = problems
         .iter()
-        .map(|p| format!("  {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .enumerate()
+        .map(|(i, p)| format!("({}) {p}", i + 1))
+        .collect();
+    format!("{}: {}", counts.join(", "), each.join(" "))
 }
 
 impl Config {
@@ -234,34 +267,46 @@ fn home_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(path, &text)
+/// Where agent commands are looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// On lowkey's own PATH, which its agents inherit: what `serve` runs them with.
+    Own,
+    /// On [`UNITS_PATH`], as the service will: for `lowkey check`, whose PATH is the
+    /// shell's. A command found only on the shell's PATH is a warning naming its
+    /// absolute path.
+    Units,
 }
 
-pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
-    let root: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+pub fn load(path: &Path, lookup: Lookup) -> Result<Loaded, ConfigError> {
+    let read_error = |source| ConfigError::Read {
         path: path.to_owned(),
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
-    })?;
-    let mut v = Validator::default();
-    let config = v.config(&root);
-    let has_error = v.problems.iter().any(|p| p.severity == Severity::Error);
-    match config {
-        Some(config) if !has_error => Ok(Loaded {
-            config,
-            warnings: v.problems,
-        }),
-        _ => Err(ConfigError::Invalid {
-            path: path.to_owned(),
-            problems: v.problems,
-        }),
-    }
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let mode = file.metadata().map_err(read_error)?.permissions().mode();
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(read_error)?;
+    let mut v = Validator::new(lookup);
+    v.file_mode = Some((path.to_owned(), mode));
+    v.parse(path, &text)
+}
+
+/// serde_json's message without the position it appends (the error names it already),
+/// and with the fix for the mistakes people make writing JSON by hand.
+fn syntax_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = text.strip_suffix(&suffix).unwrap_or(&text);
+    let hint = match message {
+        "trailing comma" => "; JSON allows no comma after the last item: remove it",
+        "key must be a string" => "; JSON keys are in double quotes, like \"apiKey\"",
+        m if m.starts_with("EOF while parsing") => {
+            "; the file ends too early: a closing } or ] or a quote is missing"
+        }
+        _ => "",
+    };
+    format!("{message}{hint}")
 }
 
 /// Source names and session ids become file names, so they are kept to a safe alphabet:
@@ -306,17 +351,15 @@ pub fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// An agent's keys, each of the type it needs.
 struct RawAgent {
     command: Vec<String>,
     timeout_sec: Option<u64>,
     max_concurrent: Option<u64>,
-    env: Option<BTreeMap<String, String>>,
+    env: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A source's keys, each of the type it needs; the secrets are read by `security`.
 struct RawSource {
     project: Option<String>,
     agent: Option<String>,
@@ -331,19 +374,64 @@ struct RawSource {
     signature_prefix: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawRateLimit {
     per_second: f64,
     burst: Option<f64>,
 }
 
-#[derive(Default)]
+/// What a search for an agent's program found.
+enum Found {
+    Runnable(PathBuf),
+    /// A file of that name, but not one this user may execute.
+    NotExecutable(PathBuf),
+    Nothing,
+}
+
 struct Validator {
     problems: Vec<Problem>,
+    /// Where agent commands are looked for, unless an agent sets its own `PATH`.
+    lookup: Lookup,
+    /// lowkey's own PATH.
+    own_path: OsString,
+    /// The config file and its mode, when it was read from disk.
+    file_mode: Option<(PathBuf, u32)>,
+    /// The first key whose secret is written in the config itself.
+    inline_secret: Option<String>,
 }
 
 impl Validator {
+    fn new(lookup: Lookup) -> Validator {
+        Validator {
+            problems: Vec::new(),
+            lookup,
+            own_path: std::env::var_os("PATH").unwrap_or_default(),
+            file_mode: None,
+            inline_secret: None,
+        }
+    }
+
+    /// Parses the config's text and validates it.
+    fn parse(mut self, path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+        let root: Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: syntax_message(&e),
+        })?;
+        let config = self.config(&root);
+        let has_error = self.problems.iter().any(|p| p.severity == Severity::Error);
+        match config {
+            Some(config) if !has_error => Ok(Loaded {
+                config,
+                warnings: self.problems,
+            }),
+            _ => Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: self.problems,
+            }),
+        }
+    }
+
     fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             severity: Severity::Error,
@@ -360,20 +448,29 @@ impl Validator {
         });
     }
 
-    /// Deserializes one part of the config, reporting a type error under its full key.
-    fn typed<T: serde::de::DeserializeOwned>(&mut self, key: &str, value: &Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let key = if inner == "." {
-                    key.to_owned()
-                } else {
-                    format!("{key}.{inner}")
-                };
-                self.error(key, e.into_inner().to_string());
-                None
-            }
+    /// Reports a value of the wrong type: what the key needs, and what it got.
+    fn expected(&mut self, key: &str, needs: &str, got: &Value) {
+        self.error(key, format!("expected {needs}; got {}", describe(got)));
+    }
+
+    /// An optional key, read with `get` (such as `Value::as_u64`): `Some(None)` when it
+    /// is absent or null, `None` when `get` refuses it (reported).
+    fn optional<T>(
+        &mut self,
+        key: &str,
+        value: Option<&Value>,
+        needs: &str,
+        get: impl Fn(&Value) -> Option<T>,
+    ) -> Option<Option<T>> {
+        match value {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => match get(v) {
+                Some(t) => Some(Some(t)),
+                None => {
+                    self.expected(key, needs, v);
+                    None
+                }
+            },
         }
     }
 
@@ -401,7 +498,7 @@ impl Validator {
 
     fn config(&mut self, root: &Value) -> Option<Config> {
         let Some(obj) = root.as_object() else {
-            self.error("(top level)", "the config must be a JSON object `{ ... }`");
+            self.expected("(top level)", "a JSON object `{ ... }`", root);
             return None;
         };
         for key in obj.keys().filter(|k| !TOP_KEYS.contains(&k.as_str())) {
@@ -437,15 +534,13 @@ impl Validator {
                 Some(name.clone())
             }
             Some(other) => {
-                self.error(
-                    "defaultAgent",
-                    format!("must be an agent name (a string), not {other}"),
-                );
+                self.expected("defaultAgent", "the name of an agent under `agents`", other);
                 None
             }
         };
         let sources = self.sources(obj.get("webhooks"), &declared, default_agent.as_deref());
         let trusted_proxies = self.trusted_proxies(obj.get("trustedProxies"));
+        self.config_file_mode();
 
         Some(Config {
             api_key: api_key?,
@@ -459,14 +554,36 @@ impl Validator {
         })
     }
 
+    /// A secret written in the config is only as private as the file.
+    fn config_file_mode(&mut self) {
+        let (Some((path, mode)), Some(key)) = (&self.file_mode, &self.inline_secret) else {
+            return;
+        };
+        if mode & 0o044 == 0 {
+            return;
+        }
+        let what = if key == "apiKey" {
+            "the API key"
+        } else {
+            "this signing secret"
+        };
+        let message = format!(
+            "{path} can be read by other users (mode {mode:04o}) and holds {what}; run chmod 600 {path}",
+            path = path.display(),
+            mode = mode & 0o7777,
+        );
+        self.warn(key.clone(), message);
+    }
+
     fn trusted_proxies(&mut self, value: Option<&Value>) -> Option<Vec<std::net::IpAddr>> {
         let Some(value) = value else {
             return Some(Vec::new());
         };
         let Some(items) = value.as_array() else {
-            self.error(
+            self.expected(
                 "trustedProxies",
-                "must be a list of IP addresses, e.g. [\"127.0.0.1\"]",
+                "a list of IP addresses, such as [\"127.0.0.1\"]",
+                value,
             );
             return None;
         };
@@ -475,7 +592,11 @@ impl Validator {
             match item.as_str().and_then(|s| s.parse().ok()) {
                 Some(ip) => ips.push(ip),
                 None => {
-                    self.error(format!("trustedProxies[{i}]"), format!("{item} is not an IP address; list the proxies' addresses, e.g. \"127.0.0.1\""));
+                    self.expected(
+                        &format!("trustedProxies[{i}]"),
+                        "a proxy's IP address, such as \"127.0.0.1\"",
+                        item,
+                    );
                     return None;
                 }
             }
@@ -492,6 +613,14 @@ impl Validator {
             return None;
         };
         let key = self.secret("apiKey", value)?;
+        if is_placeholder(key.expose()) {
+            // Anyone who has read the example could call every source.
+            self.error(
+                "apiKey",
+                "is the example's placeholder, which anyone can read; put a fresh key in its place, such as the output of `openssl rand -hex 32` (or move this config aside and run `lowkey init`, which writes one with a fresh key)",
+            );
+            return None;
+        }
         if key.expose().len() < 16 {
             self.warn(
                 "apiKey",
@@ -505,18 +634,37 @@ impl Validator {
     /// from systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`), so it need not sit in
     /// the JSON.
     fn secret(&mut self, key: &str, value: &Value) -> Option<Secret> {
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+        // The text, and the file's mode.
+        let read = |path: &Path| -> std::io::Result<(String, u32)> {
+            let mut file = std::fs::File::open(path)?;
+            let mode = file.metadata()?.permissions().mode();
+            let mut text = String::new();
+            file.read_to_string(&mut text)?;
+            Ok((text.trim_end_matches(['\n', '\r']).to_owned(), mode))
         };
         let text = match value {
-            Value::String(s) => s.clone(),
+            Value::String(s) => {
+                self.inline_secret.get_or_insert_with(|| key.to_owned());
+                s.clone()
+            }
             Value::Object(obj) if obj.len() == 1 && obj.contains_key("file") => {
                 let Some(file) = obj["file"].as_str() else {
-                    self.error(format!("{key}.file"), "must be a path string");
+                    self.expected(&format!("{key}.file"), "a path string", &obj["file"]);
                     return None;
                 };
                 match read(Path::new(file)) {
-                    Ok(s) => s,
+                    Ok((text, mode)) => {
+                        if mode & 0o044 != 0 {
+                            self.warn(
+                                format!("{key}.file"),
+                                format!(
+                                    "{file} can be read by other users (mode {:04o}); run chmod 600 {file}",
+                                    mode & 0o7777
+                                ),
+                            );
+                        }
+                        text
+                    }
                     Err(e) => {
                         self.error(format!("{key}.file"), format!("cannot read {file}: {e}"));
                         return None;
@@ -525,9 +673,10 @@ impl Validator {
             }
             Value::Object(obj) if obj.len() == 1 && obj.contains_key("credential") => {
                 let Some(name) = obj["credential"].as_str() else {
-                    self.error(
-                        format!("{key}.credential"),
-                        "must be a credential name string",
+                    self.expected(
+                        &format!("{key}.credential"),
+                        "a credential name (a string)",
+                        &obj["credential"],
                     );
                     return None;
                 };
@@ -538,8 +687,9 @@ impl Validator {
                     );
                     return None;
                 };
+                // systemd keeps credentials private to the service.
                 match read(&Path::new(&dir).join(name)) {
-                    Ok(s) => s,
+                    Ok((text, _)) => text,
                     Err(e) => {
                         self.error(
                             format!("{key}.credential"),
@@ -549,10 +699,11 @@ impl Validator {
                     }
                 }
             }
-            _ => {
+            // Not quoted back: it may be the secret itself.
+            other => {
                 self.error(
                     key,
-                    "must be a string, {\"file\": \"/path\"} or {\"credential\": \"name\"}",
+                    format!("expected a string, {{\"file\": \"/path\"}} or {{\"credential\": \"name\"}}; got {}", kind(other)),
                 );
                 return None;
             }
@@ -569,9 +720,10 @@ impl Validator {
             None => DEFAULT_LISTEN,
             Some(Value::String(s)) => s.as_str(),
             Some(other) => {
-                self.error(
+                self.expected(
                     "listen",
-                    format!("must be a string such as \"{DEFAULT_LISTEN}\", not {other}"),
+                    &format!("an IP address with a port, such as \"{DEFAULT_LISTEN}\""),
+                    other,
                 );
                 return None;
             }
@@ -591,15 +743,17 @@ impl Validator {
     fn max_body_bytes(&mut self, value: Option<&Value>) -> Option<usize> {
         match value {
             None => Some(DEFAULT_MAX_BODY_BYTES),
-            Some(v) => {
-                match v.as_u64() {
-                    Some(n) if n > 0 && n <= 64 * 1024 * 1024 => Some(n as usize),
-                    _ => {
-                        self.error("maxBodyBytes", format!("must be a whole number of bytes from 1 to 67108864 (64 MiB), not {v}"));
-                        None
-                    }
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 && n <= 64 * 1024 * 1024 => Some(n as usize),
+                _ => {
+                    self.expected(
+                        "maxBodyBytes",
+                        "a whole number of bytes from 1 to 67108864 (64 MiB), such as 1048576",
+                        v,
+                    );
+                    None
                 }
-            }
+            },
         }
     }
 
@@ -609,7 +763,11 @@ impl Validator {
             Some(v) => match v.as_u64() {
                 Some(n) if n > 0 => Some(Some(Duration::from_secs(n))),
                 _ => {
-                    self.error("idleExitSec", format!("must be a whole number of seconds above 0, not {v}; leave it out to never exit"));
+                    self.expected(
+                        "idleExitSec",
+                        "a whole number of seconds above 0, such as 900 (or no idleExitSec, to never exit)",
+                        v,
+                    );
                     None
                 }
             },
@@ -622,9 +780,10 @@ impl Validator {
             return agents;
         };
         let Some(obj) = value.as_object() else {
-            self.error(
+            self.expected(
                 "agents",
-                "must be an object of agent name → { \"command\": [...] }",
+                "an object of agent name → { \"command\": [...] }",
+                value,
             );
             return agents;
         };
@@ -634,22 +793,15 @@ impl Validator {
                 self.error(&key, "not a valid agent name; use letters, digits, '-', '_' and '.' (not first), up to 64 characters");
             }
             let Some(fields) = value.as_object() else {
-                self.error(
+                self.expected(
                     &key,
-                    "must be an object like { \"command\": [\"claude\", \"-p\"] }",
+                    "an object such as { \"command\": [\"claude\", \"-p\"] }",
+                    value,
                 );
                 continue;
             };
-            self.unknown_keys(&key, fields, AGENT_KEYS);
-            if !fields.contains_key("command") {
-                self.error(
-                    format!("{key}.command"),
-                    "missing; give the agent's argv, e.g. [\"claude\", \"-p\"]",
-                );
-                continue;
-            }
-            // Unknown keys were reported above; deserializing ignores them.
-            let Some(raw) = self.typed::<RawAgent>(&key, value) else {
+            let suggested = self.unknown_keys(&key, fields, AGENT_KEYS);
+            let Some(raw) = self.raw_agent(&key, fields, &suggested) else {
                 continue;
             };
             if let Some(agent) = self.agent(&key, name, raw) {
@@ -657,6 +809,126 @@ impl Validator {
             }
         }
         agents
+    }
+
+    /// Reads an agent's keys, reporting every one of the wrong type.
+    fn raw_agent(
+        &mut self,
+        key: &str,
+        fields: &Map<String, Value>,
+        suggested: &[String],
+    ) -> Option<RawAgent> {
+        let command = self.command(&format!("{key}.command"), fields.get("command"), suggested);
+        let timeout_sec = self.optional(
+            &format!("{key}.timeoutSec"),
+            fields.get("timeoutSec"),
+            "a whole number of seconds, such as 1800",
+            Value::as_u64,
+        );
+        let max_concurrent = self.optional(
+            &format!("{key}.maxConcurrent"),
+            fields.get("maxConcurrent"),
+            "a whole number of runs at once, such as 2",
+            Value::as_u64,
+        );
+        let env = self.env(&format!("{key}.env"), fields.get("env"));
+        Some(RawAgent {
+            command: command?,
+            timeout_sec: timeout_sec?,
+            max_concurrent: max_concurrent?,
+            env: env?,
+        })
+    }
+
+    fn command(
+        &mut self,
+        key: &str,
+        value: Option<&Value>,
+        suggested: &[String],
+    ) -> Option<Vec<String>> {
+        const NEEDS: &str = "the agent's argv, a list of strings such as [\"claude\", \"-p\"]";
+        match value {
+            None | Some(Value::Null) => {
+                // A misspelt `command` was reported with its suggestion.
+                if !suggested.iter().any(|s| s == "command") {
+                    self.error(
+                        key,
+                        "missing; give the agent's argv, e.g. [\"claude\", \"-p\"]",
+                    );
+                }
+                None
+            }
+            Some(Value::Array(items)) => {
+                let mut argv = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(arg) => argv.push(arg.clone()),
+                        other => self.expected(
+                            &format!("{key}[{i}]"),
+                            "a string (each argument is one string)",
+                            other,
+                        ),
+                    }
+                }
+                (argv.len() == items.len()).then_some(argv)
+            }
+            // A command line written as one string: lowkey runs no shell to split it.
+            Some(Value::String(line)) => {
+                let argv: Vec<String> = line
+                    .split_whitespace()
+                    .map(|arg| Value::from(arg).to_string())
+                    .collect();
+                self.error(
+                    key,
+                    format!(
+                        "expected {NEEDS}; got {}: no shell splits it, so write [{}]",
+                        describe(&Value::String(line.clone())),
+                        argv.join(", ")
+                    ),
+                );
+                None
+            }
+            Some(other) => {
+                self.expected(key, NEEDS, other);
+                None
+            }
+        }
+    }
+
+    /// An agent's extra environment. Values are not quoted back: they may be tokens.
+    fn env(&mut self, key: &str, value: Option<&Value>) -> Option<BTreeMap<String, String>> {
+        let vars = match value {
+            None | Some(Value::Null) => return Some(BTreeMap::new()),
+            Some(Value::Object(vars)) => vars,
+            Some(other) => {
+                self.expected(
+                    key,
+                    "an object of variable name → value, such as {\"LEVEL\": \"warn\"}",
+                    other,
+                );
+                return None;
+            }
+        };
+        let mut env = BTreeMap::new();
+        for (name, value) in vars {
+            match value {
+                Value::String(text) => {
+                    env.insert(name.clone(), text.clone());
+                }
+                Value::Number(_) | Value::Bool(_) => self.error(
+                    format!("{key}.{name}"),
+                    format!(
+                        "expected a string; got {}: put the value in double quotes",
+                        kind(value)
+                    ),
+                ),
+                other => self.error(
+                    format!("{key}.{name}"),
+                    format!("expected a string; got {}", kind(other)),
+                ),
+            }
+        }
+        (env.len() == vars.len()).then_some(env)
     }
 
     fn agent(&mut self, key: &str, name: &str, raw: RawAgent) -> Option<Agent> {
@@ -676,14 +948,7 @@ impl Validator {
                 );
                 ok = false;
             }
-            Some(program) if !program_exists(program) => {
-                // A warning only: PATH under systemd may differ from the shell's.
-                self.warn(
-                    format!("{key}.command"),
-                    format!("\"{program}\" is not found (PATH or file); runs will fail until it is installed"),
-                );
-            }
-            Some(_) => {}
+            Some(program) => self.program(key, program, &raw.env),
         }
         let timeout = raw.timeout_sec.unwrap_or(DEFAULT_TIMEOUT_SEC);
         if timeout == 0 {
@@ -695,7 +960,7 @@ impl Validator {
             self.error(format!("{key}.maxConcurrent"), "must be at least 1");
             ok = false;
         }
-        let env = raw.env.unwrap_or_default();
+        let env = raw.env;
         for var in env.keys() {
             if var.is_empty() || var.contains(['=', '\0']) {
                 self.error(
@@ -718,6 +983,62 @@ impl Validator {
             max_concurrent: max_concurrent as usize,
             env,
         })
+    }
+
+    /// Warns when an agent's program will not start where lowkey runs it. Only a
+    /// warning: the same file is right for `lowkey serve` in a shell, or under a unit
+    /// whose drop-in sets `Environment=PATH=`, which `lowkey check` cannot see; and
+    /// every other source keeps working meanwhile.
+    fn program(&mut self, key: &str, program: &str, env: &BTreeMap<String, String>) {
+        let (path, on) = match env.get("PATH") {
+            Some(path) => (OsString::from(path), format!("{key}.env.PATH ({path})")),
+            None if self.lookup == Lookup::Units => (
+                OsString::from(UNITS_PATH),
+                format!("the PATH systemd gives lowkey's units ({UNITS_PATH})"),
+            ),
+            None => (
+                self.own_path.clone(),
+                format!("lowkey's PATH ({})", self.own_path.to_string_lossy()),
+            ),
+        };
+        let key = format!("{key}.command");
+        match find_program(program, &path) {
+            Found::Runnable(_) => {}
+            Found::NotExecutable(file) => self.warn(
+                key,
+                format!(
+                    "{f} is not executable, so runs will fail; run chmod +x {f}",
+                    f = file.display()
+                ),
+            ),
+            Found::Nothing if program.contains('/') => self.warn(
+                key,
+                format!(
+                    "\"{program}\" does not exist, so runs will fail until it is installed there"
+                ),
+            ),
+            Found::Nothing => {
+                let own = match self.lookup {
+                    Lookup::Units => "your PATH",
+                    Lookup::Own => "lowkey's own PATH",
+                };
+                let elsewhere = match find_program(program, &self.own_path) {
+                    Found::Runnable(file) if path != self.own_path => Some(file),
+                    _ => None,
+                };
+                let message = match elsewhere {
+                    Some(file) => format!(
+                        "\"{program}\" is not on {on}, so runs will fail; {own} has it at {}: use {}",
+                        file.display(),
+                        Value::from(file.to_string_lossy())
+                    ),
+                    None => format!(
+                        "\"{program}\" is not on {on}, so runs will fail; install it there, or give its absolute path"
+                    ),
+                };
+                self.warn(key, message);
+            }
+        }
     }
 
     /// How long a source's delivery ids are remembered.
@@ -761,6 +1082,110 @@ impl Validator {
         })
     }
 
+    /// Reads a source's keys but the secrets, reporting every one of the wrong type.
+    fn raw_source(&mut self, key: &str, fields: &Map<String, Value>) -> Option<RawSource> {
+        let text = |v: &mut Self, name: &str, needs: &str| {
+            v.optional(&format!("{key}.{name}"), fields.get(name), needs, |v| {
+                v.as_str().map(str::to_owned)
+            })
+        };
+        let project = text(
+            self,
+            "project",
+            "the project directory, such as \"/home/you/project\"",
+        );
+        let agent = text(self, "agent", "the name of an agent under `agents`");
+        let target = text(
+            self,
+            "target",
+            "\"new_session\", a session id, or a template such as \"gh-pr-{{pull_request.number}}\"",
+        );
+        let auth = text(self, "auth", "\"key\" or \"signature\"");
+        let verify = text(
+            self,
+            "verify",
+            &format!("a signature scheme: {}", scheme_names()),
+        );
+        let signature_header = text(
+            self,
+            "signatureHeader",
+            "a header name, such as \"X-Signature\"",
+        );
+        let signature_encoding = text(self, "signatureEncoding", "\"hex\" or \"base64\"");
+        let signature_prefix = text(
+            self,
+            "signaturePrefix",
+            "the text before the signature, such as \"sha256=\"",
+        );
+        let tolerance_sec = self.optional(
+            &format!("{key}.toleranceSec"),
+            fields.get("toleranceSec"),
+            "a whole number of seconds, such as 300",
+            Value::as_u64,
+        );
+        let dedup_hours = self.optional(
+            &format!("{key}.dedupHours"),
+            fields.get("dedupHours"),
+            "a whole number of hours, such as 72",
+            Value::as_u64,
+        );
+        let rate_limit = self.raw_rate_limit(&format!("{key}.rateLimit"), fields.get("rateLimit"));
+        Some(RawSource {
+            project: project?,
+            agent: agent?,
+            target: target?,
+            auth: auth?,
+            verify: verify?,
+            tolerance_sec: tolerance_sec?,
+            dedup_hours: dedup_hours?,
+            rate_limit: rate_limit?,
+            signature_header: signature_header?,
+            signature_encoding: signature_encoding?,
+            signature_prefix: signature_prefix?,
+        })
+    }
+
+    fn raw_rate_limit(&mut self, key: &str, value: Option<&Value>) -> Option<Option<RawRateLimit>> {
+        let fields = match value {
+            None | Some(Value::Null) => return Some(None),
+            Some(Value::Object(fields)) => fields,
+            Some(other) => {
+                self.expected(
+                    key,
+                    "an object such as {\"perSecond\": 5, \"burst\": 10}",
+                    other,
+                );
+                return None;
+            }
+        };
+        let suggested = self.unknown_keys(key, fields, RATE_LIMIT_KEYS);
+        let per_second = self.optional(
+            &format!("{key}.perSecond"),
+            fields.get("perSecond"),
+            "a number of webhooks a second, such as 5",
+            Value::as_f64,
+        );
+        let burst = self.optional(
+            &format!("{key}.burst"),
+            fields.get("burst"),
+            "a number of webhooks, such as 10",
+            Value::as_f64,
+        );
+        let Some(per_second) = per_second? else {
+            if !suggested.iter().any(|s| s == "perSecond") {
+                self.error(
+                    format!("{key}.perSecond"),
+                    "missing; give the rate, e.g. 5 for five webhooks a second",
+                );
+            }
+            return None;
+        };
+        Some(Some(RawRateLimit {
+            per_second,
+            burst: burst?,
+        }))
+    }
+
     fn sources(
         &mut self,
         value: Option<&Value>,
@@ -772,9 +1197,10 @@ impl Validator {
             return sources;
         };
         let Some(obj) = value.as_object() else {
-            self.error(
+            self.expected(
                 "webhooks",
-                "must be an object of source name → { \"project\": ... }",
+                "an object of source name → { \"project\": ... }",
+                value,
             );
             return sources;
         };
@@ -786,16 +1212,15 @@ impl Validator {
                 ok = false;
             }
             let Some(fields) = value.as_object() else {
-                self.error(
+                self.expected(
                     &key,
-                    "must be an object like { \"project\": \"/home/you/project\" }",
+                    "an object such as { \"project\": \"/home/you/project\" }",
+                    value,
                 );
                 continue;
             };
             let suggested = self.unknown_keys(&key, fields, SOURCE_KEYS);
-            // Unknown keys were reported above, and the secrets are read by
-            // `security`; deserializing ignores both.
-            let Some(raw) = self.typed::<RawSource>(&key, value) else {
+            let Some(raw) = self.raw_source(&key, fields) else {
                 continue;
             };
             let project = match raw.project.as_deref() {
@@ -930,10 +1355,17 @@ impl Validator {
                 .enumerate()
                 .map(|(i, item)| (format!("{key}.secrets[{i}]"), item))
                 .collect(),
-            (None, Some(_)) => {
+            // Not quoted back: it may hold a secret.
+            (None, Some(other)) => {
                 self.error(
                     format!("{key}.secrets"),
-                    "must be a non-empty list of secrets",
+                    format!(
+                        "expected a non-empty list of secrets, such as [\"new\", \"old\"]; got {}",
+                        match other {
+                            Value::Array(_) => "an empty list",
+                            other => kind(other),
+                        }
+                    ),
                 );
                 ok = false;
                 Vec::new()
@@ -1037,6 +1469,17 @@ impl Validator {
         }
         let mut keys = Vec::new();
         for (k, secret) in &secrets {
+            // Its key would verify nothing but forgeries, so it is left out.
+            if is_placeholder(secret.expose()) {
+                if auth == Auth::Signature {
+                    // The signature is this source's only guard, and the example is public.
+                    self.error(k.as_str(), format!("is the example's placeholder, and \"{name}\" takes the signature alone, so anyone who has read the example could send it webhooks; put the signing secret the sender gave you in its place"));
+                    ok = false;
+                } else {
+                    self.warn(k.as_str(), format!("is the example's placeholder, so every signed delivery to \"{name}\" will get 401; put the signing secret the sender gave you in its place"));
+                }
+                continue;
+            }
             match signature::key_from_secret(&scheme, secret.expose()) {
                 Ok(bytes) => keys.push(bytes),
                 Err(e) => {
@@ -1123,12 +1566,65 @@ fn scheme_names() -> String {
         .join(", ")
 }
 
-fn program_exists(program: &str) -> bool {
-    if program.contains('/') {
-        return Path::new(program).is_file();
+/// Looks `program` up as execvp(3) does: a name with a `/` is taken as it is, any
+/// other name is looked for in each directory of `path` in turn, and the first file this
+/// user may execute is the one that runs.
+fn find_program(program: &str, path: &OsStr) -> Found {
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        std::env::split_paths(path)
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map(|dir| dir.join(program))
+            .collect()
+    };
+    let mut not_executable = None;
+    for file in candidates.into_iter().filter(|f| f.is_file()) {
+        if nix::unistd::access(&file, nix::unistd::AccessFlags::X_OK).is_ok() {
+            return Found::Runnable(file);
+        }
+        not_executable.get_or_insert(file);
     }
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    not_executable.map_or(Found::Nothing, Found::NotExecutable)
+}
+
+/// What a JSON value is, for "got ..." in a message.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A value as a message quotes it back: its kind, and its text when it is a scalar
+/// (cut short). Never used for secrets.
+fn describe(value: &Value) -> String {
+    const LONGEST: usize = 40;
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(text) if text.chars().count() > LONGEST => {
+            let cut: String = text.chars().take(LONGEST).collect();
+            format!("the string {}…", Value::String(cut))
+        }
+        Value::String(text) => format!("the string {}", Value::String(text.clone())),
+        other => kind(other).to_owned(),
+    }
+}
+
+/// True for a value copied from an example and never filled in.
+fn is_placeholder(text: &str) -> bool {
+    let folded: String = text
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    PLACEHOLDER_MARKS.iter().any(|mark| folded.contains(mark))
 }
 
 #[cfg(test)]
@@ -1153,5 +1649,593 @@ mod tests {
         assert!(!is_path_safe_id("..", 64));
         assert!(!is_path_safe_id("naïve", 64));
         assert!(!is_path_safe_id(&"a".repeat(65), 64));
+    }
+
+    use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
+
+    const KEY: &str = "lk_test_key_0123456789abcdef";
+
+    /// A valid config: agent `bot`, source `hook`.
+    fn base() -> Value {
+        json!({
+            "apiKey": KEY,
+            "agents": { "bot": { "command": ["/bin/sh"] } },
+            "webhooks": { "hook": { "project": "/", "agent": "bot" } }
+        })
+    }
+
+    /// Sets the value at a JSON pointer such as `/agents/bot/timeoutSec`, creating it.
+    fn set(config: &mut Value, pointer: &str, value: Value) {
+        let (parent, last) = pointer.rsplit_once('/').unwrap();
+        let parent = config
+            .pointer_mut(parent)
+            .unwrap_or_else(|| panic!("{pointer}"));
+        parent
+            .as_object_mut()
+            .unwrap()
+            .insert(last.to_owned(), value);
+    }
+
+    /// Every problem `lowkey check` finds, with `own_path` as the shell's PATH.
+    fn check_with(config: &Value, own_path: &str) -> Vec<Problem> {
+        let v = Validator {
+            own_path: own_path.into(),
+            ..Validator::new(Lookup::Units)
+        };
+        match v.parse(Path::new("config.json"), &config.to_string()) {
+            Ok(loaded) => loaded.warnings,
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn check(config: &Value) -> Vec<Problem> {
+        check_with(config, "")
+    }
+
+    fn errors(problems: &[Problem]) -> Vec<&Problem> {
+        problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .collect()
+    }
+
+    #[test]
+    fn the_base_config_is_valid() {
+        assert_eq!(check(&base()), vec![]);
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key_what_it_needs_and_what_it_got() {
+        for (pointer, value, key, message) in [
+            (
+                "/agents/bot/timeoutSec",
+                json!("sixty"),
+                "agents.bot.timeoutSec",
+                "expected a whole number of seconds, such as 1800; got the string \"sixty\"",
+            ),
+            (
+                "/agents/bot/timeoutSec",
+                json!(-5),
+                "agents.bot.timeoutSec",
+                "got the number -5",
+            ),
+            (
+                "/agents/bot/maxConcurrent",
+                json!(1.5),
+                "agents.bot.maxConcurrent",
+                "expected a whole number of runs at once, such as 2; got the number 1.5",
+            ),
+            (
+                "/agents/bot/command",
+                json!("claude -p"),
+                "agents.bot.command",
+                "got the string \"claude -p\": no shell splits it, so write [\"claude\", \"-p\"]",
+            ),
+            (
+                "/agents/bot/command",
+                json!({}),
+                "agents.bot.command",
+                "expected the agent's argv, a list of strings such as [\"claude\", \"-p\"]; got an object",
+            ),
+            (
+                "/agents/bot/command",
+                json!(["/bin/sh", true]),
+                "agents.bot.command[1]",
+                "expected a string (each argument is one string); got true",
+            ),
+            (
+                "/agents/bot/env",
+                json!(["A=1"]),
+                "agents.bot.env",
+                "expected an object of variable name → value",
+            ),
+            (
+                "/agents/bot/env",
+                json!({ "DEBUG": true }),
+                "agents.bot.env.DEBUG",
+                "expected a string; got a boolean: put the value in double quotes",
+            ),
+            (
+                "/agents/bot",
+                json!(["/bin/sh"]),
+                "agents.bot",
+                "expected an object such as { \"command\": [\"claude\", \"-p\"] }; got a list",
+            ),
+            (
+                "/webhooks/hook/project",
+                json!(5),
+                "webhooks.hook.project",
+                "expected the project directory, such as \"/home/you/project\"; got the number 5",
+            ),
+            (
+                "/webhooks/hook/agent",
+                json!(true),
+                "webhooks.hook.agent",
+                "expected the name of an agent under `agents`; got true",
+            ),
+            (
+                "/webhooks/hook/target",
+                json!(["a"]),
+                "webhooks.hook.target",
+                "got a list",
+            ),
+            (
+                "/webhooks/hook/auth",
+                json!(1),
+                "webhooks.hook.auth",
+                "expected \"key\" or \"signature\"; got the number 1",
+            ),
+            (
+                "/webhooks/hook/verify",
+                json!(false),
+                "webhooks.hook.verify",
+                "expected a signature scheme: \"standard-webhooks\"",
+            ),
+            (
+                "/webhooks/hook/signatureHeader",
+                json!(5),
+                "webhooks.hook.signatureHeader",
+                "expected a header name",
+            ),
+            (
+                "/webhooks/hook/signatureEncoding",
+                json!(16),
+                "webhooks.hook.signatureEncoding",
+                "expected \"hex\" or \"base64\"; got the number 16",
+            ),
+            (
+                "/webhooks/hook/signaturePrefix",
+                json!({}),
+                "webhooks.hook.signaturePrefix",
+                "got an object",
+            ),
+            (
+                "/webhooks/hook/toleranceSec",
+                json!("5m"),
+                "webhooks.hook.toleranceSec",
+                "expected a whole number of seconds, such as 300; got the string \"5m\"",
+            ),
+            (
+                "/webhooks/hook/dedupHours",
+                json!(1.5),
+                "webhooks.hook.dedupHours",
+                "expected a whole number of hours, such as 72; got the number 1.5",
+            ),
+            (
+                "/webhooks/hook/rateLimit",
+                json!(5),
+                "webhooks.hook.rateLimit",
+                "expected an object such as {\"perSecond\": 5, \"burst\": 10}; got the number 5",
+            ),
+            (
+                "/webhooks/hook/rateLimit",
+                json!({ "perSecond": "fast" }),
+                "webhooks.hook.rateLimit.perSecond",
+                "expected a number of webhooks a second, such as 5; got the string \"fast\"",
+            ),
+            (
+                "/webhooks/hook/rateLimit",
+                json!({ "perSecond": 1, "burst": [] }),
+                "webhooks.hook.rateLimit.burst",
+                "got a list",
+            ),
+            (
+                "/webhooks/hook/rateLimit",
+                json!({ "burst": 2 }),
+                "webhooks.hook.rateLimit.perSecond",
+                "missing; give the rate",
+            ),
+            (
+                "/webhooks/hook/rateLimit",
+                json!({ "perSecond": 1, "bursts": 2 }),
+                "webhooks.hook.rateLimit.bursts",
+                "did you mean `burst`?",
+            ),
+            (
+                "/webhooks/hook",
+                json!("/srv/project"),
+                "webhooks.hook",
+                "got the string \"/srv/project\"",
+            ),
+            ("/webhooks", json!(true), "webhooks", "got true"),
+            (
+                "/listen",
+                json!(7433),
+                "listen",
+                "expected an IP address with a port, such as \"127.0.0.1:7433\"; got the number 7433",
+            ),
+            (
+                "/maxBodyBytes",
+                json!("1M"),
+                "maxBodyBytes",
+                "got the string \"1M\"",
+            ),
+            (
+                "/maxBodyBytes",
+                json!(0),
+                "maxBodyBytes",
+                "from 1 to 67108864 (64 MiB), such as 1048576; got the number 0",
+            ),
+            (
+                "/idleExitSec",
+                json!(true),
+                "idleExitSec",
+                "expected a whole number of seconds above 0, such as 900 (or no idleExitSec, to never exit); got true",
+            ),
+            (
+                "/trustedProxies",
+                json!("127.0.0.1"),
+                "trustedProxies",
+                "expected a list of IP addresses, such as [\"127.0.0.1\"]; got the string \"127.0.0.1\"",
+            ),
+            (
+                "/trustedProxies",
+                json!(["localhost"]),
+                "trustedProxies[0]",
+                "got the string \"localhost\"",
+            ),
+            (
+                "/defaultAgent",
+                json!(5),
+                "defaultAgent",
+                "got the number 5",
+            ),
+            (
+                "/agents/bot/timeoutSec",
+                json!("x".repeat(100)),
+                "agents.bot.timeoutSec",
+                &format!("\"{}\"…", "x".repeat(40)),
+            ),
+        ] {
+            let mut config = base();
+            set(&mut config, pointer, value.clone());
+            let problems = check(&config);
+            let errors = errors(&problems);
+            assert_eq!(errors.len(), 1, "{pointer} = {value}: {problems:#?}");
+            assert_eq!(errors[0].key, key, "{pointer} = {value}");
+            assert!(
+                errors[0].message.contains(message),
+                "{pointer} = {value}: {}",
+                errors[0].message
+            );
+        }
+    }
+
+    #[test]
+    fn every_type_error_of_one_agent_or_source_is_reported() {
+        let mut config = base();
+        set(&mut config, "/agents/bot/timeoutSec", json!("sixty"));
+        set(&mut config, "/agents/bot/maxConcurrent", json!("two"));
+        set(&mut config, "/webhooks/hook/toleranceSec", json!("5m"));
+        set(&mut config, "/webhooks/hook/dedupHours", json!("3d"));
+        let keys: Vec<String> = check(&config).into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "agents.bot.timeoutSec",
+                "agents.bot.maxConcurrent",
+                "webhooks.hook.toleranceSec",
+                "webhooks.hook.dedupHours"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_quoted_back() {
+        for (pointer, value, key) in [
+            ("/apiKey", json!(98765432123456789u64), "apiKey"),
+            (
+                "/webhooks/hook/secrets",
+                json!(98765432123456789u64),
+                "webhooks.hook.secrets",
+            ),
+            (
+                "/agents/bot/env",
+                json!({ "TOKEN": 98765432123456789u64 }),
+                "agents.bot.env.TOKEN",
+            ),
+        ] {
+            let mut config = base();
+            set(&mut config, "/webhooks/hook/verify", json!("github"));
+            set(&mut config, "/webhooks/hook/secret", json!("a-real-secret"));
+            if key == "webhooks.hook.secrets" {
+                config["webhooks"]["hook"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("secret");
+            }
+            set(&mut config, pointer, value);
+            let problems = check(&config);
+            let error = errors(&problems)
+                .into_iter()
+                .find(|p| p.key == key)
+                .unwrap_or_else(|| panic!("{key}: {problems:#?}"));
+            assert!(error.message.contains("got a number"), "{error}");
+            assert!(!error.message.contains("98765"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_placeholder_api_key_is_an_error() {
+        for placeholder in [
+            "lk_replace_me_with_the_key_from_lowkey_init",
+            "lk_…",
+            "CHANGE-ME-0123456789abcdef",
+        ] {
+            let mut config = base();
+            config["apiKey"] = json!(placeholder);
+            let problems = check(&config);
+            assert_eq!(errors(&problems).len(), 1, "{placeholder}: {problems:#?}");
+            let p = &problems[0];
+            assert_eq!(p.key, "apiKey");
+            assert!(p.message.contains("placeholder"), "{p}");
+            assert!(p.message.contains("openssl rand -hex 32"), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_placeholder_signing_secret_is_an_error_only_where_it_is_the_only_guard() {
+        for (scheme, secret) in [
+            ("stripe", "whsec_replace_me_with_the_stripe_endpoint_secret"),
+            ("standard-webhooks", "whsec_replace_me_with_the_secret"),
+            ("github", "replace_me_new_github_secret"),
+        ] {
+            let mut config = base();
+            set(&mut config, "/webhooks/hook/verify", json!(scheme));
+            set(
+                &mut config,
+                "/webhooks/hook/secrets",
+                json!(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", secret]),
+            );
+            set(&mut config, "/webhooks/hook/auth", json!("signature"));
+            let problems = check(&config);
+            assert_eq!(problems.len(), 1, "{scheme}: {problems:#?}");
+            assert_eq!(problems[0].severity, Severity::Error);
+            assert_eq!(problems[0].key, "webhooks.hook.secrets[1]");
+            assert!(
+                problems[0]
+                    .message
+                    .contains("anyone who has read the example")
+            );
+
+            // With the API key required too, it only makes real deliveries fail.
+            set(&mut config, "/webhooks/hook/auth", json!("key"));
+            let problems = check(&config);
+            let warnings: Vec<&Problem> = problems
+                .iter()
+                .filter(|p| p.severity == Severity::Warning)
+                .collect();
+            assert_eq!(errors(&problems), Vec::<&Problem>::new(), "{scheme}");
+            assert!(
+                warnings
+                    .iter()
+                    .any(|p| p.key == "webhooks.hook.secrets[1]" && p.message.contains("401")),
+                "{scheme}: {problems:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn problems_read_on_one_line_numbered_when_there_are_several() {
+        let mut config = base();
+        set(&mut config, "/agents/bot/timeoutSec", json!("sixty"));
+        let one = Validator::new(Lookup::Own)
+            .parse(Path::new("/c.json"), &config.to_string())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            one,
+            "/c.json is not a valid config: agents.bot.timeoutSec: expected a whole number of seconds, such as 1800; got the string \"sixty\""
+        );
+        set(&mut config, "/webhooks/hook/agent", json!("bto"));
+        set(&mut config, "/dashboard", json!(true));
+        let two = Validator::new(Lookup::Own)
+            .parse(Path::new("/c.json"), &config.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(!two.contains('\n'), "{two}");
+        assert!(
+            two.starts_with("/c.json is not a valid config: 2 errors, 1 warning: (1) warning: dashboard: not a lowkey key; ignored (2) error: agents.bot.timeoutSec: expected"),
+            "{two}"
+        );
+        assert!(
+            two.contains(
+                "; got the string \"sixty\" (3) error: webhooks.hook.agent: agent \"bto\""
+            ),
+            "{two}"
+        );
+    }
+
+    #[test]
+    fn a_json_syntax_error_says_where_once_and_how_to_fix_it() {
+        for (text, location, message) in [
+            (
+                "{\"apiKey\": \"k\",}",
+                "c.json:1:16:",
+                "not valid JSON: trailing comma; JSON allows no comma after the last item: remove it",
+            ),
+            (
+                "{apiKey: 1}",
+                "c.json:1:2:",
+                "not valid JSON: key must be a string; JSON keys are in double quotes",
+            ),
+            (
+                "{\"apiKey\": ",
+                "c.json:1:11:",
+                "not valid JSON: EOF while parsing a value; the file ends too early",
+            ),
+        ] {
+            let said = Validator::new(Lookup::Own)
+                .parse(Path::new("c.json"), text)
+                .unwrap_err()
+                .to_string();
+            assert!(said.starts_with(location), "{said}");
+            assert!(said.contains(message), "{said}");
+            assert!(!said.contains("line"), "the position is given once: {said}");
+        }
+    }
+
+    /// A directory with an executable `agent-x` and a non-executable `plain`.
+    fn bin() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mode) in [("agent-x", 0o755), ("plain", 0o644)] {
+            let file = dir.path().join(name);
+            std::fs::write(&file, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn check_looks_commands_up_on_the_units_path_and_names_the_one_the_shell_finds() {
+        let bin = bin();
+        let shell_path = format!("{}:/usr/bin", bin.path().display());
+        let mut config = base();
+        set(&mut config, "/agents/bot/command", json!(["agent-x", "-p"]));
+        let problems = check_with(&config, &shell_path);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        let p = &problems[0];
+        assert_eq!(
+            (p.severity, p.key.as_str()),
+            (Severity::Warning, "agents.bot.command")
+        );
+        let found = bin.path().join("agent-x");
+        assert_eq!(
+            p.message,
+            format!(
+                "\"agent-x\" is not on the PATH systemd gives lowkey's units ({UNITS_PATH}), so runs will fail; your PATH has it at {f}: use \"{f}\"",
+                f = found.display()
+            )
+        );
+
+        // Nowhere at all.
+        let problems = check_with(&config, "/usr/bin");
+        assert!(
+            problems[0]
+                .message
+                .contains("install it there, or give its absolute path"),
+            "{problems:#?}"
+        );
+
+        // `serve` looks on its own PATH, which is what its agents get.
+        let own = Validator {
+            own_path: shell_path.clone().into(),
+            ..Validator::new(Lookup::Own)
+        };
+        let loaded = own.parse(Path::new("c.json"), &config.to_string()).unwrap();
+        assert_eq!(loaded.warnings, vec![]);
+
+        // An agent's own PATH is where it is looked for.
+        set(
+            &mut config,
+            "/agents/bot/env",
+            json!({ "PATH": bin.path() }),
+        );
+        assert_eq!(check_with(&config, "/usr/bin"), vec![]);
+        set(
+            &mut config,
+            "/agents/bot/env",
+            json!({ "PATH": "/usr/bin" }),
+        );
+        let problems = check_with(&config, &shell_path);
+        assert!(
+            problems[0]
+                .message
+                .contains("is not on agents.bot.env.PATH (/usr/bin)"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[0]
+                .message
+                .contains(&format!("use \"{}\"", found.display())),
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn a_command_that_is_not_executable_is_a_warning_with_the_fix() {
+        let bin = bin();
+        let plain = bin.path().join("plain");
+        for (command, path) in [
+            (plain.display().to_string(), String::new()),
+            ("plain".to_owned(), bin.path().display().to_string()),
+        ] {
+            let mut config = base();
+            set(&mut config, "/agents/bot/command", json!([command]));
+            set(&mut config, "/agents/bot/env", json!({ "PATH": path }));
+            let problems = check(&config);
+            assert_eq!(problems.len(), 1, "{problems:#?}");
+            assert_eq!(problems[0].severity, Severity::Warning);
+            assert_eq!(
+                problems[0].message,
+                format!(
+                    "{p} is not executable, so runs will fail; run chmod +x {p}",
+                    p = plain.display()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_readable_config_or_secret_file_holding_a_secret_is_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let warnings = |path: &Path| load(path, Lookup::Own).unwrap().warnings;
+
+        let inline = write("inline.json", &base().to_string(), 0o644);
+        let problems = warnings(&inline);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].key, "apiKey");
+        assert_eq!(
+            problems[0].message,
+            format!(
+                "{p} can be read by other users (mode 0644) and holds the API key; run chmod 600 {p}",
+                p = inline.display()
+            )
+        );
+        std::fs::set_permissions(&inline, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(warnings(&inline), vec![]);
+
+        // The key in a file of its own: that file's mode is what counts.
+        let key = write("key", KEY, 0o640);
+        let mut config = base();
+        config["apiKey"] = json!({ "file": key });
+        let by_file = write("by-file.json", &config.to_string(), 0o644);
+        let problems = warnings(&by_file);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].key, "apiKey.file");
+        assert!(
+            problems[0].message.contains("(mode 0640); run chmod 600"),
+            "{problems:#?}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(warnings(&by_file), vec![]);
     }
 }

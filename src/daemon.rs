@@ -8,10 +8,10 @@
 //! leave unfinished runs queued for the next start, exit 0.
 
 use crate::activity::Activity;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, Lookup};
 use crate::dispatch;
 use crate::http::App;
-use crate::log::{Outside, id};
+use crate::log::{Outside, escape, id};
 use crate::server::{self, Listener};
 use crate::store::{Home, Store, StoreError};
 use crate::systemd;
@@ -68,7 +68,7 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
     let socket_activated = !passed.is_empty();
     // Why the last load or reload failed, for the status line.
     let mut reload_error = None;
-    let config = match config::load(&opts.config_path) {
+    let config = match config::load(&opts.config_path, Lookup::Own) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 tracing::warn!("config {}", Outside(w));
@@ -85,7 +85,7 @@ pub async fn serve(opts: Options) -> Result<(), DaemonError> {
                 "the config is unusable; answering 503 until it is fixed and reloaded: {}",
                 Outside(&reason)
             );
-            reload_error = Some(first_line(&reason));
+            reload_error = Some(escape(&reason).into_owned());
             Config::unusable()
         }
         Err(e) => return Err(e.into()),
@@ -248,7 +248,7 @@ fn reload(
     // RELOADING=1 first: systemd 252 waits for READY=1 only if it hears this promptly.
     systemd::reloading();
     let old_listen = config.load().listen;
-    let result = match config::load(path) {
+    let result = match config::load(path, Lookup::Own) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 tracing::warn!("config {}", Outside(w));
@@ -268,17 +268,12 @@ fn reload(
                 "config reload failed; the old config stays in force: {}",
                 Outside(&reason)
             );
-            Some(first_line(&reason))
+            Some(escape(&reason).into_owned())
         }
     };
     let status = status_line(&config.load(), activity, result.as_deref());
     systemd::ready(&status);
     (result, status)
-}
-
-/// The headline of a multi-line error, for `STATUS=` and 503 answers.
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().to_owned()
 }
 
 /// One human line for `systemctl status`.

@@ -147,22 +147,20 @@ pub fn init() {
     }
     // On a terminal the MESSAGE_ID is noise; every other field stays as key=value. The
     // message and every value are escaped here, so that no call site can forget to.
+    // The message comes first; each other field writes its own separating space, so a
+    // field left out leaves no space behind at the end of the line.
     let fields = format::debug_fn(|w, field, value| {
-        let name = match field.name() {
+        match field.name() {
             "message_id" => return Ok(()),
-            "message" => None,
-            name => Some(name),
-        };
-        if let Some(name) = name {
-            write!(w, "{name}=")?;
+            "message" => {}
+            name => write!(w, " {name}=")?,
         }
         let mut w = Escaping {
             out: w,
             backslash: false,
         };
         write!(w, "{value:?}")
-    })
-    .delimited(" ");
+    });
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(|| Stderr)
         .with_target(false)

@@ -26,8 +26,24 @@ fn the_example_config_in_the_packages_passes_check() {
         example.contains("/home/you/"),
         "the example uses /home/you as its home"
     );
-    home.write_config_text(&example.replace("/home/you", you.to_str().unwrap()));
+    let example = example.replace("/home/you", you.to_str().unwrap());
 
+    // As shipped, its key and secrets are placeholders: `check` refuses the key, and
+    // the secrets of the sources that take the signature alone.
+    home.write_config_text(&example);
+    let out = home.run(&["check"]);
+    assert_eq!(out.code, 78, "{out:?}");
+    for key in [
+        "error: apiKey:",
+        "error: webhooks.stripe.secret:",
+        "error: webhooks.github.secrets[0]:",
+        "error: webhooks.github.secrets[1]:",
+        "warning: webhooks.forms.secret:",
+    ] {
+        assert!(out.stdout.contains(key), "{key}: {}", out.stdout);
+    }
+
+    home.write_config_text(&example.replace("replace_me", "filled_in"));
     let out = home.run(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(

@@ -56,17 +56,16 @@ impl Home {
     }
 
     pub fn write_config(&self, config: &Value) {
-        std::fs::create_dir_all(self.root()).unwrap();
-        std::fs::write(
-            self.config_path(),
-            serde_json::to_vec_pretty(config).unwrap(),
-        )
-        .unwrap();
+        self.write_config_text(&serde_json::to_string_pretty(config).unwrap());
     }
 
+    /// Writes the config mode 0600, as `lowkey init` does: readable by others, the key
+    /// in it would be a warning.
     pub fn write_config_text(&self, text: &str) {
         std::fs::create_dir_all(self.root()).unwrap();
         std::fs::write(self.config_path(), text).unwrap();
+        std::fs::set_permissions(self.config_path(), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
     }
 
     /// An executable `#!/bin/sh` script outside the state folder.
