@@ -292,6 +292,12 @@ pub fn load(path: &Path, lookup: Lookup) -> Result<Loaded, ConfigError> {
     v.parse(path, &text)
 }
 
+/// Parses and validates config text that did not come from a file (so its mode is not
+/// judged), as `load` does.
+pub fn parse(path: &Path, text: &str, lookup: Lookup) -> Result<Loaded, ConfigError> {
+    Validator::new(lookup).parse(path, text)
+}
+
 /// serde_json's message without the position it appends (the error names it already),
 /// and with the fix for the mistakes people make writing JSON by hand.
 fn syntax_message(e: &serde_json::Error) -> String {

@@ -318,11 +318,12 @@ pub fn config(data: &[u8]) {
         return;
     }
     let path = Path::new("config.json");
-    let parsed = config::parse(path, &text);
+    let parsed = config::parse(path, &text, config::Lookup::Own);
     match (&parsed, &root) {
         (Ok(loaded), Some(root)) => {
             assert_valid(loaded, root);
-            let again = config::parse(path, &text).expect("an accepted config is accepted again");
+            let again = config::parse(path, &text, config::Lookup::Own)
+                .expect("an accepted config is accepted again");
             assert_eq!(again.warnings, loaded.warnings);
         }
         (Err(ConfigError::Invalid { problems, .. }), Some(root)) => {
@@ -543,7 +544,7 @@ impl Server {
             }
         })
         .to_string();
-        let config = config::parse(Path::new("config.json"), &text)
+        let config = config::parse(Path::new("config.json"), &text, config::Lookup::Own)
             .expect("the fuzz config is valid")
             .config;
         let home = Home::new(scratch.0.join("home"));
