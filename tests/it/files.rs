@@ -1,4 +1,4 @@
-//! The state folder (DESIGN.md section 3): what `lowkey init` and `lowkey serve` create,
+//! The state folder (README.md, Files): what `lowkey init` and `lowkey serve` create,
 //! its permissions, and the session transcript format people `cat` and `jq`.
 
 use crate::helpers::*;
@@ -54,8 +54,8 @@ fn init_creates_a_private_home_and_config_and_prints_the_key_once() {
 #[test]
 fn init_makes_an_existing_state_folder_private() {
     // `mkdir ~/.lowkey` before `lowkey init` (or a folder a dotfiles repo made) is
-    // common; init still sets the state folder up as DESIGN.md says, 0700, as its own
-    // output claims.
+    // common; init still makes the state folder 0700, as README.md's Files table and its
+    // own output say.
     let home = Home::new();
     std::fs::create_dir_all(home.root()).unwrap();
     std::fs::set_permissions(home.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
