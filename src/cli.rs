@@ -133,13 +133,24 @@ fn serve(home: Home, config_path: PathBuf, default_config: bool, listen: Option<
         match init::init(&home, &config_path) {
             Ok(created) => {
                 tracing::info!(path = %created.config.display(), "no config yet: created a starter setup with a demo source and agent");
-                // The key goes to a person at a terminal only, never to the journal.
+                let send_url = listen
+                    .filter(|addr| addr.to_string() != config::DEFAULT_LISTEN)
+                    .map(send_url);
+                // The key goes to a person at a terminal only, never to a journal or a file.
                 if std::io::stderr().is_terminal() && !log::stderr_is_journal() {
-                    let addr =
-                        listen.map_or_else(|| config::DEFAULT_LISTEN.to_owned(), |a| a.to_string());
-                    eprintln!("\n{}\n", init::first_webhook_hint(&created.api_key, &addr));
+                    eprintln!(
+                        "\n{}\n",
+                        init::first_webhook_hint(
+                            &created.api_key,
+                            &created.config,
+                            send_url.as_deref()
+                        )
+                    );
                 } else {
-                    tracing::info!("the API key is in {}", created.config.display());
+                    tracing::info!(
+                        "{}",
+                        init::first_webhook_log_hint(&created.config, send_url.as_deref())
+                    );
                 }
             }
             Err(e) => {
@@ -178,6 +189,16 @@ fn serve(home: Home, config_path: PathBuf, default_config: bool, listen: Option<
     }
 }
 
+/// The URL `lowkey send` needs for a daemon started with `--listen addr`. Port 0 is
+/// chosen when binding, so only the log's "listening on" line has it.
+fn send_url(addr: SocketAddr) -> String {
+    let addr = addr.to_string();
+    match addr.strip_suffix(":0") {
+        Some(host) => format!("http://{host}:<the port on the \"listening on\" line>"),
+        None => format!("http://{addr}"),
+    }
+}
+
 fn init_command(home: &Home, config_path: &std::path::Path) -> u8 {
     match init::init(home, config_path) {
         Ok(created) => {
@@ -188,7 +209,7 @@ fn init_command(home: &Home, config_path: &std::path::Path) -> u8 {
             );
             println!(
                 "{}",
-                init::first_webhook_hint(&created.api_key, config::DEFAULT_LISTEN)
+                init::first_webhook_hint(&created.api_key, &created.config, None)
             );
             println!(
                 "\nNext: add your agents and webhook sources to the config, then run `lowkey check`."
