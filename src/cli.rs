@@ -61,6 +61,11 @@ pub enum Command {
     /// Run the daemon: take webhooks, store them, run agents (what the systemd units run).
     ///
     /// With no config yet, creates a working starter setup first (as `lowkey init`).
+    ///
+    /// SIGHUP re-reads the config: `systemctl reload` sends it, and outside systemd
+    /// `kill -HUP <pid>` does. A broken config is logged and the old one keeps serving;
+    /// a changed `listen` takes effect at the next start. SIGTERM or Ctrl-C stops it:
+    /// requests in flight finish, and the agents' runs it ends run again at the next start.
     Serve {
         /// Address to listen on when systemd passes no socket [default: config `listen`, 127.0.0.1:7433].
         #[arg(long, value_name = "ADDR")]
