@@ -231,8 +231,14 @@ fn home_env(home: &Home, cmd: &mut Command) {
 /// daemon keeps the pid this command gets.
 fn serve_in_own_network(home: &Home, line: &str, cwd: &Path, path: &str) -> Command {
     let mut cmd = Command::new("unshare");
-    cmd.args(["--net", "sh", "-c", r#"ip link set lo up && eval "exec $0""#, line])
-        .current_dir(cwd);
+    cmd.args([
+        "--net",
+        "sh",
+        "-c",
+        r#"ip link set lo up && eval "exec $0""#,
+        line,
+    ])
+    .current_dir(cwd);
     home_env(home, &mut cmd);
     cmd.env("PATH", path);
     cmd
@@ -245,7 +251,10 @@ fn run_beside(pid: i32, home: &Home, line: &str, cwd: &Path, path: &str) -> Outp
     cmd.args(["--target", &pid.to_string(), "--net", "sh", "-c", line])
         .current_dir(cwd);
     home_env(home, &mut cmd);
-    let out = cmd.env("PATH", path).output().expect("nsenter (util-linux) runs");
+    let out = cmd
+        .env("PATH", path)
+        .output()
+        .expect("nsenter (util-linux) runs");
     Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -328,7 +337,10 @@ fn serve_at_a_terminal_prints_the_key_and_commands_that_work_from_there() {
             ),
         }
         if let Ok(Some(status)) = daemon.0.try_wait() {
-            panic!("lowkey serve ended ({status}); the terminal shows:\n{}", String::from_utf8_lossy(&seen));
+            panic!(
+                "lowkey serve ended ({status}); the terminal shows:\n{}",
+                String::from_utf8_lossy(&seen)
+            );
         }
     }
     let screen = String::from_utf8_lossy(&seen).replace("\r\n", "\n");
@@ -356,11 +368,23 @@ fn serve_at_a_terminal_prints_the_key_and_commands_that_work_from_there() {
     // Typed as shown, from the same folder, each command works.
     let pid = daemon.0.id() as i32;
     let session = sent(&run_beside(pid, &home, send, repo, SYSTEM_PATH));
-    let list = run_beside(pid, &home, &format!("{lowkey} sessions list"), repo, SYSTEM_PATH);
+    let list = run_beside(
+        pid,
+        &home,
+        &format!("{lowkey} sessions list"),
+        repo,
+        SYSTEM_PATH,
+    );
     assert_eq!(list.code, 0, "{list:?}");
     assert!(list.stdout.contains(&session), "{list:?}");
     let show = hinted_line(&screen, &format!("{lowkey} sessions show"));
-    let show = run_beside(pid, &home, &show.replace("<session id>", &session), repo, SYSTEM_PATH);
+    let show = run_beside(
+        pid,
+        &home,
+        &show.replace("<session id>", &session),
+        repo,
+        SYSTEM_PATH,
+    );
     assert_eq!(show.code, 0, "{show:?}");
     assert!(show.stdout.contains("webhook from demo"), "{show:?}");
 }
@@ -379,7 +403,10 @@ fn serve_without_a_terminal_logs_where_the_key_is_and_a_send_command_that_works(
     assert!(daemon.addr.is_some(), "log:\n{}", daemon.log_text());
     let hint = daemon.wait_log("with the first-webhook hint", |l| l.contains("send demo"));
     assert!(
-        hint.contains(&format!("the API key is in {}", home.config_path().display())),
+        hint.contains(&format!(
+            "the API key is in {}",
+            home.config_path().display()
+        )),
         "{hint}"
     );
     let send = hint
@@ -442,7 +469,9 @@ fn the_readme_quickstart_works_as_written() {
         ]
     );
     assert_eq!(
-        samples.iter().find(|s| !s.starts_with("KEY=") && !s.starts_with("curl")),
+        samples
+            .iter()
+            .find(|s| !s.starts_with("KEY=") && !s.starts_with("curl")),
         Some(&"202".to_owned()),
         "the Quickstart shows what `send` prints, the status first: {samples:?}"
     );
