@@ -225,9 +225,9 @@ fn home_env(home: &Home, cmd: &mut Command) {
     }
 }
 
-/// A shell command line that starts `lowkey serve` the way a person does, with no
-/// `--listen`, in a network namespace of its own: its default address, 127.0.0.1:7433,
-/// is free there whatever else runs on this machine. `sh` and `unshare` exec, so the
+/// Runs the shell command line `line`, a `lowkey serve` as a person types it (with no
+/// `--listen`), in a network namespace of its own: its default address, 127.0.0.1:7433,
+/// is free there whatever else runs on this machine. `unshare` and `sh` exec, so the
 /// daemon keeps the pid this command gets.
 fn serve_in_own_network(home: &Home, line: &str, cwd: &Path, path: &str) -> Command {
     let mut cmd = Command::new("unshare");
@@ -287,8 +287,8 @@ fn hinted_line<'a>(text: &'a str, prefix: &str) -> &'a str {
     lines[0]
 }
 
-/// Runs `send demo` as printed and checks the daemon accepted it: the status line, then
-/// the ids. Returns the session id.
+/// Checks that `lowkey send`'s output shows the daemon accepted the webhook: the status
+/// line, then the ids. Returns the session id.
 fn sent(out: &Output) -> String {
     assert_eq!(out.code, 0, "{out:?}");
     let mut lines = out.stdout.lines();
