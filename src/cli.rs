@@ -64,6 +64,11 @@ pub enum Command {
     /// Run the daemon: take webhooks, store them, run agents (what the systemd units run).
     ///
     /// With no config yet, creates a working starter setup first (as `lowkey init`).
+    ///
+    /// SIGHUP re-reads the config: `systemctl reload` sends it, and outside systemd
+    /// `kill -HUP <pid>` does. A broken config is logged and the old one keeps serving;
+    /// a changed `listen` takes effect at the next start. SIGTERM or Ctrl-C stops it:
+    /// requests in flight finish, and the agents' runs it ends run again at the next start.
     Serve {
         /// Address to listen on when systemd passes no socket [default: config `listen`, 127.0.0.1:7433].
         #[arg(long, value_name = "ADDR")]
@@ -139,13 +144,24 @@ fn serve(home: Home, config_path: PathBuf, default_config: bool, listen: Option<
         match init::init(&home, &config_path) {
             Ok(created) => {
                 tracing::info!(path = %created.config.display(), "no config yet: created a starter setup with a demo source and agent");
-                // The key goes to a person at a terminal only, never to the journal.
+                let send_url = listen
+                    .filter(|addr| addr.to_string() != config::DEFAULT_LISTEN)
+                    .map(send_url);
+                // The key goes to a person at a terminal only, never to a journal or a file.
                 if std::io::stderr().is_terminal() && !log::stderr_is_journal() {
-                    let addr =
-                        listen.map_or_else(|| config::DEFAULT_LISTEN.to_owned(), |a| a.to_string());
-                    eprintln!("\n{}\n", init::first_webhook_hint(&created.api_key, &addr));
+                    eprintln!(
+                        "\n{}\n",
+                        init::first_webhook_hint(
+                            &created.api_key,
+                            &created.config,
+                            send_url.as_deref()
+                        )
+                    );
                 } else {
-                    tracing::info!("the API key is in {}", created.config.display());
+                    tracing::info!(
+                        "{}",
+                        init::first_webhook_log_hint(&created.config, send_url.as_deref())
+                    );
                 }
             }
             Err(e) => {
@@ -184,6 +200,16 @@ fn serve(home: Home, config_path: PathBuf, default_config: bool, listen: Option<
     }
 }
 
+/// The URL `lowkey send` needs for a daemon started with `--listen addr`. Port 0 is
+/// chosen when binding, so only the log's "listening on" line has it.
+fn send_url(addr: SocketAddr) -> String {
+    let addr = addr.to_string();
+    match addr.strip_suffix(":0") {
+        Some(host) => format!("http://{host}:<the port on the \"listening on\" line>"),
+        None => format!("http://{addr}"),
+    }
+}
+
 fn init_command(home: &Home, config_path: &std::path::Path) -> u8 {
     match init::init(home, config_path) {
         Ok(created) => {
@@ -194,7 +220,7 @@ fn init_command(home: &Home, config_path: &std::path::Path) -> u8 {
             );
             println!(
                 "{}",
-                init::first_webhook_hint(&created.api_key, config::DEFAULT_LISTEN)
+                init::first_webhook_hint(&created.api_key, &created.config, None)
             );
             println!(
                 "\nNext: add your agents and webhook sources to the config, then run `lowkey check`."

@@ -5,6 +5,7 @@
 
 use crate::secret::{Secret, generate_api_key};
 use crate::store::Home;
+use std::ffi::OsStr;
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -119,10 +120,143 @@ fn starter_config(api_key: &Secret, project: &Path) -> String {
     )
 }
 
-/// How to send the first webhook, for people reading a terminal.
-pub fn first_webhook_hint(api_key: &Secret, listen: &str) -> String {
+/// How to send the first webhook, for a person at a terminal: the key (which senders
+/// other than `lowkey send` need), then the commands to try. `send_url` is the daemon's
+/// URL when it is not the config's `listen` (`serve --listen`).
+pub fn first_webhook_hint(api_key: &Secret, config: &Path, send_url: Option<&str>) -> String {
+    let lowkey = command_name();
     format!(
-        "Your API key (keep it secret; it is also in the config file):\n\n    export KEY={key}\n\nSend a first webhook:\n\n    curl -H \"Authorization: Bearer $KEY\" -d '{{\"hello\":\"world\"}}' http://{listen}/api/webhook/demo\n\nthen read what the demo agent answered with `lowkey sessions list` and `lowkey sessions show <id>`.",
+        "Your API key (keep it secret; it is also in {config}; senders put it in an \
+         `Authorization: Bearer` header):\n\n    {key}\n\n\
+         Send a test webhook to the demo source; it prints the answer, 202 and the new \
+         session's id:\n\n    {send}\n\n\
+         then read what the demo agent answered:\n\n    \
+         {lowkey} sessions list\n    {lowkey} sessions show <session id>",
+        config = config.display(),
         key = api_key.expose(),
+        send = send_command(&lowkey, send_url),
     )
+}
+
+/// The same hint for a log (journald, a file, a pipe): never the key itself, only where
+/// it is.
+pub fn first_webhook_log_hint(config: &Path, send_url: Option<&str>) -> String {
+    let lowkey = command_name();
+    format!(
+        "the API key is in {config}; send a test webhook with `{send}`, then read the demo \
+         agent's answer with `{lowkey} sessions list` and `{lowkey} sessions show <session id>`",
+        config = config.display(),
+        send = send_command(&lowkey, send_url),
+    )
+}
+
+fn send_command(lowkey: &str, url: Option<&str>) -> String {
+    match url {
+        Some(url) => format!("{lowkey} send demo --url {url}"),
+        None => format!("{lowkey} send demo"),
+    }
+}
+
+/// How the person who started this binary runs it again from their shell: `lowkey`
+/// when that is the `lowkey` their PATH finds, else its path (relative when it is below
+/// the working directory, as `./target/release/lowkey` is after `cargo run`).
+fn command_name() -> String {
+    match std::env::current_exe() {
+        Ok(exe) => command_for(
+            &exe,
+            std::env::current_dir().ok().as_deref(),
+            std::env::var_os("PATH").as_deref(),
+        ),
+        Err(_) => "lowkey".to_owned(),
+    }
+}
+
+fn command_for(exe: &Path, cwd: Option<&Path>, path_var: Option<&OsStr>) -> String {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    // The shell runs the first executable `lowkey` on PATH, whichever binary it is.
+    let found = path_var.and_then(|path| {
+        std::env::split_paths(path)
+            .map(|dir| dir.join("lowkey"))
+            .find(|candidate| {
+                candidate
+                    .metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    });
+    if found.is_some_and(|found| same(&found, exe)) {
+        return "lowkey".to_owned();
+    }
+    let exe = exe.canonicalize().unwrap_or_else(|_| exe.to_owned());
+    let shown = cwd
+        .and_then(|cwd| cwd.canonicalize().ok())
+        .and_then(|cwd| {
+            exe.strip_prefix(cwd)
+                .ok()
+                .map(|rest| Path::new(".").join(rest))
+        })
+        .unwrap_or(exe);
+    shell_word(&shown.to_string_lossy())
+}
+
+/// `text` as one shell word: as it is when nothing in it is special to the shell, else
+/// single-quoted.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executable(path: &Path) {
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn the_hint_names_lowkey_only_when_path_finds_this_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let built = root.join("repo/target/release");
+        let installed = root.join("bin");
+        std::fs::create_dir_all(&built).unwrap();
+        std::fs::create_dir_all(&installed).unwrap();
+        let exe = built.join("lowkey");
+        executable(&exe);
+        executable(&installed.join("lowkey"));
+        let path = |dirs: &[&Path]| std::env::join_paths(dirs).unwrap();
+
+        // After `cargo run` in the repository: the build's path, relative.
+        assert_eq!(
+            command_for(&exe, Some(&root.join("repo")), Some(&path(&[&installed]))),
+            "./target/release/lowkey"
+        );
+        // Elsewhere: the absolute path, since another `lowkey` comes first on PATH.
+        assert_eq!(
+            command_for(&exe, Some(&installed), Some(&path(&[&installed, &built]))),
+            format!("{}", exe.display())
+        );
+        // This binary is the one PATH finds.
+        assert_eq!(
+            command_for(&exe, Some(&root), Some(&path(&[&built, &installed]))),
+            "lowkey"
+        );
+        // A path the shell would split is quoted.
+        let odd = root.join("my builds");
+        std::fs::create_dir_all(&odd).unwrap();
+        executable(&odd.join("lowkey"));
+        assert_eq!(
+            command_for(&odd.join("lowkey"), None, None),
+            format!("'{}/my builds/lowkey'", root.display())
+        );
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+    }
 }

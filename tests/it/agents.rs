@@ -1,5 +1,6 @@
-//! How an agent is run (DESIGN.md section 6): its directory, stdin, environment, reply,
-//! stderr, and the timeout that ends its whole process group.
+//! How an agent is run (the `agents.<name>` rows of README.md's config table): its
+//! directory, stdin, environment, reply, stderr, and the timeout that ends its whole
+//! process group.
 
 use crate::helpers::*;
 use crate::support::*;

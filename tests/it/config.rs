@@ -1,4 +1,4 @@
-//! Bad configs (DESIGN.md section 4): `lowkey check` and `lowkey serve` both refuse
+//! Bad configs (README.md, Configure): `lowkey check` and `lowkey serve` both refuse
 //! them with exit 78 and a message that names the key and the fix.
 
 use crate::support::*;

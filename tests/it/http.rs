@@ -1,4 +1,4 @@
-//! The HTTP table of DESIGN.md section 5, row by row, against the real daemon.
+//! The HTTP table of README.md, row by row, against the real daemon.
 
 use crate::helpers::*;
 use crate::support::*;

@@ -1,4 +1,4 @@
-//! At-least-once across crashes (DESIGN.md section 6): an accepted event whose run did
+//! At-least-once across crashes (README.md, Crashes): an accepted event whose run did
 //! not finish runs after the restart; a finished one never runs again.
 
 use crate::helpers::*;

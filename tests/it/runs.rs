@@ -1,4 +1,4 @@
-//! Run scheduling (DESIGN.md section 6): the events of one session run in order, one
+//! Run scheduling (`dispatch.rs` in ARCHITECTURE.md): the events of one session run in order, one
 //! at a time, and `maxConcurrent` caps each agent.
 
 use crate::helpers::*;

@@ -4,9 +4,8 @@
 //!
 //! The signers are the libraries senders themselves use (`standardwebhooks`, `stripe`,
 //! `slack-sdk`, `@octokit/webhooks-methods`), so a test passing means lowkey agrees
-//! with them, not merely with its own `sign`. Install them with
-//! `python3 -m pip install -r tests/signers/requirements.txt` and
-//! `(cd tests/signers && npm ci)`.
+//! with them, not merely with its own `sign`. `tests/setup` installs them (the Python
+//! ones into the virtual environment `tests/signers/.venv`).
 
 use crate::support::*;
 use base64::Engine as _;
@@ -106,8 +105,7 @@ impl Scheme {
 
     /// The program and script (in tests/signers) that sign for this scheme.
     fn signer(self) -> (String, &'static str) {
-        // `LOWKEY_TEST_PYTHON` picks the interpreter the libraries were installed for.
-        let python = std::env::var("LOWKEY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let python = python();
         match self {
             Scheme::StandardWebhooks => (python, "standardwebhooks_sign.py"),
             Scheme::Stripe => (python, "stripe_sign.py"),
@@ -133,10 +131,9 @@ struct Signer {
 
 fn start_signer(scheme: Scheme) -> Signer {
     let (program, script) = scheme.signer();
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/signers");
     let mut child = Command::new(&program)
-        .arg(format!("{dir}/{script}"))
-        .current_dir(dir)
+        .arg(format!("{SIGNERS_DIR}/{script}"))
+        .current_dir(SIGNERS_DIR)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -149,7 +146,24 @@ fn start_signer(scheme: Scheme) -> Signer {
     }
 }
 
-const INSTALL: &str = "install the signing libraries: `python3 -m pip install -r tests/signers/requirements.txt` and `(cd tests/signers && npm ci)`";
+const SIGNERS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/signers");
+
+const INSTALL: &str = "install the signing libraries with `tests/setup` (as root; it puts the Python ones in tests/signers/.venv and runs `npm ci` in tests/signers)";
+
+/// The Python the signing libraries were installed for: `LOWKEY_TEST_PYTHON` when set,
+/// else the virtual environment `tests/setup` makes, else `python3` from PATH (for
+/// libraries installed by other means).
+fn python() -> String {
+    if let Ok(python) = std::env::var("LOWKEY_TEST_PYTHON") {
+        return python;
+    }
+    let venv = format!("{SIGNERS_DIR}/.venv/bin/python3");
+    if std::path::Path::new(&venv).exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
 
 /// The headers `scheme`'s official library attaches when it signs `body` with `secret`
 /// at `timestamp` as delivery `id`, in the order it gives them.
