@@ -75,7 +75,7 @@ pub fn man_page(cmd: &clap::Command, readme: &str) -> std::io::Result<Vec<u8>> {
     roff.push_str(".SH COMMANDS\n");
     for path in &leaves {
         let leaf = path.last().expect("a path has its command");
-        write!(roff, ".SS \"{}\"\n", usage(path).replace('"', "\\(dq")).unwrap();
+        writeln!(roff, ".SS \"{}\"", usage(path).replace('"', "\\(dq")).unwrap();
         if let Some(text) = leaf.get_long_about().or_else(|| leaf.get_about()) {
             roff.push_str(&markdown(&text.to_string()));
         }
