@@ -478,6 +478,9 @@ verify_user() {
     [ -z "$o" ] || { echo "$o"; return 1; }
 }
 check "systemd-analyze --user verify lowkey.socket lowkey.service reports nothing" verify_user
+# The user unit's own figure: systemd-analyze counts a user manager's service as
+# running as root (0.4), and a user manager cannot apply ProtectClock= or ProtectProc=.
+max_exposure=3.1
 check "systemd-analyze --user security lowkey.service: exposure at most $max_exposure" \
     exposure_at_most as alice systemd-analyze --user security --no-pager lowkey.service
 echo "# $(head -n 1 "$out")"
