@@ -1,4 +1,5 @@
-//! Every config file the project ships is one `lowkey check` accepts.
+//! What the packages ship: every config file is one `lowkey check` accepts, and the man
+//! page is complete and refers only to pages that exist.
 
 use crate::support::*;
 
