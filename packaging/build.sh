@@ -3,12 +3,14 @@
 #
 #   packaging/build.sh            # prints the two package paths, lintian and rpm output
 #
-# Steps: install cargo-deb and cargo-generate-rpm if missing; build the release binary;
-# generate the man page and shell completions (the gen-assets example); gzip the man
-# page; `cargo deb --no-build`; `cargo generate-rpm`; lintian (no error, no warning
-# allowed); rpm -qpi/-qpl/-K; rpmlint when it is installed (no error allowed).
-# The packaging metadata is [package.metadata.deb] and [package.metadata.generate-rpm]
-# in Cargo.toml; maintainer scripts and extras live beside this file.
+# Steps: install cargo-deb if missing, and rpm, lintian and rpmlint; build the release
+# binary; generate the man page and shell completions (the gen-assets example); gzip
+# the man page for the .deb; `cargo deb --no-build`; rpmbuild -bb packaging/rpm/lowkey.spec
+# with a %changelog made from packaging/changelog; lintian and rpmlint (no error, no
+# warning allowed); rpm -qpi/-qpl/-K.
+# The .deb's metadata is [package.metadata.deb] in Cargo.toml; the .rpm's is the spec.
+# Both take their long description from packaging/description and their changelog from
+# packaging/changelog; maintainer scripts and extras live beside this file.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -16,16 +18,16 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 step() { printf '\n== %s\n' "$*"; }
 
-# Tools. cargo-generate-rpm takes minutes to compile, so it is installed only once.
-for tool in deb generate-rpm; do
-    if ! command -v "cargo-$tool" >/dev/null 2>&1; then
-        step "installing cargo-$tool"
-        cargo install --locked "cargo-$tool"
-    fi
-done
+# Tools. cargo-deb takes minutes to compile, so it is installed only once.
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    step "installing cargo-deb"
+    cargo install --locked cargo-deb
+fi
 missing=()
 command -v lintian >/dev/null 2>&1 || missing+=(lintian)
-command -v rpm >/dev/null 2>&1 || missing+=(rpm)
+# Debian's rpm package has rpmbuild.
+command -v rpmbuild >/dev/null 2>&1 || missing+=(rpm)
+command -v rpmlint >/dev/null 2>&1 || missing+=(rpmlint)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         step "installing ${missing[*]}"
@@ -62,17 +64,46 @@ done
 # Debian policy (and lintian) want man pages compressed at -9, without name or time stamp.
 gzip -9 -n -c target/assets/lowkey.1 > target/assets/lowkey.1.gz
 
-# cargo-deb strips its copy of the binary; cargo-generate-rpm packs the file as it is.
-strip --strip-all target/release/lowkey
-
 step "building the .deb"
-rm -rf target/debian target/generate-rpm
+rm -rf target/debian target/rpmbuild
 cargo deb --no-build
 deb=$(ls target/debian/lowkey_*.deb)
 
 step "building the .rpm"
-cargo generate-rpm
-rpm=$(ls target/generate-rpm/lowkey-*.rpm)
+# The spec ends with `%changelog`; each Debian changelog entry becomes an rpm one:
+#   * Sat Nov 28 2026 NAME <EMAIL> - VERSION-RELEASE
+#   - the entry's items
+mkdir -p target/rpmbuild/SPECS
+spec=target/rpmbuild/SPECS/lowkey.spec
+cp packaging/rpm/lowkey.spec "$spec"
+entry_version=
+while IFS= read -r line; do
+    case $line in
+        lowkey\ \(*)
+            entry_version=${line#lowkey (}
+            entry_version=${entry_version%%)*}
+            items=() ;;
+        "  * "*)
+            items+=("- ${line#  \* }") ;;
+        "    "*)
+            items+=("  ${line#    }") ;;
+        " -- "*)
+            who=${line# -- }
+            when=$(LC_ALL=C date -u -d "${who#*>  }" '+%a %b %d %Y')
+            printf '* %s %s - %s\n' "$when" "${who%%>*}>" "$entry_version" >> "$spec"
+            printf '%s\n' "${items[@]}" >> "$spec"
+            echo >> "$spec" ;;
+    esac
+done < packaging/changelog
+rpmbuild -bb --quiet \
+    --define "_topdir $PWD/target/rpmbuild" \
+    --define "srcdir $PWD" \
+    --define "pkgversion $version" \
+    --define "_buildhost lowkey.invalid" \
+    --define "use_source_date_epoch_as_buildtime 1" \
+    --define "clamp_mtime_to_source_date_epoch 1" \
+    "$spec"
+rpm=$(ls target/rpmbuild/RPMS/*/lowkey-*.rpm)
 
 status=0
 step "lintian $deb"
@@ -88,22 +119,21 @@ step "rpm -qpi $rpm"
 rpm -qpi "$rpm"
 step "rpm -qpl $rpm"
 rpm -qpl "$rpm"
-step "rpm -qp --scripts --requires $rpm"
+step "rpm -qp --scripts --requires --changelog $rpm"
 rpm -qp --scripts "$rpm"
 rpm -qpR "$rpm"
+rpm -qp --changelog "$rpm"
 step "rpm -K $rpm"
 rpm -K "$rpm" || status=1
 
-if command -v rpmlint >/dev/null 2>&1; then
-    step "rpmlint $rpm"
-    # packaging/rpmlint.toml says why each filtered report does not apply; warnings
-    # are shown, errors fail the build.
-    rpmlint_out=$(rpmlint -c packaging/rpmlint.toml "$rpm" 2>&1) || true
-    printf '%s\n' "$rpmlint_out"
-    if printf '%s\n' "$rpmlint_out" | grep -q ': E: '; then
-        echo "build.sh: rpmlint reports errors" >&2
-        status=1
-    fi
+step "rpmlint $rpm"
+# packaging/rpmlint.toml says why each filtered report does not apply; what is left
+# fails the build.
+rpmlint_out=$(rpmlint -c packaging/rpmlint.toml "$rpm" 2>&1) || true
+printf '%s\n' "$rpmlint_out"
+if printf '%s\n' "$rpmlint_out" | grep -q ': [EW]: '; then
+    echo "build.sh: rpmlint reports errors or warnings" >&2
+    status=1
 fi
 
 step "packages"
