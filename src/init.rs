@@ -131,7 +131,7 @@ pub fn first_webhook_hint(api_key: &Secret, config: &Path, send_url: Option<&str
          Send a test webhook to the demo source; it prints the answer, 202 and the new \
          session's id:\n\n    {send}\n\n\
          then read what the demo agent answered:\n\n    \
-         {lowkey} sessions list\n    {lowkey} sessions show <session id>",
+         {lowkey} sessions list\n    {lowkey} sessions show latest",
         config = config.display(),
         key = api_key.expose(),
         send = send_command(&lowkey, send_url),
@@ -144,7 +144,7 @@ pub fn first_webhook_log_hint(config: &Path, send_url: Option<&str>) -> String {
     let lowkey = command_name();
     format!(
         "the API key is in {config}; send a test webhook with `{send}`, then read the demo \
-         agent's answer with `{lowkey} sessions list` and `{lowkey} sessions show <session id>`",
+         agent's answer with `{lowkey} sessions list` and `{lowkey} sessions show latest`",
         config = config.display(),
         send = send_command(&lowkey, send_url),
     )

@@ -378,13 +378,7 @@ fn serve_at_a_terminal_prints_the_key_and_commands_that_work_from_there() {
     assert_eq!(list.code, 0, "{list:?}");
     assert!(list.stdout.contains(&session), "{list:?}");
     let show = hinted_line(&screen, &format!("{lowkey} sessions show"));
-    let show = run_beside(
-        pid,
-        &home,
-        &show.replace("<session id>", &session),
-        repo,
-        SYSTEM_PATH,
-    );
+    let show = run_beside(pid, &home, &show, repo, SYSTEM_PATH);
     assert_eq!(show.code, 0, "{show:?}");
     assert!(show.stdout.contains("webhook from demo"), "{show:?}");
 }
@@ -465,7 +459,7 @@ fn the_readme_quickstart_works_as_written() {
             "lowkey serve",
             "lowkey send demo",
             "lowkey sessions list",
-            "lowkey sessions show <session id from the list>",
+            "lowkey sessions show latest",
         ]
     );
     assert_eq!(
@@ -495,8 +489,7 @@ fn the_readme_quickstart_works_as_written() {
     let listed = run_beside(daemon.pid, &home, &built(list), cwd, SYSTEM_PATH);
     assert_eq!(listed.code, 0, "{listed:?}");
     assert!(listed.stdout.contains(&session), "{listed:?}");
-    let show = built(show).replace("<session id from the list>", &session);
-    let shown = run_beside(daemon.pid, &home, &show, cwd, SYSTEM_PATH);
+    let shown = run_beside(daemon.pid, &home, &built(show), cwd, SYSTEM_PATH);
     assert_eq!(shown.code, 0, "{shown:?}");
     assert!(
         shown.stdout.contains("Hello from the demo agent"),
