@@ -378,7 +378,7 @@ fn serve_at_a_terminal_prints_the_key_and_commands_that_work_from_there() {
     assert_eq!(list.code, 0, "{list:?}");
     assert!(list.stdout.contains(&session), "{list:?}");
     let show = hinted_line(&screen, &format!("{lowkey} sessions show"));
-    let show = run_beside(pid, &home, &show, repo, SYSTEM_PATH);
+    let show = run_beside(pid, &home, show, repo, SYSTEM_PATH);
     assert_eq!(show.code, 0, "{show:?}");
     assert!(show.stdout.contains("webhook from demo"), "{show:?}");
 }
