@@ -6,11 +6,7 @@
 #   tests/e2e/run.sh rpm   target/rpmbuild/RPMS/*/lowkey-*.rpm   # rpm -i --nodeps, ..., rpm -e
 #
 # Boots a throw-away container whose PID 1 is systemd (box.sh), installs lowkey there
-<<<<<<< HEAD
 # and, as a box user, follows the steps of README.md's Install section with the system
-=======
-# and, as a box user, follows the README's Install path with the system
->>>>>>> pkg
 # template unit, then with the user units, and for the packages removes them again
 # (inside.sh). Each check prints `ok - NAME` or `not ok - NAME`; the last line is
 # `N passed, M failed`, and the exit status is non-zero if anything failed.
