@@ -462,5 +462,12 @@ mod tests {
         // A block period after it, the next failure carries the count.
         assert_eq!(t.failed_at(a, start + BLOCK_FOR).unreported, Some(4));
         assert!(t.failed_at(a, start + BLOCK_FOR).unreported.is_none());
+
+        // A block with no failures during it has nothing to report, however long after.
+        let b = addr(4);
+        for _ in 0..FAILURE_LIMIT {
+            t.failed_at(b, t0);
+        }
+        assert!(t.failed_at(b, t0 + 2 * BLOCK_FOR).unreported.is_none());
     }
 }
