@@ -278,15 +278,7 @@ struct Refused<'a> {
 /// blocked address while the tarpit has room. `reason`, what failed, goes only to the
 /// log.
 async fn refuse(app: &App, config: &Config, refused: Refused<'_>, reason: String) -> Rejected {
-    let secrets = config
-        .sources
-        .values()
-        .filter_map(|s| s.verify.as_ref())
-        .map(|v| v.keys.len() as u64)
-        .max()
-        .unwrap_or(0);
-    let hmac_bound = Duration::from_nanos(refused.len as u64 * secrets * HMAC_NANOS_PER_BYTE);
-    let mut answer_at = refused.read_at + REFUSAL_DELAY + hmac_bound;
+    let mut answer_at = refusal_time(config, &refused);
     let Some(ip) = refused.client else {
         tokio::time::sleep_until(answer_at.into()).await;
         return rejected(unauthorized(), reason);
@@ -332,6 +324,20 @@ async fn refuse(app: &App, config: &Config, refused: Refused<'_>, reason: String
             }
         }
     }
+}
+
+/// When [`refuse`] answers, unless the tarpit holds the answer longer: as late as
+/// checking a signature over the body with the most secrets any source has could end.
+fn refusal_time(config: &Config, refused: &Refused<'_>) -> Instant {
+    let secrets = config
+        .sources
+        .values()
+        .filter_map(|s| s.verify.as_ref())
+        .map(|v| v.keys.len() as u64)
+        .max()
+        .unwrap_or(0);
+    let hmac_bound = Duration::from_nanos(refused.len as u64 * secrets * HMAC_NANOS_PER_BYTE);
+    refused.read_at + REFUSAL_DELAY + hmac_bound
 }
 
 /// The answer to a body that could not be read whole within the limits; the same for
@@ -689,4 +695,77 @@ async fn drain(mut body: Incoming) {
         }
     };
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, read).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A config with the API key `lk_right`, and sources with `secrets` each.
+    fn config(secrets: &[usize]) -> Config {
+        let mut sources = serde_json::Map::new();
+        sources.insert("plain".into(), serde_json::json!({ "project": "/tmp" }));
+        for (n, count) in secrets.iter().enumerate() {
+            let secrets: Vec<String> = (0..*count).map(|k| format!("secret-{n}-{k}")).collect();
+            sources.insert(
+                format!("signed-{n}"),
+                serde_json::json!({ "project": "/tmp", "verify": "github", "secrets": secrets }),
+            );
+        }
+        let text = serde_json::json!({
+            "apiKey": "lk_right",
+            "agents": { "bot": { "command": ["/bin/true"] } },
+            "defaultAgent": "bot",
+            "webhooks": sources,
+        });
+        crate::config::parse(
+            Path::new("config.json"),
+            &text.to_string(),
+            crate::config::Lookup::Own,
+        )
+        .map(|loaded| loaded.config)
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_refusal_waits_as_long_as_checking_the_body_with_the_most_secrets_could() {
+        let read_at = Instant::now();
+        let refused = Refused {
+            client: None,
+            source_name: "nosuch",
+            read_at,
+            len: 1000,
+        };
+        let bound = |secrets: u64| Duration::from_nanos(1000 * secrets * HMAC_NANOS_PER_BYTE);
+        assert_eq!(
+            refusal_time(&config(&[]), &refused),
+            read_at + REFUSAL_DELAY
+        );
+        assert_eq!(
+            refusal_time(&config(&[1, 3, 2]), &refused),
+            read_at + REFUSAL_DELAY + bound(3)
+        );
+    }
+
+    #[test]
+    fn only_a_bearer_token_with_the_api_key_is_authorized() {
+        let config = config(&[]);
+        let check = |value: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            }
+            authorized(&config, &headers)
+        };
+        assert_eq!(check(Some("Bearer lk_right")), Ok(()));
+        // The scheme is case-insensitive and space around the key does not count.
+        assert_eq!(check(Some("bEARER  lk_right ")), Ok(()));
+        assert_eq!(check(None), Err("no Authorization header"));
+        assert_eq!(check(Some("Bearer lk_wrong")), Err("wrong API key"));
+        // Another scheme of the same length, with the right key, is not a bearer token.
+        let other = Err("Authorization is not a Bearer token");
+        assert_eq!(check(Some("Apikey lk_right")), other);
+        assert_eq!(check(Some("Bearer")), other);
+    }
 }

@@ -31,7 +31,11 @@ struct Bucket {
 impl SourceLimits {
     /// Takes a token for `source`; `Err(wait)` says how long until one is free.
     pub fn take(&self, source: &str, limit: &RateLimit) -> Result<(), Duration> {
-        let now = Instant::now();
+        self.take_at(source, limit, Instant::now())
+    }
+
+    /// [`SourceLimits::take`] at `now`, so tests can say when each request comes.
+    fn take_at(&self, source: &str, limit: &RateLimit, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().expect("limits lock");
         // The name is copied only for a source's first request.
         if !buckets.contains_key(source) {
@@ -103,6 +107,17 @@ struct Failures {
     reported: Instant,
 }
 
+impl Failures {
+    /// Whether the failures counted since `since` still count toward a block.
+    fn in_window(&self, now: Instant) -> bool {
+        now.duration_since(self.since) < FAILURE_WINDOW
+    }
+
+    fn blocked(&self, now: Instant) -> bool {
+        self.blocked_until.is_some_and(|until| until > now)
+    }
+}
+
 /// What to answer a failed authentication, by [`AuthThrottle::failed`].
 pub enum Failure<'a> {
     /// 401. `blocks` when this failure got the address blocked.
@@ -131,15 +146,15 @@ pub struct Held<'a> {
 impl AuthThrottle {
     /// Records a failed authentication from `addr` and says how to answer it.
     pub fn failed(&self, addr: IpAddr) -> Failed<'_> {
-        let now = Instant::now();
+        self.failed_at(addr, Instant::now())
+    }
+
+    /// [`AuthThrottle::failed`] at `now`, so tests can say when each failure comes.
+    fn failed_at(&self, addr: IpAddr, now: Instant) -> Failed<'_> {
         let mut state = self.state.lock().expect("throttle lock");
         let Tracked { peers, held } = &mut *state;
         if peers.len() >= MAX_TRACKED && !peers.contains_key(&addr) {
-            peers.retain(|_, f| {
-                now.duration_since(f.since) < FAILURE_WINDOW
-                    || f.blocked_until.is_some_and(|u| u > now)
-                    || f.held > 0
-            });
+            peers.retain(|_, f| f.in_window(now) || f.blocked(now) || f.held > 0);
             if peers.len() >= MAX_TRACKED {
                 return Failed {
                     failure: Failure::Refused { blocks: false },
@@ -155,39 +170,36 @@ impl AuthThrottle {
             unreported: 0,
             reported: now,
         });
-        let failure = match f.blocked_until {
-            Some(until) if until > now => {
-                // Guessing on keeps the address blocked.
-                let until = now + BLOCK_FOR;
-                f.blocked_until = Some(until);
-                f.unreported += 1;
-                let place = f.held < HELD_PER_ADDRESS && *held < HELD_IN_ALL;
-                if place {
-                    f.held += 1;
-                    *held += 1;
-                }
-                Failure::Blocked {
-                    wait: until - now,
-                    held: place.then(|| Held {
-                        throttle: self,
-                        addr,
-                    }),
-                }
+        let failure = if f.blocked(now) {
+            // Guessing on keeps the address blocked.
+            let until = now + BLOCK_FOR;
+            f.blocked_until = Some(until);
+            f.unreported += 1;
+            let place = f.held < HELD_PER_ADDRESS && *held < HELD_IN_ALL;
+            if place {
+                f.held += 1;
+                *held += 1;
             }
-            _ => {
-                if now.duration_since(f.since) > FAILURE_WINDOW {
-                    f.count = 0;
-                    f.since = now;
-                }
-                f.count += 1;
-                let blocks = f.count >= FAILURE_LIMIT;
-                if blocks {
-                    f.blocked_until = Some(now + BLOCK_FOR);
-                    f.count = 0;
-                    f.since = now;
-                }
-                Failure::Refused { blocks }
+            Failure::Blocked {
+                wait: until - now,
+                held: place.then(|| Held {
+                    throttle: self,
+                    addr,
+                }),
             }
+        } else {
+            if !f.in_window(now) {
+                f.count = 0;
+                f.since = now;
+            }
+            f.count += 1;
+            let blocks = f.count >= FAILURE_LIMIT;
+            if blocks {
+                f.blocked_until = Some(now + BLOCK_FOR);
+                f.count = 0;
+                f.since = now;
+            }
+            Failure::Refused { blocks }
         };
         // The line that reports a block starting counts as this address's line too.
         let due = f.unreported > 0 && now.duration_since(f.reported) >= BLOCK_FOR;
@@ -298,19 +310,164 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_refills_at_its_rate_up_to_its_burst() {
+        let limits = SourceLimits::default();
+        let limit = RateLimit {
+            per_second: 0.5,
+            burst: 2.0,
+        };
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        assert!(limits.take_at("s", &limit, t0).is_ok());
+        assert!(limits.take_at("s", &limit, t0).is_ok());
+        // Empty, at half a token a second: the next one is two seconds away.
+        assert_eq!(limits.take_at("s", &limit, t0), Err(secs(2)));
+        // A second later half of it is back, so it is one second away.
+        assert_eq!(limits.take_at("s", &limit, t0 + secs(1)), Err(secs(1)));
+        assert!(limits.take_at("s", &limit, t0 + secs(2)).is_ok());
+        // However long the source was quiet, no more than the burst is saved up.
+        let later = t0 + secs(100);
+        assert!(limits.take_at("s", &limit, later).is_ok());
+        assert!(limits.take_at("s", &limit, later).is_ok());
+        assert_eq!(limits.take_at("s", &limit, later), Err(secs(2)));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds_and_is_never_zero() {
+        assert_eq!(retry_after(Duration::ZERO), 1);
+        assert_eq!(retry_after(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after(BLOCK_FOR), 60);
+    }
+
+    fn refused(failed: Failed<'_>) -> bool {
+        match failed.failure {
+            Failure::Refused { blocks } => blocks,
+            Failure::Blocked { .. } => panic!("blocked, not refused"),
+        }
+    }
+
+    fn addr(n: usize) -> IpAddr {
+        IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n as u32))
+    }
+
+    #[test]
+    fn failures_count_toward_a_block_only_within_the_window() {
+        let t = AuthThrottle::default();
+        let a = addr(1);
+        let t0 = Instant::now();
+        for _ in 0..FAILURE_LIMIT - 1 {
+            assert!(!refused(t.failed_at(a, t0)));
+        }
+        // A window later the count starts again, ...
+        let next = t0 + FAILURE_WINDOW;
+        for _ in 0..FAILURE_LIMIT - 1 {
+            assert!(!refused(t.failed_at(a, next)));
+        }
+        // ... so it takes ten failures within one window to block.
+        assert!(refused(
+            t.failed_at(a, next + FAILURE_WINDOW - Duration::from_secs(1))
+        ));
+    }
+
+    #[test]
+    fn a_block_lasts_until_its_period_after_the_last_failure_ends() {
+        let t = AuthThrottle::default();
+        let a = addr(1);
+        let t0 = Instant::now();
+        for _ in 0..FAILURE_LIMIT {
+            t.failed_at(a, t0);
+        }
+        // Failing on while blocked keeps it blocked for a whole period from then.
+        let last = t0 + Duration::from_secs(59);
+        assert_eq!(blocked(t.failed_at(a, last)).0, BLOCK_FOR);
+        // That period is over at its last instant: a failure then is a plain 401.
+        assert!(!refused(t.failed_at(a, last + BLOCK_FOR)));
+    }
+
+    #[test]
+    fn when_every_tracked_address_still_counts_a_new_one_goes_uncounted() {
+        let t = AuthThrottle::default();
+        let t0 = Instant::now();
+        for n in 0..MAX_TRACKED {
+            t.failed_at(addr(n), t0);
+        }
+        // An address already tracked is still counted: nine more failures block it.
+        for _ in 0..FAILURE_LIMIT - 2 {
+            assert!(!refused(t.failed_at(addr(0), t0)));
+        }
+        assert!(refused(t.failed_at(addr(0), t0)));
+        // A new one is not, so no number of failures blocks it.
+        let new = addr(MAX_TRACKED);
+        for _ in 0..2 * FAILURE_LIMIT {
+            assert!(!refused(t.failed_at(new, t0)));
+        }
+        assert_eq!(t.state.lock().unwrap().peers.len(), MAX_TRACKED);
+    }
+
+    #[test]
+    fn a_full_table_makes_room_by_dropping_addresses_that_no_longer_count() {
+        let t = AuthThrottle::default();
+        let t0 = Instant::now();
+        let (held, stale_but_blocked) = (addr(0), addr(1));
+        for n in 2..MAX_TRACKED {
+            t.failed_at(addr(n), t0);
+        }
+        for _ in 0..FAILURE_LIMIT {
+            t.failed_at(held, t0);
+            t.failed_at(stale_but_blocked, t0);
+        }
+        let places: Vec<_> = (0..HELD_PER_ADDRESS)
+            .map(|_| t.failed_at(held, t0))
+            .collect();
+        // Failing on keeps it blocked past its window.
+        t.failed_at(stale_but_blocked, t0 + Duration::from_secs(59));
+
+        // A window later, a new address gets the place of those whose failures no
+        // longer count, and is counted: ten failures block it.
+        let later = t0 + Duration::from_secs(100);
+        let new = addr(MAX_TRACKED);
+        for _ in 0..FAILURE_LIMIT - 1 {
+            assert!(!refused(t.failed_at(new, later)));
+        }
+        assert!(refused(t.failed_at(new, later)));
+        assert_eq!(t.state.lock().unwrap().peers.len(), 3);
+        // A blocked address was kept, so it still is.
+        assert!(matches!(
+            t.failed_at(stale_but_blocked, later).failure,
+            Failure::Blocked { .. }
+        ));
+        // So was one holding places in the tarpit, so blocked again it gets no more.
+        for _ in 0..FAILURE_LIMIT {
+            t.failed_at(held, later);
+        }
+        assert!(!blocked(t.failed_at(held, later)).1);
+        drop(places);
+    }
+
+    #[test]
     fn failures_while_blocked_are_reported_at_most_once_per_block_period() {
         let t = AuthThrottle::default();
-        let a: IpAddr = "10.0.0.3".parse().unwrap();
+        let a = addr(3);
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        for _ in 0..FAILURE_LIMIT - 1 {
+            assert!(t.failed_at(a, t0).unreported.is_none());
+        }
+        // The line about the block starting counts as the address's line.
+        let start = t0 + secs(30);
+        assert!(t.failed_at(a, start).unreported.is_none());
+        for later in [1, 20, 59] {
+            assert!(t.failed_at(a, start + secs(later)).unreported.is_none());
+        }
+        // A block period after it, the next failure carries the count.
+        assert_eq!(t.failed_at(a, start + BLOCK_FOR).unreported, Some(4));
+        assert!(t.failed_at(a, start + BLOCK_FOR).unreported.is_none());
+
+        // A block with no failures during it has nothing to report, however long after.
+        let b = addr(4);
         for _ in 0..FAILURE_LIMIT {
-            assert!(t.failed(a).unreported.is_none());
+            t.failed_at(b, t0);
         }
-        for _ in 0..5 {
-            assert!(t.failed(a).unreported.is_none());
-        }
-        // A block period later, the next failure carries the count.
-        t.state.lock().unwrap().peers.get_mut(&a).unwrap().reported =
-            Instant::now().checked_sub(BLOCK_FOR).unwrap();
-        assert_eq!(t.failed(a).unreported, Some(6));
-        assert!(t.failed(a).unreported.is_none());
+        assert!(t.failed_at(b, t0 + 2 * BLOCK_FOR).unreported.is_none());
     }
 }

@@ -91,6 +91,25 @@ fn every_path_answers_a_declared_length_over_the_limit_without_auth_alike() {
 }
 
 #[test]
+fn every_path_answers_a_body_of_exactly_the_limit_without_auth_alike() {
+    let zoo = zoo();
+    let addr = zoo.daemon.addr.clone().unwrap();
+    let body = format!(r#"{{"p":"{}"}}"#, "x".repeat(1000 - 8)).into_bytes();
+    assert_eq!(body.len(), 1000);
+    for (framing, sent) in [
+        ("Content-Length: 1000", body.clone()),
+        ("Transfer-Encoding: chunked", chunked(&body, 100)),
+    ] {
+        let answers: Vec<String> = PATHS
+            .iter()
+            .map(|path| exchange(&addr, head(path, framing), sent.clone()))
+            .collect();
+        // The limit itself is allowed, so what is refused is the missing auth.
+        assert_alike(&format!("{framing}, maxBodyBytes exactly"), 401, &answers);
+    }
+}
+
+#[test]
 fn every_path_answers_a_chunked_body_over_the_limit_without_auth_alike() {
     let zoo = zoo();
     let addr = zoo.daemon.addr.clone().unwrap();
@@ -144,4 +163,33 @@ fn every_path_waits_for_a_slow_body_without_auth_alike() {
         senders.into_iter().map(|t| t.join().unwrap()).collect()
     });
     assert_alike("a body sent in two halves", 401, &answers);
+}
+
+/// However much a caller sends after its body was refused, lowkey reads a bounded part
+/// of it (4 MiB) and then closes the connection, so a refused caller cannot keep it busy.
+#[test]
+fn a_refused_body_is_read_no_further_than_a_bound() {
+    const SENT_AT_MOST: usize = 64 << 20;
+    let zoo = zoo();
+    let addr = zoo.daemon.addr.clone().unwrap();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    let head = head("nosuch", "Content-Length: 1000000000");
+    stream.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 64 << 10];
+    let mut sent = 0;
+    // The socket buffers on both ends take some megabytes more than lowkey reads.
+    while sent <= SENT_AT_MOST {
+        match stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) => {
+                assert!(
+                    matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset),
+                    "after {sent} bytes: {e}"
+                );
+                return;
+            }
+        }
+    }
+    panic!("lowkey still read a refused body after {sent} bytes");
 }

@@ -242,6 +242,36 @@ fn a_delivery_accepted_before_kill_9_is_a_duplicate_after_restart() {
 }
 
 #[test]
+fn a_delivery_is_new_again_once_its_dedup_hours_have_passed() {
+    let mut zoo = Zoo::start_with(
+        |config, _| config["webhooks"][PLAIN]["dedupHours"] = json!(1),
+        &[],
+    );
+    let case = Case::new(None, Auth::Key, &unique_id("window"));
+    let (session, event) = zoo.accept(&case.source, &case.first);
+    let answer = zoo.post(&case.source, &case.retry);
+    assert_duplicate(&answer, &session, &event, "a retry within the hour");
+    zoo.daemon.wait_run_end(&event);
+    // An hour and a minute later by lowkey's clock (libfaketime moves it), the id is
+    // forgotten: the same delivery is a new event.
+    zoo.daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(zoo.daemon.wait_exit(), Some(0), "{}", zoo.daemon.log_text());
+    zoo.daemon = serve_with_env(
+        &zoo.home,
+        &[
+            (
+                "LD_PRELOAD",
+                "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            ),
+            ("FAKETIME", "+61m"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let (_, again) = zoo.accept(&case.source, &case.retry);
+    assert_ne!(again, event, "the retry an hour later is a new event");
+}
+
+#[test]
 fn concurrent_copies_of_a_delivery_are_accepted_once() {
     const COPIES: usize = 16;
     let zoo = threaded_zoo();
