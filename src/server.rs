@@ -10,6 +10,7 @@ use nix::errno::Errno;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -89,7 +90,7 @@ pub async fn serve(
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let connections = Arc::new(Connections::default());
+    let connections = Arc::new(Connections::new());
     // Turns true (or is dropped) once the drain is over: connections still open close.
     let (close_tx, close) = watch::channel(false);
     let mut loops = JoinSet::new();
@@ -154,13 +155,14 @@ async fn accept_loop(
                 }
             }
         };
-        let (id, shed) = connections.opened();
+        let (id, slot) = connections.opened();
         let app = app.clone();
         let activity: Arc<Activity> = app.activity.clone();
-        let tracked = connections.clone();
+        let tracked = slot.clone();
+        let epoch = connections.epoch;
         let service = service_fn(move |req| {
             let app = app.clone();
-            let request = tracked.request(id);
+            let request = InFlight::start(tracked.clone(), epoch);
             async move {
                 let res = http::handle(&app, req, peer).await;
                 drop(request);
@@ -176,7 +178,7 @@ async fn accept_loop(
             tokio::select! {
                 _ = conn => {}
                 _ = close.wait_for(|c| *c) => {}
-                () = shed.notified() => {}
+                () = slot.shed.notified() => {}
             }
             connections.closed(id);
             activity.connection_closed();
@@ -189,87 +191,103 @@ async fn accept_loop(
 /// that trickles its headers, or holds a connection idle, would otherwise keep out every
 /// sender once enough of them fill the slots (slowloris): instead, when all slots are
 /// taken and a client connects, the connection that has been quiet longest gives way.
-#[derive(Default)]
+/// The map is locked only as connections open and close and when one must give way; a
+/// request only touches its own connection's atomics.
 struct Connections {
-    open: Mutex<HashMap<u64, Tracked>>,
-    next: std::sync::atomic::AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Slot>>>,
+    next: AtomicU64,
+    /// What `Slot::since` counts milliseconds from.
+    epoch: Instant,
 }
 
-struct Tracked {
-    /// Since when it has been quiet (no request in flight), or since when its request
-    /// has been in flight.
-    since: Instant,
-    busy: bool,
+/// One connection's state.
+#[derive(Default)]
+struct Slot {
+    /// Since when (ms after `Connections::epoch`) it has been quiet (no request in
+    /// flight), or since when its request has been in flight.
+    since: AtomicU64,
+    busy: AtomicBool,
     /// Told to close the connection; `shedding` once told.
-    shed: Arc<Notify>,
-    shedding: bool,
+    shed: Notify,
+    shedding: AtomicBool,
 }
 
-/// A request in flight on a tracked connection; the connection is quiet again when it
-/// is dropped.
+impl Slot {
+    fn mark(&self, epoch: Instant, busy: bool) {
+        self.since
+            .store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.busy.store(busy, Ordering::Relaxed);
+    }
+}
+
+/// A request in flight on a connection; the connection is quiet again when it is
+/// dropped.
 struct InFlight {
-    connections: Arc<Connections>,
-    id: u64,
+    slot: Arc<Slot>,
+    epoch: Instant,
+}
+
+impl InFlight {
+    fn start(slot: Arc<Slot>, epoch: Instant) -> InFlight {
+        slot.mark(epoch, true);
+        InFlight { slot, epoch }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.slot.mark(self.epoch, false);
+    }
 }
 
 impl Connections {
-    fn opened(&self) -> (u64, Arc<Notify>) {
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let shed = Arc::new(Notify::new());
-        let tracked = Tracked {
-            since: Instant::now(),
-            busy: false,
-            shed: shed.clone(),
-            shedding: false,
-        };
+    fn new() -> Connections {
+        Connections {
+            open: Mutex::default(),
+            next: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn opened(&self) -> (u64, Arc<Slot>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot::default());
+        slot.mark(self.epoch, false);
         self.open
             .lock()
             .expect("connections lock")
-            .insert(id, tracked);
-        (id, shed)
+            .insert(id, slot.clone());
+        (id, slot)
     }
 
     fn closed(&self, id: u64) {
         self.open.lock().expect("connections lock").remove(&id);
     }
 
-    fn request(self: &Arc<Self>, id: u64) -> InFlight {
-        self.mark(id, true);
-        InFlight {
-            connections: self.clone(),
-            id,
-        }
-    }
-
-    fn mark(&self, id: u64, busy: bool) {
-        if let Some(c) = self.open.lock().expect("connections lock").get_mut(&id) {
-            c.since = Instant::now();
-            c.busy = busy;
-        }
-    }
-
     /// Closes the connection that has been quiet longest; failing that, the one whose
     /// request has been in flight longest, if that is over `SHED_BUSY_AFTER`. Its slot
     /// goes to the client waiting for one.
     fn shed(&self) {
-        let mut open = self.open.lock().expect("connections lock");
-        let now = Instant::now();
+        let open = self.open.lock().expect("connections lock");
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let busy_after = SHED_BUSY_AFTER.as_millis() as u64;
         let victim = open
-            .values_mut()
-            .filter(|c| !c.shedding)
-            .filter(|c| !c.busy || now.duration_since(c.since) >= SHED_BUSY_AFTER)
-            .min_by_key(|c| (c.busy, c.since));
-        if let Some(c) = victim {
-            c.shedding = true;
+            .values()
+            .map(|c| {
+                (
+                    c,
+                    c.busy.load(Ordering::Relaxed),
+                    c.since.load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(c, _, _)| !c.shedding.load(Ordering::Relaxed))
+            .filter(|&(_, busy, since)| !busy || now.saturating_sub(since) >= busy_after)
+            .min_by_key(|&(_, busy, since)| (busy, since));
+        if let Some((c, _, _)) = victim {
+            c.shedding.store(true, Ordering::Relaxed);
             // `notify_one` keeps the wake-up for a connection task not yet waiting.
             c.shed.notify_one();
         }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.connections.mark(self.id, false);
     }
 }
 
