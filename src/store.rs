@@ -1342,6 +1342,21 @@ mod tests {
         (dir, home)
     }
 
+    /// An event of session `s`, without a delivery id.
+    fn event(id: &str) -> Event {
+        Event {
+            id: id.into(),
+            session: "s".into(),
+            source: "hook".into(),
+            agent: "bot".into(),
+            project: "/".into(),
+            at: session::now(),
+            body: "{}".into(),
+            delivery: None,
+            dedup_until: None,
+        }
+    }
+
     fn wal_files(home: &Home) -> usize {
         fs::read_dir(home.queue())
             .unwrap()
@@ -1419,17 +1434,7 @@ mod tests {
     #[test]
     fn an_event_recorded_twice_in_the_queue_is_pending_once() {
         let (_dir, home) = empty_home();
-        let event = Event {
-            id: "01EVENT".into(),
-            session: "s".into(),
-            source: "hook".into(),
-            agent: "bot".into(),
-            project: "/".into(),
-            at: session::now(),
-            body: "{}".into(),
-            delivery: None,
-            dedup_until: None,
-        };
+        let event = event("01EVENT");
         // What a crash between writing a copy and deleting the original leaves.
         let mut record = Vec::new();
         encode_json(&mut record, &RecordRef::Accepted(&event));
@@ -1450,15 +1455,9 @@ mod tests {
     /// remembered until `until` (Unix seconds).
     fn delivered(id: &str, delivery: &str, until: u64) -> Event {
         Event {
-            id: id.into(),
-            session: "s".into(),
-            source: "hook".into(),
-            agent: "bot".into(),
-            project: "/".into(),
-            at: session::now(),
-            body: "{}".into(),
             delivery: Some(delivery.into()),
             dedup_until: Some(until),
+            ..event(id)
         }
     }
 
