@@ -214,17 +214,6 @@ fn serve_without_a_config_creates_a_working_starter_setup() {
     assert_eq!(check.code, 0, "{check:?}");
 }
 
-/// The environment `Home::command` gives lowkey (this state folder, nothing of
-/// systemd's), for commands that run lowkey through a shell.
-fn home_env(home: &Home, cmd: &mut Command) {
-    for (key, value) in home.command(&[]).get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
-}
-
 /// Runs the shell command line `line`, a `lowkey serve` as a person types it (with no
 /// `--listen`), in a network namespace of its own: its default address, 127.0.0.1:7433,
 /// is free there whatever else runs on this machine. `unshare` and `sh` exec, so the

@@ -9,6 +9,7 @@ use crate::support::{Answer, Daemon, Home, KEY, PATIENCE};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How often `wait_for` looks again. This is a poll interval, not a synchronisation: the
@@ -43,6 +44,17 @@ pub fn assert_nothing_recovered(daemon: &Daemon) {
         "{}",
         daemon.log_text()
     );
+}
+
+/// Gives `cmd` the environment `Home::command` gives lowkey (this state folder, nothing
+/// of systemd's), for a wrapper (a shell, `strace`, `unshare`, ...) that runs lowkey.
+pub fn home_env(home: &Home, cmd: &mut Command) {
+    for (key, value) in home.command(&[]).get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
 }
 
 pub fn out_dir(home: &Home) -> PathBuf {
