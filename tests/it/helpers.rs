@@ -57,6 +57,16 @@ pub fn home_env(home: &Home, cmd: &mut Command) {
     }
 }
 
+/// A figure in KiB from `/proc/<pid>/status`, by its field name (`VmRSS`, `VmHWM`, ...).
+pub fn proc_status_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
 pub fn out_dir(home: &Home) -> PathBuf {
     let dir = home.dir.path().join("out");
     std::fs::create_dir_all(&dir).unwrap();
