@@ -17,8 +17,8 @@ const MARKER: &str = "smuggled-c0ffee";
 fn smuggled() -> String {
     let body = format!(r#"{{"marker":"{MARKER}"}}"#);
     format!(
-        "POST /api/webhook/hook HTTP/1.1\r\nHost: lowkey\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+        "{}{body}",
+        head(&format!("Content-Length: {}\r\n", body.len()))
     )
 }
 
