@@ -218,7 +218,7 @@ impl Tally {
     pub fn check(&self, name: &str) {
         println!("{}", self.line(name));
         assert!(
-            self.lost.is_empty() && self.duplicated.is_empty(),
+            self.is_clean(),
             "{}; lost: {:?}; duplicated: {:?}",
             self.line(name),
             self.lost,
