@@ -7,7 +7,7 @@ use serde_json::json;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// The `lk_...` word in `text`.
 fn printed_key(text: &str) -> String {
@@ -251,16 +251,6 @@ fn run_beside(pid: i32, home: &Home, line: &str, cwd: &Path, path: &str) -> Outp
     }
 }
 
-/// A child process, killed when the test ends.
-struct Ended(Child);
-
-impl Drop for Ended {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The system PATH: no `lowkey` on it (unless one is installed), and `ip` for the
 /// network namespace.
 const SYSTEM_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -295,7 +285,7 @@ fn serve_at_a_terminal_prints_the_key_and_commands_that_work_from_there() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let terminal = nix::pty::openpty(None, None).expect("a pseudo-terminal");
     let line = format!("'{}' serve", lowkey_bin());
-    let mut daemon = Ended(
+    let mut daemon = Killed(
         serve_in_own_network(&home, &line, repo, SYSTEM_PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

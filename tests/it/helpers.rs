@@ -142,6 +142,17 @@ impl Drop for Reap {
     }
 }
 
+/// A child process killed (SIGKILL) and reaped when dropped, so one a test started
+/// does not outlive it, whether the test passes or fails first.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Checks an error answer's body is JSON `{"error": "<text>"}` (and nothing else) sent
 /// as JSON, and returns the text.
 pub fn error_text(answer: &Answer) -> String {

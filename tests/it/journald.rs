@@ -2,7 +2,7 @@
 //! (`journald-ns.sh`), lowkey logging to it natively, and `journalctl` reading the
 //! structured fields back.
 
-use crate::helpers::{home_env, raw_exchange};
+use crate::helpers::{Killed, home_env, raw_exchange};
 use crate::support::*;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -121,16 +121,6 @@ impl Drop for Journal {
             Signal::SIGKILL,
         );
         let _ = self.holder.wait();
-    }
-}
-
-/// A child killed if the test fails before it exits.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
