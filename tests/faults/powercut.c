@@ -154,43 +154,39 @@ static void record_sync(const char *path, uint32_t path_len, uint64_t upto) {
     append(rec, total);
 }
 
-ssize_t write(int fd, const void *buf, size_t len) {
+/* Before a write of `len` bytes at `offset` (-1: the file position) to fd: when fd is
+ * watched, takes the lock and records what the write will overwrite. Returns whether
+ * it did; `written` then lets the lock go once the write itself is done. */
+static int recording(int fd, off_t offset, size_t len) {
     char path[PATH_MAX];
     uint32_t path_len;
     struct stat st;
     if (!watched(fd, path, &path_len, &st))
-        return real_write(fd, buf, len);
+        return 0;
     pthread_mutex_lock(&lock);
-    record_write(fd, path, path_len, &st, -1, len);
-    ssize_t r = real_write(fd, buf, len);
-    pthread_mutex_unlock(&lock);
+    record_write(fd, path, path_len, &st, offset, len);
+    return 1;
+}
+
+static ssize_t written(int recorded, ssize_t r) {
+    if (recorded)
+        pthread_mutex_unlock(&lock);
     return r;
+}
+
+ssize_t write(int fd, const void *buf, size_t len) {
+    int recorded = recording(fd, -1, len);
+    return written(recorded, real_write(fd, buf, len));
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t len, off_t offset) {
-    char path[PATH_MAX];
-    uint32_t path_len;
-    struct stat st;
-    if (!watched(fd, path, &path_len, &st))
-        return real_pwrite(fd, buf, len, offset);
-    pthread_mutex_lock(&lock);
-    record_write(fd, path, path_len, &st, offset, len);
-    ssize_t r = real_pwrite(fd, buf, len, offset);
-    pthread_mutex_unlock(&lock);
-    return r;
+    int recorded = recording(fd, offset, len);
+    return written(recorded, real_pwrite(fd, buf, len, offset));
 }
 
 ssize_t pwrite64(int fd, const void *buf, size_t len, off64_t offset) {
-    char path[PATH_MAX];
-    uint32_t path_len;
-    struct stat st;
-    if (!watched(fd, path, &path_len, &st))
-        return real_pwrite64(fd, buf, len, offset);
-    pthread_mutex_lock(&lock);
-    record_write(fd, path, path_len, &st, offset, len);
-    ssize_t r = real_pwrite64(fd, buf, len, offset);
-    pthread_mutex_unlock(&lock);
-    return r;
+    int recorded = recording(fd, offset, len);
+    return written(recorded, real_pwrite64(fd, buf, len, offset));
 }
 
 static size_t iov_len(const struct iovec *iov, int n) {
@@ -201,29 +197,13 @@ static size_t iov_len(const struct iovec *iov, int n) {
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int n) {
-    char path[PATH_MAX];
-    uint32_t path_len;
-    struct stat st;
-    if (!watched(fd, path, &path_len, &st))
-        return real_writev(fd, iov, n);
-    pthread_mutex_lock(&lock);
-    record_write(fd, path, path_len, &st, -1, iov_len(iov, n));
-    ssize_t r = real_writev(fd, iov, n);
-    pthread_mutex_unlock(&lock);
-    return r;
+    int recorded = recording(fd, -1, iov_len(iov, n));
+    return written(recorded, real_writev(fd, iov, n));
 }
 
 ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t offset) {
-    char path[PATH_MAX];
-    uint32_t path_len;
-    struct stat st;
-    if (!watched(fd, path, &path_len, &st))
-        return real_pwritev(fd, iov, n, offset);
-    pthread_mutex_lock(&lock);
-    record_write(fd, path, path_len, &st, offset, iov_len(iov, n));
-    ssize_t r = real_pwritev(fd, iov, n, offset);
-    pthread_mutex_unlock(&lock);
-    return r;
+    int recorded = recording(fd, offset, iov_len(iov, n));
+    return written(recorded, real_pwritev(fd, iov, n, offset));
 }
 
 /* A sync covers the writes recorded before it began; it is recorded only once it

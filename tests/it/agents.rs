@@ -177,12 +177,7 @@ echo done"#,
         "{lines:#?}"
     );
     // lowkey held a few KiB of the line at a time, never the line itself.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid)).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let peak_kib = proc_status_kib(daemon.pid, "VmHWM");
     eprintln!("lowkey's peak RSS with a 64 MiB stderr line: {peak_kib} KiB");
     assert!(peak_kib < 64 * 1024, "peak RSS {peak_kib} KiB");
 }

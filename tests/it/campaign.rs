@@ -7,6 +7,7 @@
 //! `LOWKEY_FAULTS=long` selects the long mode: more rounds and more load, for the
 //! figures; the README's test command runs the short mode.
 
+use crate::helpers::home_env;
 use crate::support::{Daemon, Home, KEY};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -217,7 +218,7 @@ impl Tally {
     pub fn check(&self, name: &str) {
         println!("{}", self.line(name));
         assert!(
-            self.lost.is_empty() && self.duplicated.is_empty(),
+            self.is_clean(),
             "{}; lost: {:?}; duplicated: {:?}",
             self.line(name),
             self.lost,
@@ -293,12 +294,7 @@ pub fn serve_under(home: &Home, wrapper: &[&str]) -> Daemon {
     cmd.args(&wrapper[1..])
         .arg(plain.get_program())
         .args(plain.get_args());
-    for (k, v) in plain.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
+    home_env(home, &mut cmd);
     Daemon::spawn(cmd)
 }
 

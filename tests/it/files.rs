@@ -7,7 +7,7 @@ use serde_json::json;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// The `lk_...` word in `text`.
 fn printed_key(text: &str) -> String {
@@ -214,17 +214,6 @@ fn serve_without_a_config_creates_a_working_starter_setup() {
     assert_eq!(check.code, 0, "{check:?}");
 }
 
-/// The environment `Home::command` gives lowkey (this state folder, nothing of
-/// systemd's), for commands that run lowkey through a shell.
-fn home_env(home: &Home, cmd: &mut Command) {
-    for (key, value) in home.command(&[]).get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
-}
-
 /// Runs the shell command line `line`, a `lowkey serve` as a person types it (with no
 /// `--listen`), in a network namespace of its own: its default address, 127.0.0.1:7433,
 /// is free there whatever else runs on this machine. `unshare` and `sh` exec, so the
@@ -262,16 +251,6 @@ fn run_beside(pid: i32, home: &Home, line: &str, cwd: &Path, path: &str) -> Outp
     }
 }
 
-/// A child process, killed when the test ends.
-struct Ended(Child);
-
-impl Drop for Ended {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The system PATH: no `lowkey` on it (unless one is installed), and `ip` for the
 /// network namespace.
 const SYSTEM_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -306,7 +285,7 @@ fn serve_at_a_terminal_prints_the_key_and_commands_that_work_from_there() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let terminal = nix::pty::openpty(None, None).expect("a pseudo-terminal");
     let line = format!("'{}' serve", lowkey_bin());
-    let mut daemon = Ended(
+    let mut daemon = Killed(
         serve_in_own_network(&home, &line, repo, SYSTEM_PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -9,6 +9,7 @@ use crate::support::{Answer, Daemon, Home, KEY, PATIENCE};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How often `wait_for` looks again. This is a poll interval, not a synchronisation: the
@@ -43,6 +44,27 @@ pub fn assert_nothing_recovered(daemon: &Daemon) {
         "{}",
         daemon.log_text()
     );
+}
+
+/// Gives `cmd` the environment `Home::command` gives lowkey (this state folder, nothing
+/// of systemd's), for a wrapper (a shell, `strace`, `unshare`, ...) that runs lowkey.
+pub fn home_env(home: &Home, cmd: &mut Command) {
+    for (key, value) in home.command(&[]).get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+}
+
+/// A figure in KiB from `/proc/<pid>/status`, by its field name (`VmRSS`, `VmHWM`, ...).
+pub fn proc_status_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 pub fn out_dir(home: &Home) -> PathBuf {
@@ -117,6 +139,17 @@ impl Drop for Reap {
         if std::thread::panicking() {
             self.kill();
         }
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so one a test started
+/// does not outlive it, whether the test passes or fails first.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -3,6 +3,7 @@
 //! sending slowly (slowloris). Raw TCP, because a well-behaved client cannot send them.
 
 use crate::campaign::*;
+use crate::helpers::proc_status_kib;
 use crate::support::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -16,8 +17,8 @@ const MARKER: &str = "smuggled-c0ffee";
 fn smuggled() -> String {
     let body = format!(r#"{{"marker":"{MARKER}"}}"#);
     format!(
-        "POST /api/webhook/hook HTTP/1.1\r\nHost: lowkey\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+        "{}{body}",
+        head(&format!("Content-Length: {}\r\n", body.len()))
     )
 }
 
@@ -274,16 +275,6 @@ fn no_framing_trick_smuggles_a_second_webhook() {
     tally.check("desync");
 }
 
-/// lowkey's resident memory in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 /// More slow connections than lowkey serves at once.
 const SLOW_CONNECTIONS: usize = 1100;
 
@@ -326,7 +317,7 @@ fn slow_senders_do_not_keep_others_out() {
     let home = Home::with_agent("cat >/dev/null; echo ok");
     let daemon = home.serve();
     let addr = daemon.addr.clone().unwrap();
-    let before = rss_kib(daemon.pid);
+    let before = proc_status_kib(daemon.pid, "VmRSS");
     let mut slow = Slow::open(&addr, SLOW_CONNECTIONS);
     let mut acked = Vec::new();
     let mut slowest = Duration::ZERO;
@@ -342,7 +333,7 @@ fn slow_senders_do_not_keep_others_out() {
         std::thread::sleep(Duration::from_secs(1));
         open = slow.trickle();
     }
-    let grown = rss_kib(daemon.pid).saturating_sub(before);
+    let grown = proc_status_kib(daemon.pid, "VmRSS").saturating_sub(before);
     println!(
         "slowloris: {} slow connections, slowest normal webhook {slowest:?}, RSS grew {grown} KiB, {open} still open",
         SLOW_CONNECTIONS

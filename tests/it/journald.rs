@@ -2,7 +2,7 @@
 //! (`journald-ns.sh`), lowkey logging to it natively, and `journalctl` reading the
 //! structured fields back.
 
-use crate::helpers::raw_exchange;
+use crate::helpers::{Killed, home_env, raw_exchange};
 use crate::support::*;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -124,16 +124,6 @@ impl Drop for Journal {
     }
 }
 
-/// A child killed if the test fails before it exits.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn field<'a>(entry: &'a Value, name: &str) -> &'a str {
     entry[name]
         .as_str()
@@ -150,19 +140,13 @@ fn serve_into(journal: &Journal, home: &Home) -> (Killed, String, JoinHandle<Str
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let fd = nix::unistd::dup(&listener).unwrap();
     let raw = fd.as_raw_fd();
-    let template = home.command(&[]);
     let mut cmd = journal.command("/bin/bash");
     cmd.arg("-c")
         .arg(format!(
             "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec \"$0\" serve 3<&{raw} {raw}<&-"
         ))
-        .arg(template.get_program());
-    for (k, v) in template.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
+        .arg(lowkey_bin());
+    home_env(home, &mut cmd);
     cmd.env("JOURNAL_STREAM", format!("{}:{}", stat.st_dev, stat.st_ino))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
