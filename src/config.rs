@@ -459,21 +459,23 @@ impl Validator {
         self.error(key, format!("expected {needs}; got {}", describe(got)));
     }
 
-    /// An optional key, read with `get` (such as `Value::as_u64`): `Some(None)` when it
-    /// is absent or null, `None` when `get` refuses it (reported).
+    /// The optional key `name` of the object at `key`, read with `get` (such as
+    /// `Value::as_u64`): `Some(None)` when it is absent or null, `None` when `get`
+    /// refuses it (reported under `key.name`).
     fn optional<T>(
         &mut self,
         key: &str,
-        value: Option<&Value>,
+        fields: &Map<String, Value>,
+        name: &str,
         needs: &str,
         get: impl Fn(&Value) -> Option<T>,
     ) -> Option<Option<T>> {
-        match value {
+        match fields.get(name) {
             None | Some(Value::Null) => Some(None),
             Some(v) => match get(v) {
                 Some(t) => Some(Some(t)),
                 None => {
-                    self.expected(key, needs, v);
+                    self.expected(&format!("{key}.{name}"), needs, v);
                     None
                 }
             },
@@ -826,14 +828,16 @@ impl Validator {
     ) -> Option<RawAgent> {
         let command = self.command(&format!("{key}.command"), fields.get("command"), suggested);
         let timeout_sec = self.optional(
-            &format!("{key}.timeoutSec"),
-            fields.get("timeoutSec"),
+            key,
+            fields,
+            "timeoutSec",
             "a whole number of seconds, such as 1800",
             Value::as_u64,
         );
         let max_concurrent = self.optional(
-            &format!("{key}.maxConcurrent"),
-            fields.get("maxConcurrent"),
+            key,
+            fields,
+            "maxConcurrent",
             "a whole number of runs at once, such as 2",
             Value::as_u64,
         );
@@ -1091,9 +1095,10 @@ impl Validator {
     /// Reads a source's keys but the secrets, reporting every one of the wrong type.
     fn raw_source(&mut self, key: &str, fields: &Map<String, Value>) -> Option<RawSource> {
         let text = |v: &mut Self, name: &str, needs: &str| {
-            v.optional(&format!("{key}.{name}"), fields.get(name), needs, |v| {
-                v.as_str().map(str::to_owned)
-            })
+            v.optional(key, fields, name, needs, |v| v.as_str().map(str::to_owned))
+        };
+        let number = |v: &mut Self, name: &str, needs: &str| {
+            v.optional(key, fields, name, needs, Value::as_u64)
         };
         let project = text(
             self,
@@ -1123,18 +1128,12 @@ impl Validator {
             "signaturePrefix",
             "the text before the signature, such as \"sha256=\"",
         );
-        let tolerance_sec = self.optional(
-            &format!("{key}.toleranceSec"),
-            fields.get("toleranceSec"),
+        let tolerance_sec = number(
+            self,
+            "toleranceSec",
             "a whole number of seconds, such as 300",
-            Value::as_u64,
         );
-        let dedup_hours = self.optional(
-            &format!("{key}.dedupHours"),
-            fields.get("dedupHours"),
-            "a whole number of hours, such as 72",
-            Value::as_u64,
-        );
+        let dedup_hours = number(self, "dedupHours", "a whole number of hours, such as 72");
         let rate_limit = self.raw_rate_limit(&format!("{key}.rateLimit"), fields.get("rateLimit"));
         Some(RawSource {
             project: project?,
@@ -1166,14 +1165,16 @@ impl Validator {
         };
         let suggested = self.unknown_keys(key, fields, RATE_LIMIT_KEYS);
         let per_second = self.optional(
-            &format!("{key}.perSecond"),
-            fields.get("perSecond"),
+            key,
+            fields,
+            "perSecond",
             "a number of webhooks a second, such as 5",
             Value::as_f64,
         );
         let burst = self.optional(
-            &format!("{key}.burst"),
-            fields.get("burst"),
+            key,
+            fields,
+            "burst",
             "a number of webhooks, such as 10",
             Value::as_f64,
         );
