@@ -279,14 +279,10 @@ pub enum Lookup {
 }
 
 pub fn load(path: &Path, lookup: Lookup) -> Result<Loaded, ConfigError> {
-    let read_error = |source| ConfigError::Read {
+    let (text, mode) = read_with_mode(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
-    };
-    let mut file = std::fs::File::open(path).map_err(read_error)?;
-    let mode = file.metadata().map_err(read_error)?.permissions().mode();
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(read_error)?;
+    })?;
     let mut v = Validator::new(lookup);
     v.file_mode = Some((path.to_owned(), mode));
     v.parse(path, &text)
@@ -567,18 +563,17 @@ impl Validator {
         let (Some((path, mode)), Some(key)) = (&self.file_mode, &self.inline_secret) else {
             return;
         };
-        if mode & 0o044 == 0 {
+        let Some(mode) = readable_by_others(*mode) else {
             return;
-        }
+        };
         let what = if key == "apiKey" {
             "the API key"
         } else {
             "this signing secret"
         };
         let message = format!(
-            "{path} can be read by other users (mode {mode:04o}) and holds {what}; run chmod 600 {path}",
+            "{path} can be read by other users (mode {mode}) and holds {what}; run chmod 600 {path}",
             path = path.display(),
-            mode = mode & 0o7777,
         );
         self.warn(key.clone(), message);
     }
@@ -642,13 +637,9 @@ impl Validator {
     /// from systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`), so it need not sit in
     /// the JSON.
     fn secret(&mut self, key: &str, value: &Value) -> Option<Secret> {
-        // The text, and the file's mode.
-        let read = |path: &Path| -> std::io::Result<(String, u32)> {
-            let mut file = std::fs::File::open(path)?;
-            let mode = file.metadata()?.permissions().mode();
-            let mut text = String::new();
-            file.read_to_string(&mut text)?;
-            Ok((text.trim_end_matches(['\n', '\r']).to_owned(), mode))
+        let read = |path: &Path| {
+            read_with_mode(path)
+                .map(|(text, mode)| (text.trim_end_matches(['\n', '\r']).to_owned(), mode))
         };
         let text = match value {
             Value::String(s) => {
@@ -662,12 +653,11 @@ impl Validator {
                 };
                 match read(Path::new(file)) {
                     Ok((text, mode)) => {
-                        if mode & 0o044 != 0 {
+                        if let Some(mode) = readable_by_others(mode) {
                             self.warn(
                                 format!("{key}.file"),
                                 format!(
-                                    "{file} can be read by other users (mode {:04o}); run chmod 600 {file}",
-                                    mode & 0o7777
+                                    "{file} can be read by other users (mode {mode}); run chmod 600 {file}"
                                 ),
                             );
                         }
@@ -1571,6 +1561,20 @@ fn scheme_names() -> String {
         .map(|k| format!("\"{}\"", k.name()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A file's text and its mode, both from the one open file.
+fn read_with_mode(path: &Path) -> std::io::Result<(String, u32)> {
+    let mut file = std::fs::File::open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok((text, mode))
+}
+
+/// The mode as `chmod` writes it (`0644`), when it lets other users read the file.
+fn readable_by_others(mode: u32) -> Option<String> {
+    (mode & 0o044 != 0).then(|| format!("{:04o}", mode & 0o7777))
 }
 
 /// Looks `program` up as execvp(3) does: a name with a `/` is taken as it is, any
