@@ -500,6 +500,14 @@ impl Validator {
         suggested
     }
 
+    /// Reports the required key `name` of the object at `key` as missing, unless
+    /// `unknown_keys` already suggested it for a misspelt key.
+    fn missing(&mut self, key: &str, name: &str, suggested: &[String], fix: &str) {
+        if !suggested.iter().any(|s| s == name) {
+            self.error(format!("{key}.{name}"), format!("missing; {fix}"));
+        }
+    }
+
     fn config(&mut self, root: &Value) -> Option<Config> {
         let Some(obj) = root.as_object() else {
             self.expected("(top level)", "a JSON object `{ ... }`", root);
@@ -816,7 +824,7 @@ impl Validator {
         fields: &Map<String, Value>,
         suggested: &[String],
     ) -> Option<RawAgent> {
-        let command = self.command(&format!("{key}.command"), fields.get("command"), suggested);
+        let command = self.command(key, fields, suggested);
         let timeout_sec = self.optional(
             key,
             fields,
@@ -840,22 +848,23 @@ impl Validator {
         })
     }
 
+    /// The `command` of the agent at `agent` (a key such as `agents.bot`).
     fn command(
         &mut self,
-        key: &str,
-        value: Option<&Value>,
+        agent: &str,
+        fields: &Map<String, Value>,
         suggested: &[String],
     ) -> Option<Vec<String>> {
         const NEEDS: &str = "the agent's argv, a list of strings such as [\"claude\", \"-p\"]";
-        match value {
+        let key = &format!("{agent}.command");
+        match fields.get("command") {
             None | Some(Value::Null) => {
-                // A misspelt `command` was reported with its suggestion.
-                if !suggested.iter().any(|s| s == "command") {
-                    self.error(
-                        key,
-                        "missing; give the agent's argv, e.g. [\"claude\", \"-p\"]",
-                    );
-                }
+                self.missing(
+                    agent,
+                    "command",
+                    suggested,
+                    "give the agent's argv, e.g. [\"claude\", \"-p\"]",
+                );
                 None
             }
             Some(Value::Array(items)) => {
@@ -1169,12 +1178,12 @@ impl Validator {
             Value::as_f64,
         );
         let Some(per_second) = per_second? else {
-            if !suggested.iter().any(|s| s == "perSecond") {
-                self.error(
-                    format!("{key}.perSecond"),
-                    "missing; give the rate, e.g. 5 for five webhooks a second",
-                );
-            }
+            self.missing(
+                key,
+                "perSecond",
+                &suggested,
+                "give the rate, e.g. 5 for five webhooks a second",
+            );
             return None;
         };
         Some(Some(RawRateLimit {
@@ -1222,12 +1231,12 @@ impl Validator {
             };
             let project = match raw.project.as_deref() {
                 None => {
-                    if !suggested.iter().any(|s| s == "project") {
-                        self.error(
-                            format!("{key}.project"),
-                            "missing; every source needs the project directory its agent works in",
-                        );
-                    }
+                    self.missing(
+                        &key,
+                        "project",
+                        &suggested,
+                        "every source needs the project directory its agent works in",
+                    );
                     None
                 }
                 Some(p) => self.project(&format!("{key}.project"), p),
