@@ -279,14 +279,10 @@ pub enum Lookup {
 }
 
 pub fn load(path: &Path, lookup: Lookup) -> Result<Loaded, ConfigError> {
-    let read_error = |source| ConfigError::Read {
+    let (text, mode) = read_with_mode(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
-    };
-    let mut file = std::fs::File::open(path).map_err(read_error)?;
-    let mode = file.metadata().map_err(read_error)?.permissions().mode();
-    let mut text = String::new();
-    file.read_to_string(&mut text).map_err(read_error)?;
+    })?;
     let mut v = Validator::new(lookup);
     v.file_mode = Some((path.to_owned(), mode));
     v.parse(path, &text)
@@ -459,21 +455,23 @@ impl Validator {
         self.error(key, format!("expected {needs}; got {}", describe(got)));
     }
 
-    /// An optional key, read with `get` (such as `Value::as_u64`): `Some(None)` when it
-    /// is absent or null, `None` when `get` refuses it (reported).
+    /// The optional key `name` of the object at `key`, read with `get` (such as
+    /// `Value::as_u64`): `Some(None)` when it is absent or null, `None` when `get`
+    /// refuses it (reported under `key.name`).
     fn optional<T>(
         &mut self,
         key: &str,
-        value: Option<&Value>,
+        fields: &Map<String, Value>,
+        name: &str,
         needs: &str,
         get: impl Fn(&Value) -> Option<T>,
     ) -> Option<Option<T>> {
-        match value {
+        match fields.get(name) {
             None | Some(Value::Null) => Some(None),
             Some(v) => match get(v) {
                 Some(t) => Some(Some(t)),
                 None => {
-                    self.expected(key, needs, v);
+                    self.expected(&format!("{key}.{name}"), needs, v);
                     None
                 }
             },
@@ -500,6 +498,14 @@ impl Validator {
             self.error(format!("{prefix}.{key}"), format!("unknown key; {hint}"));
         }
         suggested
+    }
+
+    /// Reports the required key `name` of the object at `key` as missing, unless
+    /// `unknown_keys` already suggested it for a misspelt key.
+    fn missing(&mut self, key: &str, name: &str, suggested: &[String], fix: &str) {
+        if !suggested.iter().any(|s| s == name) {
+            self.error(format!("{key}.{name}"), format!("missing; {fix}"));
+        }
     }
 
     fn config(&mut self, root: &Value) -> Option<Config> {
@@ -565,18 +571,17 @@ impl Validator {
         let (Some((path, mode)), Some(key)) = (&self.file_mode, &self.inline_secret) else {
             return;
         };
-        if mode & 0o044 == 0 {
+        let Some(mode) = readable_by_others(*mode) else {
             return;
-        }
+        };
         let what = if key == "apiKey" {
             "the API key"
         } else {
             "this signing secret"
         };
         let message = format!(
-            "{path} can be read by other users (mode {mode:04o}) and holds {what}; run chmod 600 {path}",
+            "{path} can be read by other users (mode {mode}) and holds {what}; run chmod 600 {path}",
             path = path.display(),
-            mode = mode & 0o7777,
         );
         self.warn(key.clone(), message);
     }
@@ -640,13 +645,9 @@ impl Validator {
     /// from systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`), so it need not sit in
     /// the JSON.
     fn secret(&mut self, key: &str, value: &Value) -> Option<Secret> {
-        // The text, and the file's mode.
-        let read = |path: &Path| -> std::io::Result<(String, u32)> {
-            let mut file = std::fs::File::open(path)?;
-            let mode = file.metadata()?.permissions().mode();
-            let mut text = String::new();
-            file.read_to_string(&mut text)?;
-            Ok((text.trim_end_matches(['\n', '\r']).to_owned(), mode))
+        let read = |path: &Path| {
+            read_with_mode(path)
+                .map(|(text, mode)| (text.trim_end_matches(['\n', '\r']).to_owned(), mode))
         };
         let text = match value {
             Value::String(s) => {
@@ -660,12 +661,11 @@ impl Validator {
                 };
                 match read(Path::new(file)) {
                     Ok((text, mode)) => {
-                        if mode & 0o044 != 0 {
+                        if let Some(mode) = readable_by_others(mode) {
                             self.warn(
                                 format!("{key}.file"),
                                 format!(
-                                    "{file} can be read by other users (mode {:04o}); run chmod 600 {file}",
-                                    mode & 0o7777
+                                    "{file} can be read by other users (mode {mode}); run chmod 600 {file}"
                                 ),
                             );
                         }
@@ -824,16 +824,18 @@ impl Validator {
         fields: &Map<String, Value>,
         suggested: &[String],
     ) -> Option<RawAgent> {
-        let command = self.command(&format!("{key}.command"), fields.get("command"), suggested);
+        let command = self.command(key, fields, suggested);
         let timeout_sec = self.optional(
-            &format!("{key}.timeoutSec"),
-            fields.get("timeoutSec"),
+            key,
+            fields,
+            "timeoutSec",
             "a whole number of seconds, such as 1800",
             Value::as_u64,
         );
         let max_concurrent = self.optional(
-            &format!("{key}.maxConcurrent"),
-            fields.get("maxConcurrent"),
+            key,
+            fields,
+            "maxConcurrent",
             "a whole number of runs at once, such as 2",
             Value::as_u64,
         );
@@ -846,22 +848,23 @@ impl Validator {
         })
     }
 
+    /// The `command` of the agent at `agent` (a key such as `agents.bot`).
     fn command(
         &mut self,
-        key: &str,
-        value: Option<&Value>,
+        agent: &str,
+        fields: &Map<String, Value>,
         suggested: &[String],
     ) -> Option<Vec<String>> {
         const NEEDS: &str = "the agent's argv, a list of strings such as [\"claude\", \"-p\"]";
-        match value {
+        let key = &format!("{agent}.command");
+        match fields.get("command") {
             None | Some(Value::Null) => {
-                // A misspelt `command` was reported with its suggestion.
-                if !suggested.iter().any(|s| s == "command") {
-                    self.error(
-                        key,
-                        "missing; give the agent's argv, e.g. [\"claude\", \"-p\"]",
-                    );
-                }
+                self.missing(
+                    agent,
+                    "command",
+                    suggested,
+                    "give the agent's argv, e.g. [\"claude\", \"-p\"]",
+                );
                 None
             }
             Some(Value::Array(items)) => {
@@ -1091,9 +1094,10 @@ impl Validator {
     /// Reads a source's keys but the secrets, reporting every one of the wrong type.
     fn raw_source(&mut self, key: &str, fields: &Map<String, Value>) -> Option<RawSource> {
         let text = |v: &mut Self, name: &str, needs: &str| {
-            v.optional(&format!("{key}.{name}"), fields.get(name), needs, |v| {
-                v.as_str().map(str::to_owned)
-            })
+            v.optional(key, fields, name, needs, |v| v.as_str().map(str::to_owned))
+        };
+        let number = |v: &mut Self, name: &str, needs: &str| {
+            v.optional(key, fields, name, needs, Value::as_u64)
         };
         let project = text(
             self,
@@ -1123,18 +1127,12 @@ impl Validator {
             "signaturePrefix",
             "the text before the signature, such as \"sha256=\"",
         );
-        let tolerance_sec = self.optional(
-            &format!("{key}.toleranceSec"),
-            fields.get("toleranceSec"),
+        let tolerance_sec = number(
+            self,
+            "toleranceSec",
             "a whole number of seconds, such as 300",
-            Value::as_u64,
         );
-        let dedup_hours = self.optional(
-            &format!("{key}.dedupHours"),
-            fields.get("dedupHours"),
-            "a whole number of hours, such as 72",
-            Value::as_u64,
-        );
+        let dedup_hours = number(self, "dedupHours", "a whole number of hours, such as 72");
         let rate_limit = self.raw_rate_limit(&format!("{key}.rateLimit"), fields.get("rateLimit"));
         Some(RawSource {
             project: project?,
@@ -1166,24 +1164,26 @@ impl Validator {
         };
         let suggested = self.unknown_keys(key, fields, RATE_LIMIT_KEYS);
         let per_second = self.optional(
-            &format!("{key}.perSecond"),
-            fields.get("perSecond"),
+            key,
+            fields,
+            "perSecond",
             "a number of webhooks a second, such as 5",
             Value::as_f64,
         );
         let burst = self.optional(
-            &format!("{key}.burst"),
-            fields.get("burst"),
+            key,
+            fields,
+            "burst",
             "a number of webhooks, such as 10",
             Value::as_f64,
         );
         let Some(per_second) = per_second? else {
-            if !suggested.iter().any(|s| s == "perSecond") {
-                self.error(
-                    format!("{key}.perSecond"),
-                    "missing; give the rate, e.g. 5 for five webhooks a second",
-                );
-            }
+            self.missing(
+                key,
+                "perSecond",
+                &suggested,
+                "give the rate, e.g. 5 for five webhooks a second",
+            );
             return None;
         };
         Some(Some(RawRateLimit {
@@ -1231,12 +1231,12 @@ impl Validator {
             };
             let project = match raw.project.as_deref() {
                 None => {
-                    if !suggested.iter().any(|s| s == "project") {
-                        self.error(
-                            format!("{key}.project"),
-                            "missing; every source needs the project directory its agent works in",
-                        );
-                    }
+                    self.missing(
+                        &key,
+                        "project",
+                        &suggested,
+                        "every source needs the project directory its agent works in",
+                    );
                     None
                 }
                 Some(p) => self.project(&format!("{key}.project"), p),
@@ -1570,6 +1570,20 @@ fn scheme_names() -> String {
         .map(|k| format!("\"{}\"", k.name()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A file's text and its mode, both from the one open file.
+fn read_with_mode(path: &Path) -> std::io::Result<(String, u32)> {
+    let mut file = std::fs::File::open(path)?;
+    let mode = file.metadata()?.permissions().mode();
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok((text, mode))
+}
+
+/// The mode as `chmod` writes it (`0644`), when it lets other users read the file.
+fn readable_by_others(mode: u32) -> Option<String> {
+    (mode & 0o044 != 0).then(|| format!("{:04o}", mode & 0o7777))
 }
 
 /// Looks `program` up as execvp(3) does: a name with a `/` is taken as it is, any
