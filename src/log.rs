@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
-use tracing::field::{Field, FieldSet, Value, ValueSet, Visit, display};
+use tracing::field::{Field, FieldSet, Value, ValueSet, Visit};
 use tracing::{Event, Subscriber, span};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format;
@@ -293,12 +293,12 @@ impl Texts {
         let Some((first, _)) = self.0.first() else {
             return f(&fields.value_set(&[]));
         };
-        let shown: Vec<_> = self.0.iter().map(|(_, text)| display(text)).collect();
+        // A `String` value is recorded as the text it holds.
         let values: [(&Field, Option<&dyn Value>); MAX_FIELDS] =
-            std::array::from_fn(|i| match (self.0.get(i), shown.get(i)) {
-                (Some((field, _)), Some(text)) => (field, Some(text as &dyn Value)),
+            std::array::from_fn(|i| match self.0.get(i) {
+                Some((field, text)) => (field, Some(text as &dyn Value)),
                 // Unused slots name a field without a value, which nothing records.
-                _ => (first, None),
+                None => (first, None),
             });
         f(&fields.value_set(&values));
     }
