@@ -567,13 +567,13 @@ impl Server {
         }
     }
 
-    /// Serves `data` as the bytes a client sends on one connection, then its end of
-    /// file, as the real server does (`server.rs`): returns what went back on the wire,
-    /// and what the service answered.
     fn app(&self) -> &Arc<App> {
         self.app.as_ref().expect("the server is running")
     }
 
+    /// Serves `data` as the bytes a client sends on one connection, then its end of
+    /// file, as the real server does (`server.rs`): returns what went back on the wire,
+    /// and what the service answered.
     fn exchange(&self, data: &[u8]) -> (Vec<u8>, Vec<Answer>) {
         let answers = Arc::new(Mutex::new(Vec::new()));
         let service = {
