@@ -17,10 +17,9 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -29,7 +28,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
@@ -569,13 +567,13 @@ impl Server {
         }
     }
 
-    /// Serves `data` as the bytes a client sends on one connection, then its end of
-    /// file, as the real server does (`server.rs`): returns what went back on the wire,
-    /// and what the service answered.
     fn app(&self) -> &Arc<App> {
         self.app.as_ref().expect("the server is running")
     }
 
+    /// Serves `data` as the bytes a client sends on one connection, then its end of
+    /// file, as the real server does (`server.rs`): returns what went back on the wire,
+    /// and what the service answered.
     fn exchange(&self, data: &[u8]) -> (Vec<u8>, Vec<Answer>) {
         let answers = Arc::new(Mutex::new(Vec::new()));
         let service = {
@@ -606,14 +604,10 @@ impl Server {
         };
         let wire = self.runtime.block_on(async {
             let (client, server) = tokio::io::duplex(64 * 1024);
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .keep_alive(true)
-                // The end of file stands for a client that has nothing more to send
-                // and waits for its answers; without this hyper would drop them.
-                .half_close(true);
+            let mut builder = crate::server::http1_builder();
+            // The end of file stands for a client that has nothing more to send and
+            // waits for its answers; without this hyper would drop them.
+            builder.half_close(true);
             let conn = builder.serve_connection(TokioIo::new(server), service);
             let (mut read, mut write) = tokio::io::split(client);
             let send = async {

@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
-use tracing::field::{Field, FieldSet, Value, ValueSet, Visit, display};
+use tracing::field::{Field, FieldSet, Value, ValueSet, Visit};
 use tracing::{Event, Subscriber, span};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format;
@@ -177,9 +177,11 @@ pub fn init() {
 /// outside text in [`Outside`] at each call site would leave whatever a call site forgot
 /// unescaped, so this layer stands in front of it instead: it records each event's (and
 /// span's) values as text, escapes them as the stderr formatter does, and hands
-/// tracing-journald the same event carrying the escaped text. It costs a string per value,
-/// next to the datagram every entry is anyway. Call sites still wrap outside text in
-/// `Outside`, which also escapes its backslashes, so every escape in an entry is lowkey's.
+/// tracing-journald the same event carrying the escaped text. An event or span whose
+/// values need no escaping, nearly every one, goes to tracing-journald as it is: looking
+/// costs formatting its values once more, without allocating; only one that needs
+/// escaping costs a string per value. Call sites still wrap outside text in `Outside`,
+/// which also escapes its backslashes, so every escape in an entry is lowkey's.
 struct Journal(tracing_journald::Layer);
 
 impl<S> Layer<S> for Journal
@@ -187,9 +189,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        let metadata = attrs.metadata();
+        if !needs_escaping(metadata.fields(), |v| attrs.record(v)) {
+            return self.0.on_new_span(attrs, id, ctx);
+        }
         let mut texts = Texts::default();
         attrs.record(&mut texts);
-        let metadata = attrs.metadata();
         texts.with_values(metadata.fields(), |values| {
             let attrs = match attrs.parent() {
                 _ if attrs.is_contextual() => span::Attributes::new(metadata, values),
@@ -204,6 +209,9 @@ where
         let Some(metadata) = ctx.metadata(id) else {
             return;
         };
+        if !needs_escaping(metadata.fields(), |v| values.record(v)) {
+            return self.0.on_record(id, values, ctx);
+        }
         let mut texts = Texts::default();
         values.record(&mut texts);
         texts.with_values(metadata.fields(), |values| {
@@ -212,9 +220,12 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let metadata = event.metadata();
+        if !needs_escaping(metadata.fields(), |v| event.record(v)) {
+            return self.0.on_event(event, ctx);
+        }
         let mut texts = Texts::default();
         event.record(&mut texts);
-        let metadata = event.metadata();
         texts.with_values(metadata.fields(), |values| {
             let event = if event.is_contextual() {
                 Event::new(metadata, values)
@@ -229,6 +240,39 @@ where
 /// The most values one event or span hands the journal; lowkey's lines have a dozen at
 /// most. Values past it are left out, never written unescaped.
 const MAX_FIELDS: usize = 32;
+
+/// Whether a value that `record` visits holds a character [`Texts`] would escape; and
+/// whenever `fields` are more than [`MAX_FIELDS`], as only `Texts` leaves those out.
+fn needs_escaping(fields: &FieldSet, record: impl FnOnce(&mut dyn Visit)) -> bool {
+    if fields.len() > MAX_FIELDS {
+        return true;
+    }
+    let mut unsafe_char = UnsafeChar(false);
+    record(&mut unsafe_char);
+    unsafe_char.0
+}
+
+/// Looks for an unsafe character in the values it visits, formatting them into nothing.
+struct UnsafeChar(bool);
+
+impl std::fmt::Write for UnsafeChar {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0 = self.0 || text.chars().any(is_unsafe);
+        Ok(())
+    }
+}
+
+impl Visit for UnsafeChar {
+    fn record_str(&mut self, _: &Field, value: &str) {
+        let _ = self.write_str(value);
+    }
+
+    fn record_debug(&mut self, _: &Field, value: &dyn std::fmt::Debug) {
+        if !self.0 {
+            let _ = write!(self, "{value:?}");
+        }
+    }
+}
 
 /// The values of an event or a span, each as the journal would write it, escaped.
 #[derive(Default)]
@@ -249,12 +293,12 @@ impl Texts {
         let Some((first, _)) = self.0.first() else {
             return f(&fields.value_set(&[]));
         };
-        let shown: Vec<_> = self.0.iter().map(|(_, text)| display(text)).collect();
+        // A `String` value is recorded as the text it holds.
         let values: [(&Field, Option<&dyn Value>); MAX_FIELDS] =
-            std::array::from_fn(|i| match (self.0.get(i), shown.get(i)) {
-                (Some((field, _)), Some(text)) => (field, Some(text as &dyn Value)),
+            std::array::from_fn(|i| match self.0.get(i) {
+                Some((field, text)) => (field, Some(text as &dyn Value)),
                 // Unused slots name a field without a value, which nothing records.
-                _ => (first, None),
+                None => (first, None),
             });
         f(&fields.value_set(&values));
     }
@@ -383,6 +427,31 @@ mod tests {
             assert_eq!(Outside(text).to_string(), escaped, "{text:?}");
         }
         assert!(matches!(escape("plain text"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_journal_layer_rebuilds_only_what_has_a_value_to_escape() {
+        use std::sync::{Arc, Mutex};
+        struct Check(Arc<Mutex<Vec<bool>>>);
+        impl<S: Subscriber> Layer<S> for Check {
+            fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+                let fields = event.metadata().fields();
+                let rebuilt = needs_escaping(fields, |v| event.record(v));
+                self.0.lock().unwrap().push(rebuilt);
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Check(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                source = "stripe",
+                count = 3,
+                "plain text and a \\ backslash"
+            );
+            tracing::info!(source = %"a\u{2028}b", "a displayed value to escape");
+            tracing::info!(count = 3, "a message to escape: \u{1b}[2K");
+        });
+        assert_eq!(*seen.lock().unwrap(), [false, true, true]);
     }
 
     #[test]

@@ -119,6 +119,16 @@ pub async fn serve(
     let _ = close_tx.send(true);
 }
 
+/// How every connection is served: keep-alive, with the headers due within
+/// [`HEADER_TIMEOUT`]. The HTTP fuzz target serves its connections with it too.
+pub(crate) fn http1_builder() -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true);
+    http
+}
+
 async fn accept_loop(
     listener: Arc<Listener>,
     app: Arc<App>,
@@ -127,10 +137,7 @@ async fn accept_loop(
     connections: Arc<Connections>,
     close: watch::Receiver<bool>,
 ) {
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .keep_alive(true);
+    let http = http1_builder();
     let mut failures = AcceptFailures::default();
     loop {
         let (io, peer) = match listener.accept().await {
