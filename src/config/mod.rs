@@ -6,7 +6,6 @@
 
 use crate::secret::Secret;
 use crate::signature::{self, Encoding, GenericHmac, Scheme, SchemeKind};
-use crate::template::Template;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -17,6 +16,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod template;
+
+pub use template::Template;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
