@@ -295,6 +295,220 @@ fn every_type_error_of_one_agent_or_source_is_reported() {
     );
 }
 
+/// A project directory that does not exist.
+const GONE: &str = "/nonexistent/lowkey-no-such-project";
+
+/// A config `lowkey check` and `lowkey serve` both refuse (exit 78), and what they say.
+struct Refused {
+    name: &'static str,
+    /// Makes the base config bad.
+    change: fn(&mut Value),
+    /// For each key, texts its problem line (`error: key: message`) holds.
+    problems: &'static [(&'static str, &'static [&'static str])],
+    /// How many errors there are, where one mistake must make exactly so many.
+    errors: Option<usize>,
+    /// Texts the whole report holds: every problem's line, and the one line `serve` logs.
+    said: &'static [&'static str],
+    /// Texts the report must not hold.
+    not_said: &'static [&'static str],
+}
+
+const REFUSED: &[Refused] = &[
+    Refused {
+        name: "a source without a project",
+        change: |c| {
+            c["webhooks"]["hook"]
+                .as_object_mut()
+                .unwrap()
+                .remove("project");
+        },
+        problems: &[("webhooks.hook.project", &["missing"])],
+        errors: None,
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "a project that does not exist",
+        change: |c| c["webhooks"]["hook"]["project"] = json!(GONE),
+        problems: &[("webhooks.hook.project", &[GONE, "does not exist"])],
+        errors: None,
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "an undefined agent close to a defined one",
+        change: |c| c["webhooks"]["hook"]["agent"] = json!("bto"),
+        problems: &[("webhooks.hook.agent", &["\"bto\"", "did you mean \"bot\""])],
+        errors: None,
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        // The message lists the defined agents instead.
+        name: "an undefined agent far from any name",
+        change: |c| c["webhooks"]["hook"]["agent"] = json!("kubernetes-operator"),
+        problems: &[("webhooks.hook.agent", &["kubernetes-operator", "bot"])],
+        errors: None,
+        said: &[],
+        not_said: &["did you mean"],
+    },
+    Refused {
+        name: "a source name that is not path-safe",
+        change: |c| c["webhooks"]["../escape"] = c["webhooks"]["hook"].clone(),
+        problems: &[("webhooks.../escape", &["not a valid source name"])],
+        errors: None,
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "a target that is not a path-safe session id",
+        change: |c| c["webhooks"]["hook"]["target"] = json!("../../config"),
+        problems: &[(
+            "webhooks.hook.target",
+            &["../../config", "not a valid session id"],
+        )],
+        errors: None,
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        // One mistake, one error: the missing `project` is not reported as well.
+        name: "a misspelt key in a source",
+        change: |c| {
+            let source = c["webhooks"]["hook"].as_object_mut().unwrap();
+            let project = source.remove("project").unwrap();
+            source.insert("projcet".to_owned(), project);
+        },
+        problems: &[("webhooks.hook.projcet", &["did you mean `project`"])],
+        errors: Some(1),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "a misspelt key in an agent",
+        change: |c| c["agents"]["bot"]["timeout_sec"] = json!(30),
+        problems: &[("agents.bot.timeout_sec", &["did you mean `timeoutSec`"])],
+        errors: None,
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        // The source and defaultAgent name an agent that is defined.
+        name: "an agent with a bad field, reported at that field only",
+        change: |c| {
+            c["agents"]["bot"]["timeoutSec"] = json!(0);
+            c["defaultAgent"] = json!("bot");
+        },
+        problems: &[("agents.bot.timeoutSec", &["at least 1 second"])],
+        errors: None,
+        said: &[],
+        not_said: &["not defined"],
+    },
+    Refused {
+        // A rate of 0 never refills, a burst under 1 never holds a whole token, and a
+        // window of 10^15 hours overflows the clock.
+        name: "a rate limit or dedup window that cannot work",
+        change: |c| {
+            c["webhooks"]["hook"]["rateLimit"] = json!({ "perSecond": 0, "burst": 0.5 });
+            c["webhooks"]["hook"]["dedupHours"] = json!(1_000_000_000_000_000u64);
+        },
+        problems: &[
+            (
+                "webhooks.hook.rateLimit.perSecond",
+                &["use a number above 0"],
+            ),
+            ("webhooks.hook.rateLimit.burst", &["use at least 1"]),
+            ("webhooks.hook.dedupHours", &["use at most 87600 hours"]),
+        ],
+        errors: None,
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        // Every problem is listed in one run, the warning too, with a count of the errors.
+        name: "every problem of a config",
+        change: |c| {
+            let source = c["webhooks"]["hook"].clone();
+            c["agents"]["bot"]["timeout_sec"] = json!(30);
+            c["webhooks"]["hook"]["agent"] = json!("bto");
+            c["webhooks"]["second"] = source.clone();
+            c["webhooks"]["second"]["target"] = json!("no spaces allowed");
+            c["webhooks"]["third"] = json!({ "agent": "bot" });
+            c["webhooks"]["bad name"] = source;
+            c["somethingElse"] = json!(true);
+        },
+        problems: &[
+            ("agents.bot.timeout_sec", &[]),
+            ("webhooks.hook.agent", &[]),
+            ("webhooks.second.target", &[]),
+            ("webhooks.third.project", &[]),
+            ("webhooks.bad name", &[]),
+            ("somethingElse", &[]),
+        ],
+        errors: None,
+        said: &["5 errors"],
+        not_said: &[],
+    },
+    Refused {
+        // The placeholder is not quoted back.
+        name: "the example's API key",
+        change: |c| c["apiKey"] = json!("lk_replace_me_with_the_key_from_lowkey_init"),
+        problems: &[(
+            "apiKey",
+            &[
+                "apiKey: is the example's placeholder",
+                "openssl rand -hex 32",
+            ],
+        )],
+        errors: None,
+        said: &[],
+        not_said: &["lk_replace_me"],
+    },
+];
+
+#[test]
+fn a_config_that_cannot_work_is_refused_naming_each_key_and_its_fix() {
+    for case in REFUSED {
+        let name = case.name;
+        let mut config = base();
+        (case.change)(&mut config);
+        let v = Validator {
+            own_path: "".into(),
+            ..Validator::new(Lookup::Units)
+        };
+        let refused = v
+            .parse(Path::new("config.json"), &config.to_string())
+            .expect_err(name);
+        let ConfigError::Invalid { problems, .. } = &refused else {
+            panic!("{name}: {refused}");
+        };
+        let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+        let said = format!("{}\n{refused}", lines.join("\n"));
+        for (key, texts) in case.problems {
+            let line = problems
+                .iter()
+                .find(|p| p.key == *key)
+                .map(Problem::to_string)
+                .unwrap_or_else(|| panic!("{name}: no problem at {key}:\n{said}"));
+            for text in *texts {
+                assert!(
+                    line.contains(text),
+                    "{name}: {key} does not say {text:?}: {line}"
+                );
+            }
+        }
+        if let Some(n) = case.errors {
+            assert_eq!(errors(problems).len(), n, "{name}:\n{said}");
+        }
+        for text in case.said {
+            assert!(said.contains(text), "{name} does not say {text:?}:\n{said}");
+        }
+        for text in case.not_said {
+            assert!(!said.contains(text), "{name} says {text:?}:\n{said}");
+        }
+    }
+}
+
 #[test]
 fn a_secret_of_the_wrong_type_is_not_quoted_back() {
     for (pointer, value, key) in [
@@ -446,6 +660,21 @@ fn a_json_syntax_error_says_where_once_and_how_to_fix_it() {
         assert!(said.contains(message), "{said}");
         assert!(!said.contains("line"), "the position is given once: {said}");
     }
+}
+
+#[test]
+fn invalid_json_names_the_line_and_column() {
+    let c = base();
+    // Line 3 lacks a comma after its value: the parser stops at line 4, column 3.
+    let text = format!(
+        "{{\n  \"apiKey\": \"{KEY}\",\n  \"agents\": {}\n  \"webhooks\": {}\n}}\n",
+        c["agents"], c["webhooks"]
+    );
+    let said = parse(Path::new("config.json"), &text, Lookup::Own)
+        .unwrap_err()
+        .to_string();
+    assert!(said.contains("config.json:4:3"), "{said}");
+    assert!(said.contains("JSON"), "{said}");
 }
 
 /// A directory with an executable `agent-x` and a non-executable `plain`.
