@@ -17,6 +17,7 @@ use std::time::Duration;
 /// manager's PATH, which systemd sets to the same default unless `environment.d` or
 /// `systemctl --user set-environment` changes it.
 pub const UNITS_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 pub(super) const AGENT_KEYS: &[&str] = &["command", "timeoutSec", "maxConcurrent", "env"];
 
 /// Where agent commands are looked for.

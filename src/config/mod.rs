@@ -7,7 +7,7 @@
 //! How the files fit:
 //! - `types.rs`: what a validated config holds ([`Config`], [`Agent`], [`Source`], ...)
 //!   and the defaults of its keys.
-//! - `parse.rs`: [`load`] and [`parse`], the entry points: the file, JSON syntax errors,
+//! - `parse.rs`: [`load`] and [`parse()`], the entry points: the file, JSON syntax errors,
 //!   and the [`Problem`]s of a config that does not validate ([`ConfigError`]).
 //! - `validate.rs`: the `Validator`, which collects the problems, its helpers for keys of
 //!   the wrong type, unknown or missing, and the walk over the top-level keys that hands

@@ -18,6 +18,7 @@ pub const DEFAULT_TOLERANCE_SEC: u64 = 300;
 pub const DEFAULT_DEDUP_HOURS: u64 = 72;
 /// The `target` that makes a fresh session per event.
 pub const NEW_SESSION: &str = "new_session";
+/// The longest source or agent name, in bytes.
 pub const MAX_SOURCE_LEN: usize = 64;
 
 /// A validated config. Everything in it has been checked; the server never re-validates.
