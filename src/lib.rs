@@ -21,5 +21,4 @@ pub mod session;
 pub mod signature;
 pub mod store;
 pub mod systemd;
-pub mod template;
 pub mod view;

@@ -3,6 +3,9 @@
 //! This is a public format: people `cat` and `jq` it and agents read it. Every line is
 //! one JSON object with a `type`. Reading is tolerant: a line that does not parse (a torn
 //! last line after a crash, or a type from a newer lowkey) is skipped, never fatal.
+//!
+//! Session ids name these files, so this is also where their rule lives
+//! ([`is_path_safe_id`]), which source names and `target` templates follow too.
 
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead};
@@ -157,6 +160,24 @@ pub fn webhook_message(source: &str, body: &str) -> (String, bool) {
     }
 }
 
+/// The longest session id, in bytes.
+pub const MAX_SESSION_ID_LEN: usize = 128;
+
+/// Source names and session ids become file names, so they are kept to a safe alphabet:
+/// an ASCII letter or digit first, then letters, digits, `-`, `_` and `.`.
+pub fn is_path_safe_id(id: &str, max_len: usize) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && id.len() <= max_len
+        && chars.all(is_id_char)
+}
+
+/// A character allowed in names and session ids after the first (which must be a
+/// letter or digit).
+pub fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
 const SUFFIX: &str = ".jsonl";
 
 pub fn file_name(id: &str) -> String {
@@ -212,6 +233,18 @@ pub(crate) fn encode_json(out: &mut Vec<u8>, value: &impl Serialize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_safe_ids() {
+        assert!(is_path_safe_id("stripe", 64));
+        assert!(is_path_safe_id("gh-pr_12.v2", 64));
+        assert!(!is_path_safe_id("", 64));
+        assert!(!is_path_safe_id(".hidden", 64));
+        assert!(!is_path_safe_id("a/b", 64));
+        assert!(!is_path_safe_id("..", 64));
+        assert!(!is_path_safe_id("naïve", 64));
+        assert!(!is_path_safe_id(&"a".repeat(65), 64));
+    }
 
     #[test]
     fn short_payload_is_whole() {

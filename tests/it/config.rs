@@ -1,5 +1,10 @@
 //! Bad configs (README.md, Configure): `lowkey check` and `lowkey serve` both refuse
 //! them with exit 78 and a message that names the key and the fix.
+//!
+//! What each bad config says is tested in-process, as a table of the parser's cases
+//! (`src/config/tests.rs`). These are the cases that need the binary: the exit codes and
+//! where `check` and `serve` print, a config with only warnings that still serves, files
+//! on disk and their modes, the PATH the process runs with, and a reload.
 
 use crate::support::*;
 use serde_json::{Value, json};
@@ -44,153 +49,6 @@ fn assert_refused(home: &Home, expected: &[&str]) -> String {
 }
 
 #[test]
-fn a_source_without_a_project_is_refused() {
-    let home = Home::new();
-    let mut c = base(&home);
-    c["webhooks"]["hook"]
-        .as_object_mut()
-        .unwrap()
-        .remove("project");
-    home.write_config(&c);
-    assert_refused(&home, &["webhooks.hook.project", "missing"]);
-}
-
-#[test]
-fn a_project_that_does_not_exist_is_refused() {
-    let home = Home::new();
-    let mut c = base(&home);
-    let gone = home.dir.path().join("no-such-project");
-    c["webhooks"]["hook"]["project"] = json!(gone);
-    home.write_config(&c);
-    assert_refused(
-        &home,
-        &[
-            "webhooks.hook.project",
-            &gone.display().to_string(),
-            "does not exist",
-        ],
-    );
-}
-
-#[test]
-fn an_undefined_agent_is_refused_with_a_suggestion_when_close() {
-    let home = Home::new();
-    let mut c = base(&home);
-    c["webhooks"]["hook"]["agent"] = json!("bto");
-    home.write_config(&c);
-    assert_refused(
-        &home,
-        &["webhooks.hook.agent", "\"bto\"", "did you mean \"bot\""],
-    );
-
-    // Far from any name: the message lists the defined agents instead.
-    c["webhooks"]["hook"]["agent"] = json!("kubernetes-operator");
-    home.write_config(&c);
-    let said = assert_refused(
-        &home,
-        &["webhooks.hook.agent", "kubernetes-operator", "bot"],
-    );
-    assert!(!said.contains("did you mean"), "{said}");
-}
-
-#[test]
-fn a_source_name_that_is_not_path_safe_is_refused() {
-    let home = Home::new();
-    let mut c = base(&home);
-    let source = c["webhooks"]["hook"].clone();
-    c["webhooks"]["../escape"] = source;
-    home.write_config(&c);
-    assert_refused(&home, &["webhooks.../escape", "not a valid source name"]);
-}
-
-#[test]
-fn a_target_that_is_not_a_path_safe_session_id_is_refused() {
-    let home = Home::new();
-    let mut c = base(&home);
-    c["webhooks"]["hook"]["target"] = json!("../../config");
-    home.write_config(&c);
-    assert_refused(
-        &home,
-        &[
-            "webhooks.hook.target",
-            "../../config",
-            "not a valid session id",
-        ],
-    );
-}
-
-#[test]
-fn a_misspelt_key_in_a_source_names_it_and_suggests_the_right_one() {
-    let home = Home::new();
-    let mut c = base(&home);
-    let project = c["webhooks"]["hook"]["project"].take();
-    c["webhooks"]["hook"]
-        .as_object_mut()
-        .unwrap()
-        .remove("project");
-    c["webhooks"]["hook"]["projcet"] = project;
-    home.write_config(&c);
-    let said = assert_refused(&home, &["webhooks.hook.projcet", "did you mean `project`"]);
-    assert_eq!(
-        said.matches("error:").count(),
-        1,
-        "one mistake, one error:\n{said}"
-    );
-}
-
-#[test]
-fn a_misspelt_key_in_an_agent_names_it_and_suggests_the_right_one() {
-    let home = Home::new();
-    let mut c = base(&home);
-    c["agents"]["bot"]
-        .as_object_mut()
-        .unwrap()
-        .remove("timeoutSec");
-    c["agents"]["bot"]["timeout_sec"] = json!(30);
-    home.write_config(&c);
-    assert_refused(
-        &home,
-        &["agents.bot.timeout_sec", "did you mean `timeoutSec`"],
-    );
-}
-
-#[test]
-fn an_agent_with_a_bad_field_is_reported_at_that_field_only() {
-    let home = Home::new();
-    let mut c = base(&home);
-    c["agents"]["bot"]["timeoutSec"] = json!(0);
-    c["defaultAgent"] = json!("bot");
-    home.write_config(&c);
-    let said = assert_refused(&home, &["agents.bot.timeoutSec", "at least 1 second"]);
-    assert!(
-        !said.contains("not defined"),
-        "the source and defaultAgent name an agent that is defined:\n{said}"
-    );
-}
-
-#[test]
-fn a_rate_limit_or_dedup_window_that_cannot_work_is_refused() {
-    // A rate of 0 never refills, a burst under 1 never holds a whole token, and a
-    // window of 10^15 hours overflows the clock.
-    let home = Home::new();
-    let mut c = base(&home);
-    c["webhooks"]["hook"]["rateLimit"] = json!({ "perSecond": 0, "burst": 0.5 });
-    c["webhooks"]["hook"]["dedupHours"] = json!(1_000_000_000_000_000u64);
-    home.write_config(&c);
-    assert_refused(
-        &home,
-        &[
-            "webhooks.hook.rateLimit.perSecond",
-            "use a number above 0",
-            "webhooks.hook.rateLimit.burst",
-            "use at least 1",
-            "webhooks.hook.dedupHours",
-            "use at most 87600 hours",
-        ],
-    );
-}
-
-#[test]
 fn an_unknown_top_level_key_is_only_a_warning() {
     let home = Home::new();
     let mut c = base(&home);
@@ -212,50 +70,6 @@ fn an_unknown_top_level_key_is_only_a_warning() {
     );
     let (_, event) = accept(&daemon, "hook", "{}");
     assert!(daemon.wait_run_end(&event).contains("run finished"));
-}
-
-#[test]
-fn invalid_json_names_the_line_and_column() {
-    let home = Home::new();
-    let c = base(&home);
-    // Line 3 lacks a comma after its value: the parser stops at line 4, column 3.
-    let text = format!(
-        "{{\n  \"apiKey\": \"{KEY}\",\n  \"agents\": {}\n  \"webhooks\": {}\n}}\n",
-        c["agents"], c["webhooks"]
-    );
-    home.write_config_text(&text);
-    let said = assert_refused(&home, &["config.json:4:3"]);
-    assert!(said.contains("JSON"), "{said}");
-}
-
-#[test]
-fn every_problem_is_listed_in_one_run() {
-    let home = Home::new();
-    let mut c = base(&home);
-    let source = c["webhooks"]["hook"].clone();
-    c["agents"]["bot"]["timeout_sec"] = json!(30);
-    c["webhooks"]["hook"]["agent"] = json!("bto");
-    c["webhooks"]["second"] = source.clone();
-    c["webhooks"]["second"]["target"] = json!("no spaces allowed");
-    c["webhooks"]["third"] = json!({ "agent": "bot" });
-    c["webhooks"]["bad name"] = source;
-    c["somethingElse"] = json!(true);
-    home.write_config(&c);
-    let said = assert_refused(
-        &home,
-        &[
-            "agents.bot.timeout_sec",
-            "webhooks.hook.agent",
-            "webhooks.second.target",
-            "webhooks.third.project",
-            "webhooks.bad name",
-        ],
-    );
-    assert!(
-        said.contains("somethingElse"),
-        "the warning is listed too:\n{said}"
-    );
-    assert!(said.contains("5 errors"), "a count of the errors:\n{said}");
 }
 
 #[test]
@@ -295,22 +109,6 @@ fn a_trailing_comma_is_located_once_with_the_fix() {
         ],
     );
     assert!(!said.contains("at line"), "{said}");
-}
-
-#[test]
-fn the_example_api_key_is_refused_by_check_and_serve() {
-    let home = Home::new();
-    let mut c = base(&home);
-    c["apiKey"] = json!("lk_replace_me_with_the_key_from_lowkey_init");
-    home.write_config(&c);
-    let said = assert_refused(
-        &home,
-        &[
-            "apiKey: is the example's placeholder",
-            "openssl rand -hex 32",
-        ],
-    );
-    assert!(!said.contains("lk_replace_me"), "{said}");
 }
 
 #[test]

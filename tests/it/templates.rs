@@ -1,5 +1,5 @@
 //! `target` templates: events about one PR or ticket share a session named from the
-//! payload. The rule (src/template.rs): a missing, null, object or array field starts a
+//! payload. The rule (src/config/template.rs): a missing, null, object or array field starts a
 //! new session; other values are inserted with every character outside
 //! `A-Z a-z 0-9 . _ -` replaced by `-`, and a result that is still not a session id
 //! starts a new session.

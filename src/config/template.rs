@@ -8,7 +8,7 @@
 //! replaced by `-`; a result that is still not a valid session id also starts a new
 //! session.
 
-use crate::config::{MAX_SESSION_ID_LEN, is_id_char, is_path_safe_id};
+use crate::session::{MAX_SESSION_ID_LEN, is_id_char, is_path_safe_id};
 use serde_json::Value;
 use std::borrow::Cow;
 
