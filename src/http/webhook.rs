@@ -58,27 +58,13 @@ pub(super) async fn webhook(
 async fn accept(webhook: &Webhook<'_>, body: &mut Unread) -> Result<HttpResponse, Reject> {
     usable(webhook.config)?;
     let (key, reachable) = key(webhook);
-    // Every caller's body is read under the same limits before anything else is
-    // decided, so an unauthenticated caller gets the same 413 or 408 wherever it posts.
-    // Only a body something may still accept is kept; the rest is counted and dropped.
-    let body = body
-        .read(
-            webhook.headers,
-            webhook.config.max_body_bytes,
-            reachable.is_some(),
-        )
-        .await
-        .map_err(Reject::Body)?;
+    let body = read_body(webhook, body, reachable.is_some()).await?;
     let source = source(webhook, key, reachable, body.read)?;
     signed(webhook, source, &body)?;
     let text = utf8(body.bytes)?;
     let payload = payload(source, &text)?;
-    if let Some(answer) = source
-        .verify
-        .as_ref()
-        .and_then(|v| signature::challenge(&v.scheme, &payload))
-    {
-        return Ok(json(StatusCode::OK, &answer));
+    if let Some(answer) = challenge(source, &payload) {
+        return Ok(answer);
     }
     rate_limit(webhook, source)?;
     store(webhook, source, text, &payload).await
@@ -105,6 +91,15 @@ fn key<'a>(webhook: &Webhook<'a>) -> (Result<(), &'static str>, Option<&'a Sourc
         .get(webhook.source)
         .filter(|s| key_ok || s.auth == Auth::Signature);
     (key, reachable)
+}
+
+/// Every caller's body is read under the same limits before anything else is decided,
+/// so an unauthenticated caller gets the same 413 or 408 wherever it posts. Only a body
+/// something may still accept is kept; the rest is counted and dropped.
+async fn read_body(webhook: &Webhook<'_>, body: &mut Unread, keep: bool) -> Result<Body, Reject> {
+    body.read(webhook.headers, webhook.config.max_body_bytes, keep)
+        .await
+        .map_err(Reject::Body)
 }
 
 /// The source, once the body is read; a caller that can reach none is refused, with a
@@ -171,6 +166,13 @@ fn payload(source: &Source, text: &str) -> Result<serde_json::Value, Reject> {
         serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| serde_json::Value::Null)
     };
     parsed.map_err(Reject::NotJson)
+}
+
+/// A sender's check that the endpoint is its own (Slack's `url_verification`), answered
+/// here once its signature has passed; it is not an event.
+fn challenge(source: &Source, payload: &serde_json::Value) -> Option<HttpResponse> {
+    let verify = source.verify.as_ref()?;
+    signature::challenge(&verify.scheme, payload).map(|answer| json(StatusCode::OK, &answer))
 }
 
 fn rate_limit(webhook: &Webhook<'_>, source: &Source) -> Result<(), Reject> {
