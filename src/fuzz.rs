@@ -572,7 +572,7 @@ impl Server {
     }
 
     /// Serves `data` as the bytes a client sends on one connection, then its end of
-    /// file, as the real server does (`server.rs`): returns what went back on the wire,
+    /// file, as the real server does (`http/server.rs`): returns what went back on the wire,
     /// and what the service answered.
     fn exchange(&self, data: &[u8]) -> (Vec<u8>, Vec<Answer>) {
         let answers = Arc::new(Mutex::new(Vec::new()));
@@ -604,7 +604,7 @@ impl Server {
         };
         let wire = self.runtime.block_on(async {
             let (client, server) = tokio::io::duplex(64 * 1024);
-            let mut builder = crate::server::http1_builder();
+            let mut builder = crate::http::server::http1_builder();
             // The end of file stands for a client that has nothing more to send and
             // waits for its answers; without this hyper would drop them.
             builder.half_close(true);

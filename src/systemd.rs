@@ -4,7 +4,7 @@
 //! debug level and otherwise ignored: lowkey must never stop serving because systemd's
 //! socket went away.
 
-use crate::server::Listener;
+use crate::http::server::Listener;
 use listenfd::ListenFd;
 use sd_notify::NotifyState;
 use std::io;

@@ -17,8 +17,8 @@ mod wake;
 
 use crate::activity::Activity;
 use crate::config::{Config, ConfigError};
+use crate::http::server::Listener;
 use crate::log::id;
-use crate::server::Listener;
 use crate::store::{Home, StoreError, WriterThread};
 use crate::systemd;
 use arc_swap::ArcSwap;

@@ -1,64 +1,87 @@
-//! Rate limits: a token bucket per source (opt-in), and a throttle on callers that keep
-//! failing authentication.
+//! Who is calling, and whether it may: the client's address (behind `trustedProxies`),
+//! the API key, and the throttle on addresses that keep failing authentication.
+//!
+//! Nothing here answers a caller: a failed check goes back to the webhook pipeline as a
+//! reason, and [`super::reject`] turns every one into the same refusal.
 
-use crate::config::RateLimit;
+use crate::config::Config;
+use http::header;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Who is on the other end of a connection: its address, `None` for unix-socket peers.
+/// Logs show it as `ip:port`, or `unix`.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<SocketAddr>);
+
+impl Peer {
+    fn ip(&self) -> Option<IpAddr> {
+        self.0.map(|addr| addr.ip().to_canonical())
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("unix"),
+        }
+    }
+}
+
+/// The client a request came from: the socket's peer, or, behind a proxy listed in
+/// `trustedProxies`, the address that proxy says it forwarded for.
+pub(super) fn client_ip(config: &Config, peer: Peer, headers: &http::HeaderMap) -> Option<IpAddr> {
+    let peer = peer.ip()?;
+    if !config.trusted_proxies.contains(&peer) {
+        return Some(peer);
+    }
+    // The rightmost address no trusted proxy vouches for is the client.
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !config.trusted_proxies.contains(ip))
+            .unwrap_or(peer),
+    )
+}
+
+/// Checks `Authorization: Bearer <apiKey>` in constant time. The error says what was
+/// wrong, for the log; it never holds what was sent.
+pub(super) fn authorized(config: &Config, headers: &http::HeaderMap) -> Result<(), &'static str> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err("no Authorization header");
+    };
+    let value = value.as_bytes();
+    let token = match value.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &value[7..],
+        _ => return Err("Authorization is not a Bearer token"),
+    };
+    if config.api_key.matches(token.trim_ascii()) {
+        Ok(())
+    } else {
+        Err("wrong API key")
+    }
+}
 
 /// Failed authentications from one address within `FAILURE_WINDOW` that get it blocked.
 const FAILURE_LIMIT: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// How long an address stays blocked after its last failure.
-const BLOCK_FOR: Duration = Duration::from_secs(60);
+pub(super) const BLOCK_FOR: Duration = Duration::from_secs(60);
 /// Addresses tracked at most, so a flood of peers cannot grow memory without bound:
 /// past this, entries that no longer count for anything are dropped, and if none are, a
 /// new address goes uncounted.
 const MAX_TRACKED: usize = 10_000;
-
-/// Token buckets by source name.
-#[derive(Default)]
-pub struct SourceLimits {
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl SourceLimits {
-    /// Takes a token for `source`; `Err(wait)` says how long until one is free.
-    pub fn take(&self, source: &str, limit: &RateLimit) -> Result<(), Duration> {
-        self.take_at(source, limit, Instant::now())
-    }
-
-    /// [`SourceLimits::take`] at `now`, so tests can say when each request comes.
-    fn take_at(&self, source: &str, limit: &RateLimit, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().expect("limits lock");
-        // The name is copied only for a source's first request.
-        if !buckets.contains_key(source) {
-            let full = Bucket {
-                tokens: limit.burst,
-                at: now,
-            };
-            buckets.insert(source.to_owned(), full);
-        }
-        let bucket = buckets.get_mut(source).expect("the bucket was just made");
-        let refill = now.duration_since(bucket.at).as_secs_f64() * limit.per_second;
-        bucket.tokens = (bucket.tokens + refill).min(limit.burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / limit.per_second,
-            ))
-        }
-    }
-}
 
 /// Counts authentication failures per client address, and holds back the answers to an
 /// address that keeps failing.
@@ -77,12 +100,12 @@ impl SourceLimits {
 /// (`lowkey init` draws 256 bits), and what the throttle takes away is cheap
 /// keep-alive guessing, the log noise, and the work of an unbounded stream of 401s.
 #[derive(Default)]
-pub struct AuthThrottle {
+pub(super) struct AuthThrottle {
     state: Mutex<Tracked>,
 }
 
 /// How long a failure from a blocked address waits for its 429.
-pub const TARPIT_DELAY: Duration = Duration::from_secs(1);
+pub(super) const TARPIT_DELAY: Duration = Duration::from_secs(1);
 /// Answers held in the tarpit at once, per address and in all.
 const HELD_PER_ADDRESS: u32 = 8;
 const HELD_IN_ALL: usize = 64;
@@ -119,7 +142,7 @@ impl Failures {
 }
 
 /// What to answer a failed authentication, by [`AuthThrottle::failed`].
-pub enum Failure<'a> {
+pub(super) enum Failure<'a> {
     /// 401. `blocks` when this failure got the address blocked.
     Refused { blocks: bool },
     /// 429 with `Retry-After: wait`: the address was already blocked. While `held` is
@@ -132,20 +155,20 @@ pub enum Failure<'a> {
 
 /// A failure, and the failures from its address while it was blocked that are due to
 /// be logged in one line (at most one such line per address per [`BLOCK_FOR`]).
-pub struct Failed<'a> {
-    pub failure: Failure<'a>,
-    pub unreported: Option<u32>,
+pub(super) struct Failed<'a> {
+    pub(super) failure: Failure<'a>,
+    pub(super) unreported: Option<u32>,
 }
 
 /// A place in the tarpit, given back when dropped.
-pub struct Held<'a> {
+pub(super) struct Held<'a> {
     throttle: &'a AuthThrottle,
     addr: IpAddr,
 }
 
 impl AuthThrottle {
     /// Records a failed authentication from `addr` and says how to answer it.
-    pub fn failed(&self, addr: IpAddr) -> Failed<'_> {
+    pub(super) fn failed(&self, addr: IpAddr) -> Failed<'_> {
         self.failed_at(addr, Instant::now())
     }
 
@@ -224,28 +247,29 @@ impl Drop for Held<'_> {
     }
 }
 
-/// `Retry-After` in whole seconds, at least 1.
-pub fn retry_after(wait: Duration) -> u64 {
-    (wait.as_secs_f64().ceil() as u64).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn bucket_allows_burst_then_refuses() {
-        let limits = SourceLimits::default();
-        let limit = RateLimit {
-            per_second: 1.0,
-            burst: 3.0,
+    fn only_a_bearer_token_with_the_api_key_is_authorized() {
+        let config = super::super::test_config(&[]);
+        let check = |value: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            }
+            authorized(&config, &headers)
         };
-        for _ in 0..3 {
-            assert!(limits.take("s", &limit).is_ok());
-        }
-        let wait = limits.take("s", &limit).unwrap_err();
-        assert!(wait <= Duration::from_secs(1));
-        assert!(limits.take("other", &limit).is_ok());
+        assert_eq!(check(Some("Bearer lk_right")), Ok(()));
+        // The scheme is case-insensitive and space around the key does not count.
+        assert_eq!(check(Some("bEARER  lk_right ")), Ok(()));
+        assert_eq!(check(None), Err("no Authorization header"));
+        assert_eq!(check(Some("Bearer lk_wrong")), Err("wrong API key"));
+        // Another scheme of the same length, with the right key, is not a bearer token.
+        let other = Err("Authorization is not a Bearer token");
+        assert_eq!(check(Some("Apikey lk_right")), other);
+        assert_eq!(check(Some("Bearer")), other);
     }
 
     fn blocked(failed: Failed<'_>) -> (Duration, bool) {
@@ -307,36 +331,6 @@ mod tests {
         assert_eq!(t.state.lock().unwrap().held, HELD_IN_ALL);
         drop(places);
         assert_eq!(t.state.lock().unwrap().held, 0);
-    }
-
-    #[test]
-    fn a_bucket_refills_at_its_rate_up_to_its_burst() {
-        let limits = SourceLimits::default();
-        let limit = RateLimit {
-            per_second: 0.5,
-            burst: 2.0,
-        };
-        let t0 = Instant::now();
-        let secs = Duration::from_secs;
-        assert!(limits.take_at("s", &limit, t0).is_ok());
-        assert!(limits.take_at("s", &limit, t0).is_ok());
-        // Empty, at half a token a second: the next one is two seconds away.
-        assert_eq!(limits.take_at("s", &limit, t0), Err(secs(2)));
-        // A second later half of it is back, so it is one second away.
-        assert_eq!(limits.take_at("s", &limit, t0 + secs(1)), Err(secs(1)));
-        assert!(limits.take_at("s", &limit, t0 + secs(2)).is_ok());
-        // However long the source was quiet, no more than the burst is saved up.
-        let later = t0 + secs(100);
-        assert!(limits.take_at("s", &limit, later).is_ok());
-        assert!(limits.take_at("s", &limit, later).is_ok());
-        assert_eq!(limits.take_at("s", &limit, later), Err(secs(2)));
-    }
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds_and_is_never_zero() {
-        assert_eq!(retry_after(Duration::ZERO), 1);
-        assert_eq!(retry_after(Duration::from_millis(1500)), 2);
-        assert_eq!(retry_after(BLOCK_FOR), 60);
     }
 
     fn refused(failed: Failed<'_>) -> bool {

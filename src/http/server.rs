@@ -1,7 +1,7 @@
 //! The accept loops: hyper HTTP/1 over every listening socket, with a graceful stop.
 
+use super::{App, Peer};
 use crate::activity::Activity;
-use crate::http::{self, App, Peer};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -171,7 +171,7 @@ async fn accept_loop(
             let app = app.clone();
             let request = InFlight::start(tracked.clone(), epoch);
             async move {
-                let res = http::handle(&app, req, peer).await;
+                let res = super::handle(&app, req, peer).await;
                 drop(request);
                 Ok::<_, Infallible>(res)
             }
