@@ -4,6 +4,7 @@ use crate::config::{self, ConfigError, Lookup, Severity};
 use crate::daemon::{self, DaemonError};
 use crate::init::{self, InitError};
 use crate::log;
+use crate::session;
 use crate::store::Home;
 use crate::view::{self, Found};
 use clap::{Parser, Subcommand};
@@ -378,7 +379,7 @@ fn sessions(home: &Home, command: SessionsCommand) -> u8 {
             }
         },
         SessionsCommand::Show { id, json } => {
-            if !config::is_path_safe_id(&id, config::MAX_SESSION_ID_LEN) {
+            if !session::is_path_safe_id(&id, session::MAX_SESSION_ID_LEN) {
                 eprintln!(
                     "lowkey: \"{id}\" is not a session id; `lowkey sessions list` prints them"
                 );

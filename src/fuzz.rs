@@ -7,10 +7,9 @@
 //! same functions on stable Rust, so every input a fuzzer found stays a test.
 
 use crate::activity::Activity;
-use crate::config::{
-    self, Auth, ConfigError, Loaded, MAX_SESSION_ID_LEN, MAX_SOURCE_LEN, Problem, Severity,
-};
+use crate::config::{self, Auth, ConfigError, Loaded, MAX_SOURCE_LEN, Problem, Severity};
 use crate::http::{self, App, Peer};
+use crate::session;
 use crate::signature::{self, Encoding, GenericHmac, Scheme, SchemeKind, VerifyError};
 use crate::store::{self, Event, Home, Job, Store, WriterThread};
 use arc_swap::ArcSwap;
@@ -266,7 +265,7 @@ fn assert_valid(loaded: &Loaded, root: &Value) {
     assert!((1..=64 * 1024 * 1024).contains(&config.max_body_bytes));
     for (name, agent) in &config.agents {
         assert!(
-            config::is_path_safe_id(name, MAX_SOURCE_LEN),
+            session::is_path_safe_id(name, MAX_SOURCE_LEN),
             "agent {name:?}"
         );
         assert!(
@@ -277,7 +276,7 @@ fn assert_valid(loaded: &Loaded, root: &Value) {
     }
     for (name, source) in &config.sources {
         assert!(
-            config::is_path_safe_id(name, MAX_SOURCE_LEN),
+            session::is_path_safe_id(name, MAX_SOURCE_LEN),
             "source {name:?}"
         );
         assert!(
@@ -662,7 +661,7 @@ impl Server {
                     panic!("a 202 without its ids: {body:?}");
                 };
                 assert!(
-                    config::is_path_safe_id(session, MAX_SESSION_ID_LEN),
+                    session::is_path_safe_id(session, session::MAX_SESSION_ID_LEN),
                     "session id {session:?} is not a safe file name"
                 );
                 let job = jobs

@@ -40,9 +40,6 @@ pub use types::{
     DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_SEC, DEFAULT_TOLERANCE_SEC, MAX_SOURCE_LEN,
     NEW_SESSION, RateLimit, Source, Target, Verify,
 };
-// Source and agent names follow the session-id rule (they become file names too), so
-// the rule is at hand here as well as in `session`.
-pub use crate::session::{MAX_SESSION_ID_LEN, is_path_safe_id};
 
 use std::path::PathBuf;
 
