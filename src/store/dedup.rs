@@ -160,10 +160,10 @@ impl Deliveries {
     /// Appends the lines of `count` claims now durable in the queue, without syncing:
     /// `make_durable` syncs them before a segment holding them goes.
     pub(super) fn append(&mut self, lines: &[u8], count: usize) {
-        self.lines += count;
         if let Err(e) = (&self.file).write_all(lines) {
             tracing::error!(error = %e, "cannot append to the deliveries file");
         }
+        self.lines += count;
     }
 
     /// Makes every remembered id durable in the deliveries file, so that queue segments

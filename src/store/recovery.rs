@@ -28,7 +28,6 @@ pub(super) fn recover(
     let queue = home.queue();
     let mut read = read_queue(&queue).map_err(io_err(&queue))?;
     let deliveries = Deliveries::load(home, &read.accepted)?;
-    // The old segments stay until their events are done, like any other.
     let mut writer = Writer::new(home, &read.segments, deliveries, jobs);
 
     let mut recovery = Recovery::default();

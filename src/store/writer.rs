@@ -123,8 +123,9 @@ impl Writer {
         }
     }
 
-    /// Handles one batch: one write and one sync of the queue for every record in it,
-    /// then every request in it answered.
+    /// Handles one batch: claims it, writes and syncs the queue once for every record
+    /// in it, then answers every request in it (or refuses them all when the write
+    /// failed). Maintenance comes after the answers, so it never delays them.
     pub(super) fn process(&mut self, commands: Vec<Command>) {
         let batch = self.claim(commands);
         match self.write_queue(&batch.records) {
