@@ -1,0 +1,340 @@
+//! Durable storage: the write-ahead queue and the session files.
+//!
+//! One writer thread owns the queue (`writer.rs`). Requests reach it over a channel and
+//! it handles them in batches: everything waiting when it wakes shares one `fdatasync`
+//! of the queue file (group commit), so durable ingest costs one fsync per batch, not
+//! one per request. A session file is written by its session's run, on the blocking
+//! pool (`session_file.rs`): dispatch runs one event at a time per session, so it has
+//! one writer at a time.
+//!
+//! The queue (`$LOWKEY_HOME/queue/*.wal`) is the inbox and the source of truth for work
+//! not yet done: an `accepted` record is written and synced before the sender gets its
+//! 202, and a `done` record is written only after the run's result is synced into the
+//! session file. Ingest creates no file; a run writes its event's message into the
+//! session when it starts (`Job` holds only the record's place in the queue, so a long
+//! backlog stays small in memory). Start-up reads only the queue, which holds pending
+//! work, so it does not grow with the number of sessions.
+//!
+//! The files, in the order a request meets them:
+//!
+//! - `mod.rs` (this file): the `Store` handle and what it trades in (`Event`, `Job`,
+//!   `Ingested`, `StoreError`, `Recovery`).
+//! - `home.rs`: `Home`, where each file lives under `$LOWKEY_HOME`.
+//! - `writer.rs`: the writer thread; each batch is claimed, written and synced once,
+//!   then answered.
+//! - `dedup.rs`: the delivery ids seen recently (`deliveries.jsonl`), checked and
+//!   claimed by the writer thread.
+//! - `record.rs`: the queue's records, as written and as read back.
+//! - `segment.rs`: the segment files, their page-aligned writes, and the zero-filled
+//!   spares the next segment is made from.
+//! - `session_file.rs`: appends to session files.
+//! - `recovery.rs`: start-up, which reads the queue back, repairs the sessions of
+//!   pending events and hands their runs to dispatch.
+//!
+//! The durability rules, in brief: a 2xx goes out only once its `accepted` record is
+//! synced; a batch starts on a fresh page, so no write covers a record already
+//! acknowledged; a failed batch is cut off its segment before the 503s go out; a failed
+//! sync is never trusted (a `rerun` mark makes the event run again); and a segment is
+//! deleted only from the oldest end, once the deliveries file holds its ids on disk.
+
+mod dedup;
+mod home;
+mod record;
+mod recovery;
+mod segment;
+mod session_file;
+#[cfg(test)]
+mod testing;
+mod writer;
+
+pub use home::Home;
+pub use recovery::queued;
+
+use crate::session::{self, Header, Line, Message, Role, Run, RunStatus};
+use record::{Location, Record};
+use segment::segment_path;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+use writer::Command;
+
+/// An accepted webhook event: what the queue records and what a run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub id: String,
+    pub session: String,
+    pub source: String,
+    pub agent: String,
+    pub project: PathBuf,
+    pub at: String,
+    /// The body exactly as received; the agent's message is made from it (`text`).
+    pub body: String,
+    /// The sender's delivery id, when it sent one; repeats within `dedup_until` are
+    /// answered as duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    /// Until when (Unix seconds) the delivery id is remembered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_until: Option<u64>,
+}
+
+/// What became of an ingested event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    Accepted,
+    /// The same delivery was accepted before: its session and event.
+    Duplicate {
+        session: String,
+        event: String,
+    },
+}
+
+/// A queued run. It holds only where its event is in the queue, not the event, so a
+/// backlog of many thousands of events costs little memory; the run reads its event
+/// back when it starts (`Store::load`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub event: String,
+    pub session: String,
+    pub agent: String,
+    /// The session already shows the event's message (a run cut short before a restart).
+    pub materialized: bool,
+    location: Location,
+}
+
+impl Event {
+    fn job(&self, location: Location, materialized: bool) -> Job {
+        Job {
+            event: self.id.clone(),
+            session: self.session.clone(),
+            agent: self.agent.clone(),
+            materialized,
+            location,
+        }
+    }
+
+    /// The session's first line, when this event creates the session.
+    pub fn header(&self) -> Header {
+        Header {
+            id: self.session.clone(),
+            source: self.source.clone(),
+            project: self.project.clone(),
+            agent: self.agent.clone(),
+            created: self.at.clone(),
+        }
+    }
+
+    /// `Webhook from <source>: <payload>`, the message handed to the agent, and
+    /// whether the payload in it was trimmed.
+    pub fn text(&self) -> (String, bool) {
+        session::webhook_message(&self.source, &self.body)
+    }
+
+    /// The event's message line in its session.
+    pub fn message(&self) -> Line {
+        let (text, trimmed) = self.text();
+        self.message_line(text, trimmed)
+    }
+
+    /// The message line, from a `text()` already made.
+    pub fn message_line(&self, text: String, trimmed: bool) -> Line {
+        Line::Message(Message {
+            role: Role::User,
+            text,
+            event: self.id.clone(),
+            source: Some(self.source.clone()),
+            at: self.at.clone(),
+            body: Some(self.body.clone()),
+            trimmed,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} does not hold the queued event at byte {offset}", path.display())]
+    Corrupt { path: PathBuf, offset: u64 },
+    #[error("the store has shut down")]
+    Closed,
+}
+
+impl StoreError {
+    /// The same error again, for each of the requests one failed write answers.
+    fn copy(&self) -> StoreError {
+        match self {
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            StoreError::Corrupt { path, offset } => StoreError::Corrupt {
+                path: path.clone(),
+                offset: *offset,
+            },
+            StoreError::Closed => StoreError::Closed,
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A handle to the writer thread. Cheap to clone; the thread ends when the last
+/// handle is dropped, after finishing what it was given.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Command>,
+    home: Home,
+}
+
+/// Joins the writer thread.
+pub struct WriterThread(thread::JoinHandle<()>);
+
+impl WriterThread {
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+/// What start-up found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Accepted events whose run did not finish, in acceptance order; already sent to
+    /// the dispatch channel.
+    pub pending: usize,
+    /// Events whose result was in their session but whose `done` mark was lost.
+    pub completed: usize,
+}
+
+impl Store {
+    /// Opens the store, recovers pending work and starts the writer thread. Every
+    /// accepted event (recovered or new) is sent to `jobs`, as a `Job`, once durable,
+    /// in acceptance order; the events of one batch go together.
+    pub fn open(
+        home: &Home,
+        jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
+    ) -> Result<(Store, WriterThread, Recovery), StoreError> {
+        home.create_dirs().map_err(io_err(&home.root))?;
+        let (writer, recovery) = recovery::recover(home, jobs)?;
+        let (tx, rx) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("lowkey-store".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io_err(&home.root))?;
+        Ok((
+            Store {
+                tx,
+                home: home.clone(),
+            },
+            WriterThread(thread),
+            recovery,
+        ))
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Returns once the event is on disk (only then may the sender get a 2xx), or at
+    /// once when it repeats a delivery already accepted. Every ingest passes through
+    /// one thread, so of two racing copies of a delivery exactly one is accepted.
+    pub async fn ingest(&self, event: Event) -> Result<Ingested, StoreError> {
+        self.call(|r| Command::Ingest(Box::new(event), r)).await
+    }
+
+    /// Appends lines to the event's session without waiting for them to reach the disk.
+    /// Only the session's run calls this (dispatch runs one at a time per session), so
+    /// session files need no lock and their writes stay off the writer thread.
+    pub async fn append(&self, event: &Event, lines: Vec<Line>) -> Result<(), StoreError> {
+        self.write_session(event, lines, false).await
+    }
+
+    async fn write_session(
+        &self,
+        event: &Event,
+        lines: Vec<Line>,
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        let home = self.home.clone();
+        let header = event.header();
+        tokio::task::spawn_blocking(move || {
+            session_file::write_session(&home, &header, &lines, sync)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Reads a queued run's event back from the queue.
+    pub async fn load(&self, job: &Job) -> Result<Event, StoreError> {
+        let path = segment_path(&self.home.queue(), job.location.seq);
+        let Location { offset, len, .. } = job.location;
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            File::open(&path)
+                .and_then(|f| f.read_exact_at(&mut buf, offset))
+                .map_err(io_err(&path))?;
+            match serde_json::from_slice::<Record>(&buf) {
+                Ok(Record::Accepted(event)) => Ok(*event),
+                _ => Err(StoreError::Corrupt { path, offset }),
+            }
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records a run's final result: appends it to the session, syncs the session file
+    /// and its folder, then marks the event done in the queue. The session's part runs
+    /// on the blocking pool, so finishing runs never delays ingest.
+    ///
+    /// When the session part fails, the result may sit in the page cache without being on
+    /// disk (a failed `fsync` does not keep the data for a later one), where the next
+    /// start would read it back and take the run as done. So the event is not marked
+    /// done: the session gets a note that the run happens again, and the queue a
+    /// `rerun` mark, which makes recovery distrust the unsynced result even when that
+    /// note could not be written either.
+    pub async fn finish(
+        &self,
+        job: &Job,
+        event: &Event,
+        lines: Vec<Line>,
+    ) -> Result<(), StoreError> {
+        if let Err(e) = self.write_session(event, lines, true).await {
+            let note = Line::Run(Run {
+                error: Some(session::UNSYNCED.into()),
+                ..Run::new(&event.id, RunStatus::Interrupted, &event.agent)
+            });
+            let _ = self.append(event, vec![note]).await;
+            if let Err(mark) = self.call(|r| Command::Rerun(event.id.clone(), r)).await {
+                tracing::error!(event_id = %event.id, error = %mark, "cannot mark the event to run again in the queue");
+            }
+            return Err(e);
+        }
+        self.call(|r| Command::Done(event.id.clone(), job.location.seq, r))
+            .await
+    }
+}
+
+/// Makes a folder's entries (new or removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,66 @@
+//! The queue's records: one JSON object a line, as written and as read back.
+//!
+//! A segment holds batches of records, each batch starting on a fresh page (see
+//! `Writer::write_queue`), so zeros may stand between records.
+
+use super::Event;
+use crate::session::encode_json;
+use serde::{Deserialize, Serialize};
+
+/// Where an accepted record sits in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Location {
+    pub(super) seq: u64,
+    pub(super) offset: u64,
+    pub(super) len: usize,
+}
+
+/// A queue record as read back.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) enum Record {
+    Accepted(Box<Event>),
+    Done(String),
+    /// The event's result could not be synced into its session: whatever final run
+    /// record its session shows from before this mark may not be on disk, so the event
+    /// runs again (see `Marks::trusted_final`).
+    Rerun(String),
+}
+
+/// A queue record as written: the same JSON as `Record`, without copying the event.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) enum RecordRef<'a> {
+    Accepted(&'a Event),
+    Done(&'a str),
+    Rerun(&'a str),
+}
+
+/// Encodes `accepted` records, with where each sits in the bytes (start, length).
+pub(super) fn encode_accepted<'a>(
+    events: impl Iterator<Item = &'a Event>,
+) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let mut records = Vec::new();
+    let mut spans = Vec::new();
+    for event in events {
+        let start = records.len();
+        encode_json(&mut records, &RecordRef::Accepted(event));
+        spans.push((start, records.len() - start));
+    }
+    (records, spans)
+}
+
+/// The records in a segment's bytes, unparsed, each with the offset it starts at.
+///
+/// Batches start on page boundaries, so zeros may stand between records, and a
+/// segment made from a spare ends in zeros. A torn record was never acknowledged (its
+/// batch's sync had not returned), so the reader skips what does not parse and loses
+/// nothing.
+pub(super) fn records(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut offset = 0;
+    bytes.split(|b| *b == b'\n').map(move |raw| {
+        let start = offset + raw.iter().take_while(|b| **b == 0).count();
+        offset += raw.len() + 1;
+        (start, &bytes[start..offset - 1])
+    })
+}

@@ -1,0 +1,36 @@
+//! What the store's unit tests share: a fresh home, and events to put in it.
+
+use super::{Event, Home};
+use crate::session;
+
+pub(super) fn empty_home() -> (tempfile::TempDir, Home) {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path());
+    home.create_dirs().unwrap();
+    (dir, home)
+}
+
+/// An event of session `s`, without a delivery id.
+pub(super) fn event(id: &str) -> Event {
+    Event {
+        id: id.into(),
+        session: "s".into(),
+        source: "hook".into(),
+        agent: "bot".into(),
+        project: "/".into(),
+        at: session::now(),
+        body: "{}".into(),
+        delivery: None,
+        dedup_until: None,
+    }
+}
+
+/// An event of the source `hook` carrying the sender's delivery id `delivery`,
+/// remembered until `until` (Unix seconds).
+pub(super) fn delivered(id: &str, delivery: &str, until: u64) -> Event {
+    Event {
+        delivery: Some(delivery.into()),
+        dedup_until: Some(until),
+        ..event(id)
+    }
+}
