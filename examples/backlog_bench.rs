@@ -600,8 +600,7 @@ fn tail(
 /// JSON string every `"` is escaped, so these byte sequences can only be the line's own
 /// keys and values.
 fn user_message_event(line: &[u8]) -> Option<String> {
-    if find(line, br#""type":"message""#).is_none() || find(line, br#""role":"user""#).is_none()
-    {
+    if find(line, br#""type":"message""#).is_none() || find(line, br#""role":"user""#).is_none() {
         return None;
     }
     let key = br#""event":""#;
@@ -636,8 +635,7 @@ async fn fill(a: &Args) -> Result<ExitCode, Error> {
                 if issued.fetch_add(1, Ordering::Relaxed) >= count {
                     break;
                 }
-                if Instant::now() >= deadline || failures.load(Ordering::Relaxed) >= MAX_FAILURES
-                {
+                if Instant::now() >= deadline || failures.load(Ordering::Relaxed) >= MAX_FAILURES {
                     break;
                 }
                 tally.first.get_or_insert_with(Instant::now);
