@@ -23,3 +23,4 @@ pub mod store;
 pub mod systemd;
 pub mod template;
 pub mod view;
+pub mod window;
