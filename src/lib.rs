@@ -20,3 +20,4 @@ pub mod signature;
 pub mod store;
 pub mod systemd;
 pub mod view;
+pub mod window;
