@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-/// How long a run whose session cannot be written waits before it tries again, at
-/// first and at most.
+/// How long a run whose start cannot be marked in the queue waits before it tries
+/// again, at first and at most.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -192,14 +192,12 @@ fn start_ready(
 }
 
 async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Receiver<bool>) {
-    let (message, trimmed) = event.text();
-    // The message goes into the session now, before the agent that may read it starts.
-    if !job.materialized {
-        let line = event.message_line(message.clone(), trimmed);
-        if !write_message(ctx, event, line, &mut stop).await {
-            return;
-        }
+    // The event's message is in its session already (the store hands on no job before).
+    // The queue learns that the run starts before anything of it reaches the session.
+    if !mark_started(ctx, event, &mut stop).await {
+        return;
     }
+    let (message, _) = event.text();
     // The agent is looked up when the run starts, so a reload that fixed its command
     // applies to events already waiting.
     let agent = ctx.config.load().agents.get(&event.agent).cloned();
@@ -281,26 +279,21 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Recei
     }
 }
 
-/// Writes the event's message into its session, trying again (1 s, doubling up to 30 s)
-/// while the session cannot be written, a full disk say: an agent whose work could not
-/// be recorded would only have to run again, so the run waits. The session's later
-/// events wait behind it, in order. Returns `false` when lowkey stops first; the event
-/// stays queued for the next start.
-async fn write_message(
-    ctx: &Context,
-    event: &Event,
-    line: Line,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
+/// Marks in the queue that the event's run starts, trying again (1 s, doubling up to
+/// 30 s) while the queue cannot be written, a full disk say: without the mark, start-up
+/// would not look for the run's records in its session, so the run waits. The
+/// session's later events wait behind it, in order. Returns `false` when lowkey stops
+/// first; the event stays queued for the next start.
+async fn mark_started(ctx: &Context, event: &Event, stop: &mut watch::Receiver<bool>) -> bool {
     let mut wait = RETRY_FIRST;
     loop {
-        match ctx.store.append(event, vec![line.clone()]).await {
+        match ctx.store.started(event).await {
             Ok(()) => return true,
             Err(e) => tracing::error!(
                 session_id = %event.session,
                 event_id = %event.id,
                 error = %e,
-                "cannot write the message into the session; the run waits {}s and tries again",
+                "cannot mark the run's start in the queue; the run waits {}s and tries again",
                 wait.as_secs()
             ),
         }

@@ -79,6 +79,21 @@ fn runtime() -> &'static Runtime {
     })
 }
 
+/// Takes `n` jobs from `rx`: the store hands them on from its session writer thread, once
+/// their messages are in their sessions, so they may come a little after the answers.
+fn take_jobs(runtime: &Runtime, rx: &mut UnboundedReceiver<Vec<Job>>, n: usize) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    runtime.block_on(async {
+        while jobs.len() < n {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(batch)) => jobs.extend(batch),
+                _ => panic!("the store handed on {} of {n} jobs", jobs.len()),
+            }
+        }
+    });
+    jobs
+}
+
 /// Text from outside must reach a log line only escaped, so lowkey's own messages
 /// about it must not carry control characters.
 fn assert_printable(message: &str) {
@@ -419,11 +434,8 @@ fn recover(segments: &[&[u8]]) {
         Ok(opened) => opened,
         Err(e) => panic!("recovery failed: {e}"),
     };
-    let mut jobs: Vec<Job> = Vec::new();
-    while let Ok(batch) = rx.try_recv() {
-        jobs.extend(batch);
-    }
-    assert_eq!(jobs.len(), recovery.pending);
+    let jobs = take_jobs(runtime(), &mut rx, recovery.pending);
+    assert!(rx.try_recv().is_err(), "more jobs than pending events");
     assert_eq!(recovery.completed, 0, "no session holds a result");
     let mut seen = HashSet::new();
     for job in &jobs {
@@ -457,19 +469,17 @@ fn recover(segments: &[&[u8]]) {
 
     // A restart right after recovery finds the same pending work.
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let (store, writer, _) = match Store::open(&home, tx) {
+    let (store, writer, recovery) = match Store::open(&home, tx) {
         Ok(opened) => opened,
         Err(e) => panic!("the second recovery failed: {e}"),
     };
     let mut again = HashSet::new();
-    while let Ok(batch) = rx.try_recv() {
-        for job in batch {
-            assert!(
-                again.insert(job.event.clone()),
-                "{} twice after a restart",
-                job.event
-            );
-        }
+    for job in take_jobs(runtime(), &mut rx, recovery.pending) {
+        assert!(
+            again.insert(job.event.clone()),
+            "{} twice after a restart",
+            job.event
+        );
     }
     if !written.done_before_copy {
         assert_eq!(
@@ -511,6 +521,7 @@ struct Server {
     app: Option<Arc<App>>,
     jobs: UnboundedReceiver<Vec<Job>>,
     writer: Option<WriterThread>,
+    home: Home,
     /// Every event the store handed to dispatch.
     accepted: HashSet<String>,
     /// The body of the first 401; every 401 must have the same.
@@ -558,6 +569,7 @@ impl Server {
                 .build()
                 .expect("a tokio runtime"),
             app: Some(Arc::new(app)),
+            home,
             jobs,
             writer: Some(writer),
             accepted: HashSet::new(),
@@ -677,6 +689,10 @@ impl Server {
                     (event, session)
                 );
                 assert_eq!(answer.path, format!("/api/webhook/{}", stored.source));
+                let filed = session::read(&self.home.session_file(session))
+                    .unwrap_or_default()
+                    .contains(&stored.message());
+                assert!(filed, "{event} was handed on before its message was in its session");
             }
             200 if answer.path.starts_with("/api/webhook/") => {
                 assert_eq!(
@@ -765,15 +781,14 @@ pub fn http(data: &[u8]) {
         let server = slot.get_or_insert_with(Server::new);
         let (wire, answers) = server.exchange(data);
         let mut jobs = HashMap::new();
-        while let Ok(batch) = server.jobs.try_recv() {
-            for job in batch {
-                assert!(
-                    server.accepted.insert(job.event.clone()),
-                    "event {} accepted twice",
-                    job.event
-                );
-                jobs.insert(job.event.clone(), job);
-            }
+        let accepted = answers.iter().filter(|a| a.status.as_u16() == 202).count();
+        for job in take_jobs(&server.runtime, &mut server.jobs, accepted) {
+            assert!(
+                server.accepted.insert(job.event.clone()),
+                "event {} accepted twice",
+                job.event
+            );
+            jobs.insert(job.event.clone(), job);
         }
         for answer in &answers {
             server.check_answer(answer, &jobs);

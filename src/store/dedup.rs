@@ -240,11 +240,10 @@ fn write_deliveries(home: &Home, deliveries: &HashMap<String, Seen>) -> Result<F
 mod tests {
     use super::*;
     use crate::store::record::RecordRef;
-    use crate::store::recovery::recover;
     use crate::store::segment::segment_path;
-    use crate::store::testing::{delivered, empty_home};
+    use crate::store::testing::{delivered, empty_home, recover_quietly};
     use crate::store::writer::{Command, MAX_BATCH, Writer};
-    use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+    use tokio::sync::oneshot;
 
     /// Ingests `events` as one batch and returns the answers, in order.
     fn ingest(writer: &mut Writer, events: Vec<Event>) -> Vec<Ingested> {
@@ -284,7 +283,7 @@ mod tests {
             );
         }
         fs::write(segment_path(&home.queue(), 1), &records).unwrap();
-        let (mut writer, _) = recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
+        let (mut writer, _) = recover_quietly(&home).unwrap();
         assert_eq!(
             ingest(
                 &mut writer,
@@ -306,7 +305,7 @@ mod tests {
     #[test]
     fn a_delivery_id_is_forgotten_once_its_time_is_up() {
         let (_dir, home) = empty_home();
-        let (mut writer, _) = recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
+        let (mut writer, _) = recover_quietly(&home).unwrap();
         let past = session::unix_now() - 1;
         assert_eq!(
             ingest(&mut writer, vec![delivered("01FIRST", "d-1", past)]),
@@ -336,7 +335,7 @@ mod tests {
     #[test]
     fn expired_delivery_ids_do_not_pile_up_in_the_deliveries_file() {
         let (_dir, home) = empty_home();
-        let (mut writer, _) = recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
+        let (mut writer, _) = recover_quietly(&home).unwrap();
         // Each batch claims the same ids again once they expire, one line each; the
         // file is rewritten once most of it is expired (10,000 lines and more).
         let past = session::unix_now() - 1;

@@ -1,19 +1,23 @@
 //! Durable storage: the write-ahead queue and the session files.
 //!
-//! One writer thread owns the queue (`writer.rs`). Requests reach it over a channel and
-//! it handles them in batches: everything waiting when it wakes shares one `fdatasync`
-//! of the queue file (group commit), so durable ingest costs one fsync per batch, not
-//! one per request. A session file is written by its session's run, on the blocking
-//! pool (`session_file.rs`): dispatch runs one event at a time per session, so it has
-//! one writer at a time.
+//! Two threads write, each the only writer of its files. The queue writer
+//! (`writer.rs`, `lowkey-store`) owns the queue. Requests reach it over a channel and it
+//! handles them in batches: everything waiting when it wakes shares one `fdatasync` of
+//! the queue file (group commit), so durable ingest costs one fsync per batch, not one
+//! per request. The session writer (`sessions.rs`, `lowkey-sessions`) owns the session
+//! files: the queue writer hands it each batch of accepted events once answered, it
+//! appends their messages to their sessions and only then hands their jobs to dispatch;
+//! runs send it their records and replies.
 //!
 //! The queue (`$LOWKEY_HOME/queue/*.wal`) is the inbox and the source of truth for work
 //! not yet done: an `accepted` record is written and synced before the sender gets its
-//! 202, and a `done` record is written only after the run's result is synced into the
-//! session file. Ingest creates no file; a run writes its event's message into the
-//! session when it starts (`Job` holds only the record's place in the queue, so a long
-//! backlog stays small in memory). Start-up reads only the queue, which holds pending
-//! work, so it does not grow with the number of sessions.
+//! 202, a `started` mark before a run's agent is spawned, and a `done` mark only after
+//! the run's result is synced into the session file. The session writer syncs what it
+//! wrote about once a second and tells the queue writer how far every message is filed,
+//! which it records as a `filed` mark; start-up reads a session file only for pending
+//! events that started a run (or whose result did not sync) and for those after the last
+//! `filed` mark, so it does not grow with the number of sessions. (`Job` holds only the
+//! record's place in the queue, so a long backlog stays small in memory.)
 //!
 //! The files, in the order a request meets them:
 //!
@@ -27,9 +31,10 @@
 //! - `record.rs`: the queue's records, as written and as read back.
 //! - `segment.rs`: the segment files, their page-aligned writes, and the zero-filled
 //!   spares the next segment is made from.
+//! - `sessions.rs`: the session writer thread; the `filed` watermark.
 //! - `session_file.rs`: appends to session files.
 //! - `recovery.rs`: start-up, which reads the queue back, repairs the sessions of
-//!   pending events and hands their runs to dispatch.
+//!   pending events and hands their runs on to the session writer.
 //!
 //! The durability rules, in brief: a 2xx goes out only once its `accepted` record is
 //! synced; a batch starts on a fresh page, so no write covers a record already
@@ -43,6 +48,7 @@ mod record;
 mod recovery;
 mod segment;
 mod session_file;
+mod sessions;
 #[cfg(test)]
 mod testing;
 mod writer;
@@ -54,6 +60,7 @@ use crate::session::{self, Header, Line, Message, Role, Run, RunStatus};
 use record::{Location, Record};
 use segment::segment_path;
 use serde::{Deserialize, Serialize};
+use sessions::{Budget, SessionWriter};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -97,24 +104,21 @@ pub enum Ingested {
 
 /// A queued run. It holds only where its event is in the queue, not the event, so a
 /// backlog of many thousands of events costs little memory; the run reads its event
-/// back when it starts (`Store::load`).
+/// back when it starts (`Store::load`). Its message is in its session already.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub event: String,
     pub session: String,
     pub agent: String,
-    /// The session already shows the event's message (a run cut short before a restart).
-    pub materialized: bool,
     location: Location,
 }
 
 impl Event {
-    fn job(&self, location: Location, materialized: bool) -> Job {
+    fn job(&self, location: Location) -> Job {
         Job {
             event: self.id.clone(),
             session: self.session.clone(),
             agent: self.agent.clone(),
-            materialized,
             location,
         }
     }
@@ -139,11 +143,6 @@ impl Event {
     /// The event's message line in its session.
     pub fn message(&self) -> Line {
         let (text, trimmed) = self.text();
-        self.message_line(text, trimmed)
-    }
-
-    /// The message line, from a `text()` already made.
-    pub fn message_line(&self, text: String, trimmed: bool) -> Line {
         Line::Message(Message {
             role: Role::User,
             text,
@@ -194,15 +193,16 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
-/// A handle to the writer thread. Cheap to clone; the thread ends when the last
-/// handle is dropped, after finishing what it was given.
+/// A handle to the writer threads. Cheap to clone; the threads end when the last
+/// handle is dropped, after finishing what they were given.
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Command>,
+    tx: tokio_mpsc::UnboundedSender<Command>,
+    sessions: mpsc::Sender<sessions::Command>,
     home: Home,
 }
 
-/// Joins the writer thread.
+/// Joins the queue writer thread, which joins the session writer's.
 pub struct WriterThread(thread::JoinHandle<()>);
 
 impl WriterThread {
@@ -222,16 +222,25 @@ pub struct Recovery {
 }
 
 impl Store {
-    /// Opens the store, recovers pending work and starts the writer thread. Every
-    /// accepted event (recovered or new) is sent to `jobs`, as a `Job`, once durable,
-    /// in acceptance order; the events of one batch go together.
+    /// Opens the store, recovers pending work and starts the writer threads. Every
+    /// accepted event (recovered or new) is sent to `jobs`, as a `Job`, once durable and
+    /// its message is in its session, in acceptance order; the events of one batch go
+    /// together.
     pub fn open(
         home: &Home,
         jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
     ) -> Result<(Store, WriterThread, Recovery), StoreError> {
         home.create_dirs().map_err(io_err(&home.root))?;
-        let (writer, recovery) = recovery::recover(home, jobs)?;
-        let (tx, rx) = mpsc::channel();
+        let budget = Budget::default();
+        let (sessions_tx, sessions_rx) = mpsc::channel();
+        let (mut writer, recovery) = recovery::recover(home, sessions_tx.clone(), &budget)?;
+        let (tx, rx) = tokio_mpsc::unbounded_channel();
+        let session_writer = SessionWriter::new(home, jobs, tx.downgrade(), budget)?;
+        let sessions_thread = thread::Builder::new()
+            .name("lowkey-sessions".into())
+            .spawn(move || session_writer.run(sessions_rx))
+            .map_err(io_err(&home.root))?;
+        writer.session_thread = Some(sessions_thread);
         let thread = thread::Builder::new()
             .name("lowkey-store".into())
             .spawn(move || writer.run(rx))
@@ -239,6 +248,7 @@ impl Store {
         Ok((
             Store {
                 tx,
+                sessions: sessions_tx,
                 home: home.clone(),
             },
             WriterThread(thread),
@@ -262,9 +272,15 @@ impl Store {
         self.call(|r| Command::Ingest(Box::new(event), r)).await
     }
 
+    /// Marks in the queue, synced, that the event's run starts: start-up then reads its
+    /// session back to see how far the run got. Called before the agent is spawned and
+    /// before any of the run's records is written.
+    pub async fn started(&self, event: &Event) -> Result<(), StoreError> {
+        self.call(|r| Command::Started(event.id.clone(), r)).await
+    }
+
     /// Appends lines to the event's session without waiting for them to reach the disk.
-    /// Only the session's run calls this (dispatch runs one at a time per session), so
-    /// session files need no lock and their writes stay off the writer thread.
+    /// The session writer writes them, between the messages of events accepted since.
     pub async fn append(&self, event: &Event, lines: Vec<Line>) -> Result<(), StoreError> {
         self.write_session(event, lines, false).await
     }
@@ -275,31 +291,24 @@ impl Store {
         lines: Vec<Line>,
         sync: bool,
     ) -> Result<(), StoreError> {
-        let home = self.home.clone();
-        let header = event.header();
-        tokio::task::spawn_blocking(move || {
-            session_file::write_session(&home, &header, &lines, sync)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        let (reply, rx) = oneshot::channel();
+        let append = sessions::Command::Append {
+            header: event.header(),
+            lines,
+            sync,
+            reply,
+        };
+        self.sessions.send(append).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Reads a queued run's event back from the queue.
     pub async fn load(&self, job: &Job) -> Result<Event, StoreError> {
-        let path = segment_path(&self.home.queue(), job.location.seq);
-        let Location { offset, len, .. } = job.location;
-        tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len];
-            File::open(&path)
-                .and_then(|f| f.read_exact_at(&mut buf, offset))
-                .map_err(io_err(&path))?;
-            match serde_json::from_slice::<Record>(&buf) {
-                Ok(Record::Accepted(event)) => Ok(*event),
-                _ => Err(StoreError::Corrupt { path, offset }),
-            }
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
+        let home = self.home.clone();
+        let location = job.location;
+        tokio::task::spawn_blocking(move || read_event(&home, &location))
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     /// Records a run's final result: appends it to the session, syncs the session file
@@ -331,6 +340,20 @@ impl Store {
         }
         self.call(|r| Command::Done(event.id.clone(), job.location.seq, r))
             .await
+    }
+}
+
+/// Reads an accepted event back from where its record is in the queue.
+fn read_event(home: &Home, location: &Location) -> Result<Event, StoreError> {
+    let path = segment_path(&home.queue(), location.seq);
+    let Location { offset, len, .. } = *location;
+    let mut buf = vec![0u8; len];
+    File::open(&path)
+        .and_then(|f| f.read_exact_at(&mut buf, offset))
+        .map_err(io_err(&path))?;
+    match serde_json::from_slice::<Record>(&buf) {
+        Ok(Record::Accepted(event)) => Ok(*event),
+        _ => Err(StoreError::Corrupt { path, offset }),
     }
 }
 

@@ -15,6 +15,31 @@ pub(super) struct Location {
     pub(super) len: usize,
 }
 
+impl Location {
+    /// Where the record starts.
+    pub(super) fn start(&self) -> Position {
+        Position {
+            seq: self.seq,
+            offset: self.offset,
+        }
+    }
+
+    /// Where the record ends: the next record starts at or after it.
+    pub(super) fn end(&self) -> Position {
+        Position {
+            seq: self.seq,
+            offset: self.offset + self.len as u64,
+        }
+    }
+}
+
+/// A place in the queue: records are in queue order by where they start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(super) struct Position {
+    pub(super) seq: u64,
+    pub(super) offset: u64,
+}
+
 /// A queue record as read back.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -25,6 +50,14 @@ pub(super) enum Record {
     /// record its session shows from before this mark may not be on disk, so the event
     /// runs again (see `Marks::trusted_final`).
     Rerun(String),
+    /// The event's run is about to start: its session may hold run records, so start-up
+    /// reads it back (see `recovery`).
+    Started(String),
+    /// Every event whose `accepted` record starts before this place has its message in
+    /// its session file, synced (the session writer's watermark, `sessions.rs`). Start-up
+    /// reads no session for an event before it unless the event has a `started` or
+    /// `rerun` mark.
+    Filed(Position),
 }
 
 /// A queue record as written: the same JSON as `Record`, without copying the event.
@@ -34,6 +67,8 @@ pub(super) enum RecordRef<'a> {
     Accepted(&'a Event),
     Done(&'a str),
     Rerun(&'a str),
+    Started(&'a str),
+    Filed(Position),
 }
 
 /// Encodes `accepted` records, with where each sits in the bytes (start, length).

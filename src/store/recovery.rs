@@ -1,49 +1,94 @@
 //! Start-up: reading the queue back, putting the sessions of pending events right, and
-//! handing their runs to dispatch.
+//! handing their runs on, through the session writer, to dispatch.
 //!
 //! Start-up rewrites no queue record: each recovered job points at its record where it
 //! is, so a crash at any point of it leaves the queue as it was, and a full disk does
 //! not stop the daemon from starting (it answers 503 until there is room). It reads the
-//! queue, which holds pending work, and only the session files of pending events, so it
-//! does not grow with the number of sessions.
+//! queue, which holds pending work, and only the session files it must: those of
+//! pending events whose run started (a `started` mark) or whose result did not sync (a
+//! `rerun` mark), to mark a run cut short or see that only the `done` mark was lost;
+//! and those of pending events after the last `filed` mark, whose messages may not be
+//! in them. A queue with no `filed` mark at all (written by an older lowkey, or one
+//! that crashed before its first) gets every pending event's session read. Each file is
+//! read once, from its end back to the first message of the events looked for.
 
 use super::dedup::Deliveries;
-use super::record::{self, Location, Record, RecordRef};
+use super::record::{self, Location, Position, Record, RecordRef};
 use super::session_file::{append_session, interruption};
+use super::sessions::{self, Accepted, Budget, Message};
 use super::writer::Writer;
-use super::{Event, Home, Job, Recovery, StoreError, io_err};
+use super::{Event, Home, Recovery, StoreError, io_err};
 use crate::session::{self, Line, Role, RunStatus, encode_json};
 use std::collections::{HashMap, HashSet};
-use std::fs;
+use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use tokio::sync::mpsc as tokio_mpsc;
+use std::sync::mpsc;
 
 /// Reads the queue, puts the sessions of pending events right, and sends their jobs to
-/// `jobs`, each pointing at its record where it is; returns the writer, ready to run.
+/// the session writer (`sessions`), which writes the messages still missing and hands
+/// the jobs on to dispatch, in queue order; returns the queue writer, ready to run.
 pub(super) fn recover(
     home: &Home,
-    jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
+    sessions: mpsc::Sender<sessions::Command>,
+    budget: &Budget,
 ) -> Result<(Writer, Recovery), StoreError> {
     let queue = home.queue();
     let mut read = read_queue(&queue).map_err(io_err(&queue))?;
     let deliveries = Deliveries::load(home, &read.accepted)?;
-    let mut writer = Writer::new(home, &read.segments, deliveries, jobs);
+    let mut writer = Writer::new(
+        home,
+        &read.segments,
+        deliveries,
+        sessions,
+        budget.clone(),
+    );
+
+    let filed = read.filed;
+    let pending: Vec<Pending> = read.pending().collect();
+    // The events whose sessions are read, per session.
+    let mut wanted: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for p in pending.iter().filter(|p| p.check(filed)) {
+        wanted
+            .entry(&p.event.session)
+            .or_default()
+            .insert(&p.event.id);
+    }
+    let marks: HashMap<&str, HashMap<String, Marks>> = wanted
+        .iter()
+        .map(|(session, ids)| (*session, read_marks(home, session, ids)))
+        .collect();
 
     let mut recovery = Recovery::default();
-    let mut jobs = Vec::new();
+    let mut accepted = Vec::new();
     let mut completed = Vec::new();
-    let mut sessions = HashMap::new();
-    for (event, location, rerun) in read.pending() {
-        match repair(home, &event, rerun, &mut sessions) {
-            None => completed.push(event.id),
-            Some(materialized) => {
-                writer.add_live(location.seq, 1);
-                jobs.push(event.job(location, materialized));
+    for p in &pending {
+        let event = &p.event;
+        let message = if p.check(filed) {
+            let found = marks[event.session.as_str()]
+                .get(&event.id)
+                .copied()
+                .unwrap_or_default();
+            if repair(home, event, p.rerun, found) {
+                completed.push(event.id.as_str());
+                continue;
             }
-        }
+            if found.message {
+                Message::Filed
+            } else {
+                budget.message(Box::new(event.clone()))
+            }
+        } else {
+            Message::Filed
+        };
+        writer.add_live(p.location.seq, 1);
+        accepted.push(Accepted {
+            job: event.job(p.location),
+            message,
+        });
     }
-    recovery.pending = jobs.len();
+    recovery.pending = accepted.len();
     recovery.completed = completed.len();
     // The first write makes the new segment. The `done` marks are for events whose
     // results are in their sessions already; without them the next start would only
@@ -55,52 +100,37 @@ pub(super) fn recover(
     if let Err(e) = writer.write_queue(&records) {
         tracing::error!(error = %e, "cannot write the queue; webhooks get 503 until it can be written");
     }
-    writer.dispatch(jobs);
+    writer.hand_over(accepted);
     writer.maintain_segments();
     Ok((writer, recovery))
 }
 
+/// A pending event as the queue shows it.
+struct Pending {
+    event: Event,
+    location: Location,
+    /// Its result once failed to sync.
+    rerun: bool,
+    /// Its run started.
+    started: bool,
+}
+
+impl Pending {
+    /// Whether its session must be read: its run started (or its result did not sync),
+    /// or its message may not be there (it is after the watermark, or there is none).
+    fn check(&self, filed: Option<Position>) -> bool {
+        self.rerun || self.started || !sessions::is_filed(&self.location, filed)
+    }
+}
+
 /// Puts a pending event's session right after a crash: a run cut short gets an
 /// `interrupted` record, and so does a result that may not be on disk; a result whose
-/// message was lost gets its message back. Returns `None` when the session holds the
-/// run's final result (only the `done` mark was lost), else whether it shows the
-/// message. `sessions` caches what each file read
-/// says of its events, so a session with many pending events is read and scanned
-/// once, not once per event. A session that cannot be read, or a record that cannot
-/// be written, is only logged: the event runs again either way (at least once), and
-/// lowkey stays up to answer senders.
-fn repair(
-    home: &Home,
-    event: &Event,
-    rerun: bool,
-    sessions: &mut HashMap<String, HashMap<String, Marks>>,
-) -> Option<bool> {
-    if !sessions.contains_key(&event.session) {
-        let path = home.session_file(&event.session);
-        let lines = match session::read(&path) {
-            Ok(lines) => lines,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                tracing::error!(session_id = %event.session, error = %e, "cannot read a session to recover its events; they run again");
-                Vec::new()
-            }
-        };
-        let mut marks: HashMap<String, Marks> = HashMap::new();
-        for line in lines {
-            match line {
-                Line::Message(m) if m.role == Role::User => {
-                    marks.entry(m.event).or_default().message = true
-                }
-                Line::Run(r) => marks.entry(r.event).or_default().saw(r.status),
-                _ => {}
-            }
-        }
-        sessions.insert(event.session.clone(), marks);
-    }
-    let marks = sessions[&event.session]
-        .get(&event.id)
-        .copied()
-        .unwrap_or_default();
+/// message was lost gets its message back. Returns whether the session holds the run's
+/// final result (only the `done` mark was lost). A missing message of an event still
+/// pending is left to the session writer. A record that cannot be written is only
+/// logged: the event runs again either way (at least once), and lowkey stays up to
+/// answer senders.
+fn repair(home: &Home, event: &Event, rerun: bool, marks: Marks) -> bool {
     let trusted = marks.trusted_final(rerun);
     let line = if trusted {
         // After a power cut, the run's result can be on disk while its message,
@@ -115,7 +145,77 @@ fn repair(
             tracing::warn!(session_id = %event.session, event_id = %event.id, error = %e, "cannot put the recovered event's session right");
         }
     }
-    (!trusted).then_some(marks.message)
+    trusted
+}
+
+/// What a session file says of the events `ids`. It is read from its end, back to the
+/// first line where the messages of all of them have been seen: an event's lines all
+/// come after its message, so nothing of them is before. (When one is missing, the
+/// whole file is read.) A session that cannot be read is only logged: its events run
+/// again.
+fn read_marks(home: &Home, session: &str, ids: &HashSet<&str>) -> HashMap<String, Marks> {
+    let path = home.session_file(session);
+    let mut marks: HashMap<String, Marks> = HashMap::new();
+    let mut unseen = ids.len();
+    let read = backward_lines(&path, |raw| {
+        let Ok(line) = serde_json::from_slice::<Line>(raw) else {
+            return true;
+        };
+        let (event, run) = match &line {
+            Line::Message(m) if m.role == Role::User => (&m.event, None),
+            Line::Run(r) => (&r.event, Some(r.status)),
+            _ => return true,
+        };
+        if !ids.contains(event.as_str()) {
+            return true;
+        }
+        let m = marks.entry(event.clone()).or_default();
+        match run {
+            Some(status) => m.saw_before(status),
+            None if !m.message => {
+                m.message = true;
+                unseen -= 1;
+            }
+            None => {}
+        }
+        unseen > 0
+    });
+    match read {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::error!(session_id = %session, error = %e, "cannot read a session to recover its events; they run again");
+        }
+    }
+    marks
+}
+
+/// Calls `each` with the lines of a file from the last to the first (a last line may
+/// lack its `\n`), until it returns `false`. Reads the file in pieces from its end, so a
+/// long session costs only the part looked at.
+fn backward_lines(path: &Path, mut each: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
+    const PIECE: u64 = 64 * 1024;
+    let file = File::open(path)?;
+    let mut end = file.metadata()?.len();
+    // The bytes of the line that runs into the piece before.
+    let mut carry: Vec<u8> = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(PIECE);
+        let mut piece = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut piece, start)?;
+        piece.extend_from_slice(&carry);
+        let mut lines = piece.rsplit(|b| *b == b'\n');
+        // The first piece's first line is whole; any other's may go on in the one before.
+        let first = if start > 0 { lines.next_back() } else { None };
+        for line in lines {
+            if !line.is_empty() && !each(line) {
+                return Ok(());
+            }
+        }
+        carry = first.map(<[u8]>::to_vec).unwrap_or_default();
+        end = start;
+    }
+    Ok(())
 }
 
 /// What a session file says of one of its events.
@@ -128,15 +228,20 @@ struct Marks {
     /// A final run record came after an `interrupted` one: the run that followed an
     /// interruption (or a result that may not be on disk) got as far as its end.
     final_after_interruption: bool,
+    /// `final_after_interruption` is known: the reading has met a record that sets it.
+    decided: bool,
 }
 
 impl Marks {
-    fn saw(&mut self, status: RunStatus) {
-        self.last = Some(status);
-        match status {
-            RunStatus::Interrupted => self.final_after_interruption = false,
-            s if s.is_final() => self.final_after_interruption = true,
-            _ => {}
+    /// A run record met going backwards: one before all those seen so far.
+    fn saw_before(&mut self, status: RunStatus) {
+        if self.last.is_none() {
+            self.last = Some(status);
+        }
+        // Whether the last of the `interrupted` and final records is a final one.
+        if !self.decided && (status == RunStatus::Interrupted || status.is_final()) {
+            self.final_after_interruption = status.is_final();
+            self.decided = true;
         }
     }
 
@@ -158,19 +263,24 @@ struct QueueContents {
     done: HashSet<String>,
     /// Every event whose result did not reach the disk.
     rerun: HashSet<String>,
+    /// Every event whose run started.
+    started: HashSet<String>,
+    /// The furthest `filed` mark.
+    filed: Option<Position>,
 }
 
 impl QueueContents {
-    /// Takes the accepted events not marked done, in acceptance order, with where each
-    /// is and whether its result once failed to sync.
-    fn pending(&mut self) -> impl Iterator<Item = (Event, Location, bool)> + '_ {
-        let (done, rerun) = (&self.done, &self.rerun);
+    /// Takes the accepted events not marked done, in acceptance order.
+    fn pending(&mut self) -> impl Iterator<Item = Pending> + '_ {
+        let (done, rerun, started) = (&self.done, &self.rerun, &self.started);
         self.accepted
             .drain(..)
             .filter(|(e, _)| !done.contains(&e.id))
-            .map(|(e, location)| {
-                let again = rerun.contains(&e.id);
-                (e, location, again)
+            .map(|(event, location)| Pending {
+                rerun: rerun.contains(&event.id),
+                started: started.contains(&event.id),
+                event,
+                location,
             })
     }
 }
@@ -195,6 +305,8 @@ fn read_queue(queue: &Path) -> io::Result<QueueContents> {
         accepted: Vec::new(),
         done: HashSet::new(),
         rerun: HashSet::new(),
+        started: HashSet::new(),
+        filed: None,
     };
     let mut ids = HashSet::new();
     for (seq, path) in segments.drain(..) {
@@ -223,6 +335,12 @@ fn read_queue(queue: &Path) -> io::Result<QueueContents> {
                 Ok(Record::Rerun(id)) => {
                     contents.rerun.insert(id);
                 }
+                Ok(Record::Started(id)) => {
+                    contents.started.insert(id);
+                }
+                Ok(Record::Filed(position)) => {
+                    contents.filed = contents.filed.max(Some(position));
+                }
                 Err(_) => {}
             }
         }
@@ -239,14 +357,27 @@ pub fn queued(home: &Home) -> io::Result<Vec<Event>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    Ok(contents.pending().map(|(event, _, _)| event).collect())
+    Ok(contents.pending().map(|p| p.event).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Run;
     use crate::store::segment::segment_path;
     use crate::store::testing::{empty_home, event};
+
+    /// Recovers `home`; returns what it handed to the session writer.
+    fn recovered(home: &Home) -> (Recovery, Vec<Accepted>) {
+        let (sessions, handed) = mpsc::channel();
+        let (_writer, recovery) = recover(home, sessions, &Budget::default()).unwrap();
+        let accepted = match handed.try_recv() {
+            Ok(sessions::Command::File(accepted)) => accepted,
+            Ok(_) => panic!("recovery appends nothing through the session writer"),
+            Err(_) => Vec::new(),
+        };
+        (recovery, accepted)
+    }
 
     #[test]
     fn an_event_recorded_twice_in_the_queue_is_pending_once() {
@@ -259,12 +390,146 @@ mod tests {
             fs::write(segment_path(&home.queue(), seq), &record).unwrap();
         }
         assert_eq!(queued(&home).unwrap(), vec![event.clone()]);
-        let (jobs, mut pending) = tokio_mpsc::unbounded_channel();
-        let (_writer, recovery) = recover(&home, jobs).unwrap();
+        let (recovery, accepted) = recovered(&home);
         assert_eq!(recovery.pending, 1);
-        let jobs = pending.try_recv().unwrap();
-        assert_eq!(jobs.len(), 1);
-        assert_eq!(jobs[0].event, event.id);
-        assert_eq!(jobs[0].location.seq, 1, "the first copy runs");
+        assert_eq!(accepted.len(), 1);
+        assert_eq!(accepted[0].job.event, event.id);
+        assert_eq!(accepted[0].job.location.seq, 1, "the first copy runs");
+    }
+
+    /// Before the `filed` mark, only an event whose run started has its session read;
+    /// after it, every event's is, and a message found there is not written again.
+    #[test]
+    fn sessions_are_read_for_started_runs_and_events_after_the_watermark() {
+        let (_dir, home) = empty_home();
+        let [filed, started, after, missing] =
+            ["01A", "01B", "01C", "01D"].map(|id| Event {
+                session: id.into(),
+                ..event(id)
+            });
+        let mut queue = Vec::new();
+        let (_, spans) = encode_accepted_into(&mut queue, [&filed, &started, &after, &missing]);
+        encode_json(&mut queue, &RecordRef::Started(&started.id));
+        let watermark = Position {
+            seq: 1,
+            offset: spans[2].0 as u64,
+        };
+        encode_json(&mut queue, &RecordRef::Filed(watermark));
+        fs::write(segment_path(&home.queue(), 1), &queue).unwrap();
+        let run = |e: &Event| Line::Run(Run::new(&e.id, RunStatus::Started, &e.agent));
+        // `filed`'s session lacks its message: no one reads it, as the mark says it is
+        // there. `after`'s holds its message.
+        for (e, lines) in [
+            (&filed, vec![run(&filed)]),
+            (&started, vec![started.message(), run(&started)]),
+            (&after, vec![after.message()]),
+        ] {
+            append_session(&home, &e.header(), &session::encode(&lines)).unwrap();
+        }
+
+        let (recovery, accepted) = recovered(&home);
+        assert_eq!(recovery.pending, 4);
+        let needs: Vec<(&str, &str)> = accepted
+            .iter()
+            .map(|a| {
+                let what = match a.message {
+                    Message::Filed => "filed",
+                    Message::Write(_) => "write",
+                    Message::ReadBack => "read back",
+                };
+                (a.job.event.as_str(), what)
+            })
+            .collect();
+        assert_eq!(
+            needs,
+            [
+                ("01A", "filed"),
+                ("01B", "filed"),
+                ("01C", "filed"),
+                ("01D", "write")
+            ]
+        );
+        let lines = |e: &Event| session::read(&home.session_file(&e.session)).unwrap();
+        assert_eq!(lines(&filed).len(), 2, "not read, so not marked interrupted");
+        assert!(
+            matches!(lines(&started).last(), Some(Line::Run(r)) if r.status == RunStatus::Interrupted),
+            "the run cut short is marked"
+        );
+        assert_eq!(lines(&after).len(), 2, "its message is not written twice");
+    }
+
+    fn encode_accepted_into<'a>(
+        out: &mut Vec<u8>,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> (usize, Vec<(usize, usize)>) {
+        let (bytes, spans) = record::encode_accepted(events.into_iter());
+        out.extend_from_slice(&bytes);
+        (bytes.len(), spans)
+    }
+
+    /// The backward reader gives every line, last first, whatever their lengths against
+    /// its pieces, and stops when told.
+    #[test]
+    fn a_file_read_backwards_gives_every_line_last_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let lines: Vec<Vec<u8>> = [10, 70_000, 1, 65_535, 65_536, 3, 200_000, 7]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| vec![b'a' + i as u8; n])
+            .collect();
+        for torn_end in [false, true] {
+            let mut bytes = lines.join(&b'\n');
+            if !torn_end {
+                bytes.push(b'\n');
+            }
+            fs::write(&path, &bytes).unwrap();
+            let mut seen = Vec::new();
+            backward_lines(&path, |l| {
+                seen.push(l.to_vec());
+                true
+            })
+            .unwrap();
+            seen.reverse();
+            assert_eq!(seen, lines);
+            let mut n = 0;
+            backward_lines(&path, |_| {
+                n += 1;
+                n < 3
+            })
+            .unwrap();
+            assert_eq!(n, 3, "it stops when told");
+        }
+    }
+
+    /// Read backwards, a session says what reading it forwards would: the last run
+    /// record, and whether a final one follows the last interruption.
+    #[test]
+    fn marks_read_backwards_match_the_order_of_the_records() {
+        use RunStatus::*;
+        let (_dir, home) = empty_home();
+        let e = event("01E");
+        for (records, last, final_after) in [
+            (vec![], None, false),
+            (vec![Started], Some(Started), false),
+            (vec![Started, Finished], Some(Finished), true),
+            (vec![Finished, Interrupted], Some(Interrupted), false),
+            (
+                vec![Finished, Interrupted, Started, Failed],
+                Some(Failed),
+                true,
+            ),
+            (vec![Failed, Interrupted, Started], Some(Started), false),
+        ] {
+            let path = home.session_file(&e.session);
+            let _ = fs::remove_file(&path);
+            let mut lines = vec![e.message()];
+            lines.extend(records.iter().map(|s| Line::Run(Run::new(&e.id, *s, "bot"))));
+            append_session(&home, &e.header(), &session::encode(&lines)).unwrap();
+            let marks = read_marks(&home, &e.session, &HashSet::from([e.id.as_str()]))[&e.id];
+            assert!(marks.message);
+            assert_eq!(marks.last, last, "{records:?}");
+            assert_eq!(marks.final_after_interruption, final_after, "{records:?}");
+        }
     }
 }

@@ -1,44 +1,35 @@
-//! Appends to session files. A session file is written by its session's run, on the
-//! blocking pool, never by the writer thread: dispatch runs one event at a time per
-//! session, and recovery repairs sessions before dispatch starts, so each file has one
+//! Appends to session files. Only the session writer thread (`sessions.rs`) appends to
+//! them while lowkey runs, and recovery before that thread starts, so each file has one
 //! writer at a time and needs no lock.
 
-use super::{Event, Home, StoreError, io_err, sync_dir};
+use super::{Event, Home, StoreError, io_err};
 use crate::session::{self, Header, Line, Run, RunStatus};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
-/// Appends `lines` to their session; with `sync`, the file and its folder are synced
-/// before it returns.
-pub(super) fn write_session(
-    home: &Home,
-    header: &Header,
-    lines: &[Line],
-    sync: bool,
-) -> Result<(), StoreError> {
-    let file = append_session(home, header, &session::encode(lines))?;
-    if sync {
-        let path = home.session_file(&header.id);
-        file.sync_data().map_err(io_err(&path))?;
-        // The file may be new: its name must be durable too.
-        let dir = home.sessions();
-        sync_dir(&dir).map_err(io_err(&dir))?;
-    }
-    Ok(())
+/// An append that reached the file (not yet its disk).
+pub(super) struct Appended {
+    pub(super) file: File,
+    /// Where the bytes start in the file.
+    pub(super) offset: u64,
+    /// What was written: the bytes given, after the header of a new file or the end of a
+    /// torn last line.
+    pub(super) bytes: Vec<u8>,
 }
 
-/// Appends bytes to a session file, creating it (0600, with its header line) on
-/// first use. A torn last line from a crash is ended first, so it stays one bad
-/// line that readers skip instead of corrupting the next one. Returns the file.
+/// Appends bytes to a session file, creating it (0600, with its header line) on first
+/// use, in one write. A torn last line from a crash is ended first, so it stays one bad
+/// line that readers skip instead of corrupting the next one. A write that fails part
+/// way is cut off again, so a full disk leaves no torn line behind.
 pub(super) fn append_session(
     home: &Home,
     header: &Header,
     bytes: &[u8],
-) -> Result<File, StoreError> {
+) -> Result<Appended, StoreError> {
     let path = home.session_file(&header.id);
     let mut buf = Vec::with_capacity(bytes.len() + 256);
-    let file = match OpenOptions::new().read(true).append(true).open(&path) {
+    let (file, offset) = match OpenOptions::new().read(true).append(true).open(&path) {
         Ok(file) => {
             let len = file.metadata().map_err(io_err(&path))?.len();
             let mut last = [0u8; 1];
@@ -48,7 +39,7 @@ pub(super) fn append_session(
             {
                 buf.push(b'\n');
             }
-            file
+            (file, len)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let file = OpenOptions::new()
@@ -58,13 +49,32 @@ pub(super) fn append_session(
                 .open(&path)
                 .map_err(io_err(&path))?;
             buf.extend(session::encode(&[Line::Session(header.clone())]));
-            file
+            (file, 0)
         }
         Err(e) => return Err(io_err(&path)(e)),
     };
     buf.extend_from_slice(bytes);
-    (&file).write_all(&buf).map_err(io_err(&path))?;
-    Ok(file)
+    if let Err(e) = (&file).write_all(&buf) {
+        // If even this fails, the next append ends the torn line.
+        let _ = file.set_len(offset);
+        return Err(io_err(&path)(e));
+    }
+    Ok(Appended {
+        file,
+        offset,
+        bytes: buf,
+    })
+}
+
+/// Writes `bytes` again at `offset` of a session file, as they were written before a
+/// sync that failed (after which the kernel may have dropped them, while still showing
+/// them to readers).
+pub(super) fn rewrite(home: &Home, session: &str, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    // Not `O_APPEND`, which would put the bytes at the end whatever the offset.
+    let file = OpenOptions::new()
+        .write(true)
+        .open(home.session_file(session))?;
+    file.write_all_at(bytes, offset)
 }
 
 /// The record that marks a run as cut short, when its session shows one started (lowkey

@@ -1,6 +1,8 @@
 //! What the store's unit tests share: a fresh home, and events to put in it.
 
-use super::{Event, Home};
+use super::recovery::recover;
+use super::writer::Writer;
+use super::{Event, Home, Recovery, StoreError};
 use crate::session;
 
 pub(super) fn empty_home() -> (tempfile::TempDir, Home) {
@@ -33,4 +35,9 @@ pub(super) fn delivered(id: &str, delivery: &str, until: u64) -> Event {
         dedup_until: Some(until),
         ..event(id)
     }
+}
+
+/// Recovers `home` with no session writer to hand events to.
+pub(super) fn recover_quietly(home: &Home) -> Result<(Writer, Recovery), StoreError> {
+    recover(home, std::sync::mpsc::channel().0, &Default::default())
 }

@@ -6,20 +6,24 @@
 //! steps: `claim` (check and claim delivery ids, encode the records), `write_queue`
 //! (one write and one sync of them all) and `answer` (or `refuse` when the write
 //! failed). Nothing else runs on this thread, so each batch waits only for the sync
-//! before it.
+//! before it: once a batch is answered, its events go to the session writer
+//! (`sessions.rs`), which writes their messages into their sessions and hands them on to
+//! dispatch.
 
 use super::dedup::{Claim, Deliveries};
-use super::record::{Location, RecordRef, encode_accepted};
+use super::record::{Location, Position, RecordRef, encode_accepted};
 use super::segment::{
     PAGE, PageBuf, SEGMENT_BYTES, SPARE_AT, Segment, Spares, WRITE_CHUNK, segment_path,
 };
-use super::{Event, Home, Ingested, Job, StoreError, io_err};
+use super::sessions::{self, Accepted, Budget};
+use super::{Event, Home, Ingested, StoreError, io_err};
 use crate::session::{self, encode_json};
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 /// At most this many requests share one sync; bounds the latency of the batch.
@@ -37,6 +41,11 @@ pub(super) enum Command {
     Done(String, u64, Reply),
     /// Mark that the event's result did not reach the disk; it stays pending.
     Rerun(String, Reply),
+    /// Mark that the event's run starts, before its agent is spawned.
+    Started(String, Reply),
+    /// The session writer's watermark: record it with the next batch. It needs no sync of
+    /// its own: a mark lost in a crash only makes start-up read more sessions.
+    Filed(Position),
 }
 
 pub(super) struct Writer {
@@ -54,19 +63,26 @@ pub(super) struct Writer {
     segment_live: BTreeMap<u64, usize>,
     /// Remembered delivery ids, and the file they are appended to.
     deliveries: Deliveries,
-    jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
+    /// Where accepted events go once answered; `None` once the writer stops.
+    sessions: Option<mpsc::Sender<sessions::Command>>,
+    /// The session writer's thread, joined when this one stops.
+    pub(super) session_thread: Option<JoinHandle<Option<Position>>>,
+    budget: Budget,
+    /// The watermark to record with the next batch, and the last one recorded.
+    filed: Option<Position>,
+    filed_recorded: Option<Position>,
 }
 
 /// A batch once claimed: its records, encoded for one write, and the requests waiting
 /// on them.
 struct Batch {
-    /// The `accepted` records, then the `done` marks, then the `rerun` marks.
+    /// The `accepted` records, then the `done`, `rerun`, `started` and `filed` marks.
     records: Vec<u8>,
     /// The events to accept, and where each one's record sits in `records`.
     ingests: Vec<(Box<Event>, IngestReply)>,
     spans: Vec<(usize, usize)>,
-    /// `done` marks with the segment of their event's record, and `rerun` marks
-    /// without one.
+    /// `done` marks with the segment of their event's record; `rerun` and `started`
+    /// marks without one.
     marks: Vec<(String, Option<u64>, Reply)>,
     /// Copies of a delivery first claimed in this very batch: they are answered as
     /// duplicates only once that claim is on disk, and get 503 with it otherwise.
@@ -84,7 +100,8 @@ impl Writer {
         home: &Home,
         segments: &[(u64, PathBuf)],
         deliveries: Deliveries,
-        jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
+        sessions: mpsc::Sender<sessions::Command>,
+        budget: Budget,
     ) -> Writer {
         Writer {
             home: home.clone(),
@@ -94,7 +111,11 @@ impl Writer {
             pages: PageBuf::default(),
             segment_live: segments.iter().map(|(seq, _)| (*seq, 0)).collect(),
             deliveries,
-            jobs,
+            sessions: Some(sessions),
+            session_thread: None,
+            budget,
+            filed: None,
+            filed_recorded: None,
         }
     }
 
@@ -103,15 +124,24 @@ impl Writer {
         *self.segment_live.entry(seq).or_default() += n;
     }
 
-    /// Hands accepted events to dispatch, one batch together.
-    pub(super) fn dispatch(&self, jobs: Vec<Job>) {
-        if !jobs.is_empty() {
-            let _ = self.jobs.send(jobs);
+    /// Hands accepted events to the session writer, one batch together.
+    pub(super) fn hand_over(&self, accepted: Vec<Accepted>) {
+        if accepted.is_empty() {
+            return;
+        }
+        let sent = self
+            .sessions
+            .as_ref()
+            .is_some_and(|s| s.send(sessions::Command::File(accepted)).is_ok());
+        if !sent {
+            tracing::error!("the session writer has stopped; accepted events run at the next start");
         }
     }
 
-    pub(super) fn run(mut self, rx: mpsc::Receiver<Command>) {
-        while let Ok(first) = rx.recv() {
+    /// Handles batches until the last `Store` is dropped; then stops the session writer
+    /// and records its last watermark, so that the next start reads no session it need not.
+    pub(super) fn run(mut self, mut rx: tokio_mpsc::UnboundedReceiver<Command>) {
+        while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -120,6 +150,11 @@ impl Writer {
                 }
             }
             self.process(batch);
+        }
+        self.sessions = None;
+        let last = self.session_thread.take().and_then(|t| t.join().ok());
+        if let Some(position) = last.flatten() {
+            self.process(vec![Command::Filed(position)]);
         }
     }
 
@@ -144,6 +179,7 @@ impl Writer {
         let mut ingests = Vec::new();
         let mut done = Vec::new();
         let mut reruns = Vec::new();
+        let mut started = Vec::new();
         let mut copies = Vec::new();
         let mut claimed = HashSet::new();
         let mut seen_lines = Vec::new();
@@ -169,6 +205,12 @@ impl Writer {
                 }
                 Command::Done(id, seq, r) => done.push((id, Some(seq), r)),
                 Command::Rerun(id, r) => reruns.push((id, r)),
+                Command::Started(id, r) => started.push((id, r)),
+                Command::Filed(position) => {
+                    if self.filed.is_none_or(|p| p < position) {
+                        self.filed = Some(position);
+                    }
+                }
             }
         }
 
@@ -179,9 +221,19 @@ impl Writer {
         for (id, _) in &reruns {
             encode_json(&mut records, &RecordRef::Rerun(id));
         }
-        // Marks that a run's result could not be synced answer like `done` marks, but
-        // leave their events live.
-        done.extend(reruns.into_iter().map(|(id, r)| (id, None, r)));
+        for (id, _) in &started {
+            encode_json(&mut records, &RecordRef::Started(id));
+        }
+        if let Some(position) = self.filed.filter(|p| Some(*p) > self.filed_recorded) {
+            encode_json(&mut records, &RecordRef::Filed(position));
+        }
+        // The other marks answer like `done` marks, but leave their events live.
+        done.extend(
+            reruns
+                .into_iter()
+                .chain(started)
+                .map(|(id, r)| (id, None, r)),
+        );
         Batch {
             records,
             ingests,
@@ -204,30 +256,31 @@ impl Writer {
             }
             let _ = reply.send(Ok(()));
         }
+        self.filed_recorded = self.filed_recorded.max(self.filed);
 
-        // Accepted events go on to dispatch; a run writes its event's message into the
-        // session when it starts, so ingest creates no file. Delivery ids are durable in
-        // the queue; the deliveries file is synced before any queue segment is deleted.
+        // Delivery ids are durable in the queue; the deliveries file is synced before any
+        // queue segment is deleted.
         self.deliveries
             .append(&batch.seen_lines, batch.claimed.len());
         if !batch.ingests.is_empty() {
             self.add_live(seq, batch.ingests.len());
         }
-        let mut jobs = Vec::with_capacity(batch.ingests.len());
-        let mut replies = Vec::with_capacity(batch.ingests.len());
+        let mut accepted = Vec::with_capacity(batch.ingests.len());
         for ((event, reply), (start, len)) in batch.ingests.into_iter().zip(batch.spans) {
+            let _ = reply.send(Ok(Ingested::Accepted));
             let location = Location {
                 seq,
                 offset: base + start as u64,
                 len,
             };
-            jobs.push(event.job(location, false));
-            replies.push(reply);
+            accepted.push(Accepted {
+                job: event.job(location),
+                message: self.budget.message(event),
+            });
         }
-        self.dispatch(jobs);
-        for reply in replies {
-            let _ = reply.send(Ok(Ingested::Accepted));
-        }
+        // Off the senders' path: they have their answers. Ingest creates no file; the
+        // session writer writes the messages.
+        self.hand_over(accepted);
     }
 
     /// Answers every request of a batch that did not reach the disk with the error, and
@@ -325,6 +378,9 @@ impl Writer {
                     self.next_seq = next.seq + 1;
                     self.segment_live.entry(next.seq).or_insert(0);
                     self.segment = Some(next);
+                    // The older segments may go, and the last `filed` mark with them:
+                    // the new one gets it again with its first batch.
+                    self.filed_recorded = None;
                 }
                 Err(e) => tracing::error!(error = %e, "cannot start a new queue segment"),
             }
@@ -357,7 +413,7 @@ mod tests {
     use super::*;
     use crate::store::recovery::recover;
     use crate::store::segment::{make_spare, spare_path};
-    use crate::store::testing::empty_home;
+    use crate::store::testing::{empty_home, recover_quietly};
     use std::fs::File;
 
     /// Batches of awkward sizes: within a page, exactly a page, across pages, and larger
@@ -421,16 +477,16 @@ mod tests {
     #[test]
     fn queue_writes_of_any_size_read_back_as_written() {
         let (_dir, home) = empty_home();
-        let (jobs, mut pending) = tokio_mpsc::unbounded_channel();
-        let (mut writer, _) = recover(&home, jobs).unwrap();
-        assert!(pending.try_recv().is_err(), "nothing to recover");
+        let (sessions, handed) = std::sync::mpsc::channel();
+        let (mut writer, _) = recover(&home, sessions, &Default::default()).unwrap();
+        assert!(handed.try_recv().is_err(), "nothing to recover");
         check_written_as_given(&mut writer);
     }
 
     #[test]
     fn a_write_the_filesystem_refuses_unbuffered_goes_through_the_page_cache() {
         let (_dir, home) = empty_home();
-        let (mut writer, _) = recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
+        let (mut writer, _) = recover_quietly(&home).unwrap();
         // O_DIRECT refuses a buffer that is not aligned, like a disk with big blocks.
         let mut pages = PageBuf::default();
         let aligned = pages.pages(2 * PAGE as usize);
@@ -449,7 +505,7 @@ mod tests {
     #[test]
     fn queue_writes_into_a_spare_read_back_as_written() {
         let (_dir, home) = empty_home();
-        let (mut writer, _) = recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
+        let (mut writer, _) = recover_quietly(&home).unwrap();
         make_spare(&spare_path(&home.queue())).unwrap();
         let seq = segment(&writer).seq + 1;
         writer.segment = Some(Segment::create(&home.queue(), seq, true).unwrap());
@@ -464,7 +520,7 @@ mod tests {
     #[test]
     fn failing_batches_leave_no_segment_files_behind() {
         let (_dir, home) = empty_home();
-        let (mut writer, _) = recover(&home, tokio_mpsc::unbounded_channel().0).unwrap();
+        let (mut writer, _) = recover_quietly(&home).unwrap();
         assert_eq!(wal_files(&home), 1);
         // A file the writer cannot write, nor cut back: like a disk that fails every
         // write and every sync.

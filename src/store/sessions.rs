@@ -1,0 +1,440 @@
+//! The session writer thread (`lowkey-sessions`): the only writer of session files
+//! while lowkey runs.
+//!
+//! The queue writer hands it each batch of accepted events once the batch is durable and
+//! answered. It appends each event's user message to its session (the lines of one
+//! session in one write per batch, the file created 0600 with its header on first use),
+//! and only then hands the events' jobs to dispatch, in queue order: dispatch never sees
+//! an event whose message is not in its file, so a run's records always come after its
+//! message. A run's records and its reply come here too (`Command::Append`), so the
+//! lines of one session are never written by two threads and each stays whole.
+//!
+//! About once a second while there is work, it makes what it wrote durable with one
+//! `syncfs`, then tells the queue writer the place in the queue before which every
+//! message is filed and synced (its watermark). The queue writer records it as a
+//! `filed` mark, and start-up reads no session file for the events before it, save those
+//! whose run started. A failed sync is never trusted: the watermark stays, and what was
+//! written since the last good sync is written again, at the same offsets, before the
+//! next try.
+//!
+//! A message that cannot be written (a full disk) is logged and tried again after 1 s,
+//! doubling up to 30 s; nothing written is written twice, and ingest goes on: the
+//! queue holds the events, and the bodies kept here for them are bounded
+//! (`BODY_BUDGET`); past that, an event's body is read back from the queue.
+
+use super::record::{Location, Position};
+use super::session_file::{append_session, rewrite};
+use super::{Event, Home, Job, StoreError, io_err, read_event, sync_dir, writer};
+use crate::session::{self, Header, Line};
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+/// At most this many bytes of bodies wait in memory for the session writer; past it the
+/// queue writer sends jobs alone, and their events are read back from the queue.
+const BODY_BUDGET: usize = 32 * 1024 * 1024;
+/// How long what was written may wait for its sync.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Past this much written and not yet synced, the sync comes at once: it is kept in
+/// memory until then, to be written again if the sync fails.
+const UNSYNCED_MAX: usize = 32 * 1024 * 1024;
+/// How long the writer waits after a failed write or sync, at first and at most.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+pub(super) type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+pub(super) enum Command {
+    /// Accepted events, in queue order: their messages go into their sessions, then
+    /// their jobs to dispatch.
+    File(Vec<Accepted>),
+    /// A run's lines, for its session; with `sync`, the file and the sessions folder are
+    /// synced before the reply.
+    Append {
+        header: Header,
+        lines: Vec<Line>,
+        sync: bool,
+        reply: Reply,
+    },
+}
+
+/// An accepted event on its way to dispatch.
+pub(super) struct Accepted {
+    pub(super) job: Job,
+    pub(super) message: Message,
+}
+
+/// What an accepted event's session still needs.
+pub(super) enum Message {
+    /// Its message line, from the event held here.
+    Write(Box<Event>),
+    /// Its message line, from the event read back from the queue (`BODY_BUDGET`).
+    ReadBack,
+    /// Nothing: its message is in its session already (found there at start-up).
+    Filed,
+}
+
+/// The bytes of bodies on their way to the session writer.
+#[derive(Clone, Default)]
+pub(super) struct Budget(Arc<AtomicUsize>);
+
+impl Budget {
+    /// How an event goes to the session writer: with its body while the budget allows,
+    /// else to be read back.
+    pub(super) fn message(&self, event: Box<Event>) -> Message {
+        let n = event.body.len();
+        let taken = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + n <= BODY_BUDGET).then_some(used + n)
+            });
+        match taken {
+            Ok(_) => Message::Write(event),
+            Err(_) => Message::ReadBack,
+        }
+    }
+
+    fn give_back(&self, message: &Message) {
+        if let Message::Write(event) = message {
+            self.0.fetch_sub(event.body.len(), Ordering::AcqRel);
+        }
+    }
+}
+
+pub(super) struct SessionWriter {
+    home: Home,
+    /// The sessions folder, open for `syncfs` from the start, so that a write-back error
+    /// from any time after it is reported to the next sync.
+    dir: File,
+    jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
+    /// Where the watermark goes. Weak: the queue writer ends when the last `Store` is
+    /// dropped, and then joins this thread.
+    queue: tokio_mpsc::WeakUnboundedSender<writer::Command>,
+    budget: Budget,
+    /// Accepted events whose messages are not in their sessions yet, in queue order.
+    waiting: VecDeque<Accepted>,
+    /// The end of the last accepted event handed in.
+    seen: Option<Position>,
+    /// The watermark last told to the queue writer.
+    filed: Option<Position>,
+    /// What was written since the last good sync, per session: where it starts in the
+    /// file and the bytes, to write again if the sync fails.
+    unsynced: HashMap<String, (u64, Vec<u8>)>,
+    unsynced_bytes: usize,
+    /// When the first write since the last good sync was made.
+    dirty_since: Option<Instant>,
+    /// The last sync failed: nothing new is filed until a sync succeeds.
+    sync_failed: bool,
+    /// After a failed write or sync, when to try again; and the wait after that.
+    retry_at: Option<Instant>,
+    wait: Duration,
+}
+
+impl SessionWriter {
+    pub(super) fn new(
+        home: &Home,
+        jobs: tokio_mpsc::UnboundedSender<Vec<Job>>,
+        queue: tokio_mpsc::WeakUnboundedSender<writer::Command>,
+        budget: Budget,
+    ) -> Result<SessionWriter, StoreError> {
+        let sessions = home.sessions();
+        let dir = File::open(&sessions).map_err(io_err(&sessions))?;
+        Ok(SessionWriter {
+            home: home.clone(),
+            dir,
+            jobs,
+            queue,
+            budget,
+            waiting: VecDeque::new(),
+            seen: None,
+            filed: None,
+            unsynced: HashMap::new(),
+            unsynced_bytes: 0,
+            dirty_since: None,
+            sync_failed: false,
+            retry_at: None,
+            wait: RETRY_FIRST,
+        })
+    }
+
+    /// Runs until every sender is gone; then tries once more to file what waits, syncs,
+    /// and returns the last watermark, for the queue writer to record as it stops.
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Command>) -> Option<Position> {
+        loop {
+            let first = match self.deadline() {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            match first {
+                Ok(cmd) => {
+                    self.take(cmd);
+                    while let Ok(cmd) = rx.try_recv() {
+                        self.take(cmd);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.work();
+        }
+        // Stopping: one last try, without waiting out a backoff. What is still not
+        // filed stays after the watermark, and the next start files it.
+        self.retry_at = None;
+        if self.sync_failed {
+            self.sync();
+        }
+        if !self.sync_failed {
+            self.file();
+            self.sync();
+        }
+        self.filed
+    }
+
+    /// When to wake without a command: to try again after a failure, or to sync.
+    fn deadline(&self) -> Option<Instant> {
+        self.retry_at
+            .or_else(|| self.dirty_since.map(|at| at + SYNC_EVERY))
+    }
+
+    fn take(&mut self, cmd: Command) {
+        match cmd {
+            Command::File(accepted) => {
+                if let Some(last) = accepted.last() {
+                    self.seen = Some(last.job.location.end());
+                }
+                self.waiting.extend(accepted);
+            }
+            Command::Append {
+                header,
+                lines,
+                sync,
+                reply,
+            } => {
+                let _ = reply.send(self.append(&header, &lines, sync));
+            }
+        }
+    }
+
+    /// Files what waits and syncs when it is time, unless a failure's backoff is on.
+    fn work(&mut self) {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        self.retry_at = None;
+        if self.sync_failed {
+            self.sync();
+            if self.sync_failed {
+                return;
+            }
+        }
+        self.file();
+        let due = self
+            .dirty_since
+            .is_some_and(|at| at.elapsed() >= SYNC_EVERY);
+        if due || self.unsynced_bytes >= UNSYNCED_MAX {
+            self.sync();
+        }
+    }
+
+    /// A run's lines, appended to its session; with `sync`, made durable.
+    fn append(&mut self, header: &Header, lines: &[Line], sync: bool) -> Result<(), StoreError> {
+        let appended = append_session(&self.home, header, &session::encode(lines))?;
+        let file = appended.file;
+        self.wrote(&header.id, appended.offset, appended.bytes);
+        if sync {
+            // Its own sync, not the next `syncfs`: the `done` mark waits for it.
+            let path = self.home.session_file(&header.id);
+            file.sync_data().map_err(io_err(&path))?;
+            // The file may be new: its name must be durable too.
+            let dir = self.home.sessions();
+            sync_dir(&dir).map_err(io_err(&dir))?;
+        }
+        Ok(())
+    }
+
+    /// Notes bytes written at `offset` of a session, for the next sync.
+    fn wrote(&mut self, session: &str, offset: u64, bytes: Vec<u8>) {
+        self.dirty_since.get_or_insert_with(Instant::now);
+        self.unsynced_bytes += bytes.len();
+        match self.unsynced.get_mut(session) {
+            // Appends since the last sync follow each other.
+            Some((_, written)) => written.extend_from_slice(&bytes),
+            None => {
+                self.unsynced.insert(session.to_owned(), (offset, bytes));
+            }
+        }
+    }
+
+    /// Writes the messages of the events waiting, one write per session, then hands on
+    /// the jobs of those whose messages are in, in queue order. A session that cannot be
+    /// written keeps its events waiting, and everything is tried again after a backoff.
+    fn file(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        // Per session, in the order they first come: its header and lines.
+        let mut order: Vec<String> = Vec::new();
+        // The first session that could not be written (or whose event could not be read
+        // back from the queue), and why.
+        let mut failed = None;
+        let mut groups: HashMap<String, Option<(Header, Vec<u8>)>> = HashMap::new();
+        for accepted in &self.waiting {
+            let event = match &accepted.message {
+                Message::Filed => continue,
+                Message::Write(event) => Ok(event.as_ref().clone()),
+                Message::ReadBack => read_event(&self.home, &accepted.job.location),
+            };
+            let session = &accepted.job.session;
+            if !groups.contains_key(session) {
+                order.push(session.clone());
+            }
+            let group = groups.entry(session.clone()).or_insert_with(|| {
+                event
+                    .as_ref()
+                    .ok()
+                    .map(|event| (event.header(), Vec::new()))
+            });
+            match event {
+                Ok(event) => {
+                    if let Some((_, bytes)) = group {
+                        session::encode_json(bytes, &event.message());
+                    }
+                }
+                Err(e) => {
+                    failed.get_or_insert((session.clone(), e));
+                    *group = None;
+                }
+            }
+        }
+
+        for session in order {
+            let Some(Some((header, bytes))) = groups.get(&session) else {
+                continue;
+            };
+            match append_session(&self.home, header, bytes) {
+                Ok(appended) => self.wrote(&session, appended.offset, appended.bytes),
+                Err(e) => {
+                    failed.get_or_insert((session.clone(), e));
+                    groups.insert(session, None);
+                }
+            }
+        }
+
+        let mut jobs = Vec::with_capacity(self.waiting.len());
+        let mut still = VecDeque::new();
+        for accepted in self.waiting.drain(..) {
+            if matches!(groups.get(&accepted.job.session), Some(None)) {
+                still.push_back(accepted);
+            } else {
+                self.budget.give_back(&accepted.message);
+                jobs.push(accepted.job);
+            }
+        }
+        self.waiting = still;
+        // Events whose messages were found in place at start-up may be in the page cache
+        // only: the next sync covers them before the watermark passes them.
+        self.dirty_since.get_or_insert_with(Instant::now);
+        if !jobs.is_empty() {
+            let _ = self.jobs.send(jobs);
+        }
+        if let Some((session, e)) = failed {
+            tracing::error!(
+                session_id = %session,
+                error = %e,
+                waiting = self.waiting.len(),
+                "cannot write accepted events' messages into their sessions; trying again in {}s",
+                self.wait.as_secs()
+            );
+            self.back_off();
+        } else {
+            self.wait = RETRY_FIRST;
+        }
+    }
+
+    /// Where the watermark may go once what was written so far is synced: before the
+    /// first event still waiting, or after the last one handed in.
+    fn filed_upto(&self) -> Option<Position> {
+        match self.waiting.front() {
+            Some(accepted) => Some(accepted.job.location.start()),
+            None => self.seen,
+        }
+    }
+
+    /// Makes what was written durable with one `syncfs` of the sessions' filesystem, then
+    /// moves the watermark and tells the queue writer.
+    ///
+    /// Why `syncfs` rather than `fdatasync` per file and one of the folder: a batch can
+    /// touch thousands of files (a `new_session` source makes one per event), and one
+    /// call flushes them all, with their new names, letting the disk take the writes
+    /// together, where a sync per file would cost a disk flush each, on this one thread
+    /// that the session lines of every event wait for. Since Linux 5.8 `syncfs` reports
+    /// a write-back error of any file of the filesystem since the folder was opened.
+    /// It also syncs other files of the same filesystem: the queue bypasses the page
+    /// cache, so lowkey's own share of that is small.
+    ///
+    /// After a failed sync, the kernel may have dropped the pages it could not write
+    /// while readers still see them: everything written since the last good sync is
+    /// written again at the same offsets (the same bytes, so a reader sees no change)
+    /// before the next try, and the watermark stays where it was until one succeeds.
+    fn sync(&mut self) {
+        if self.dirty_since.is_none() && !self.sync_failed {
+            return;
+        }
+        let upto = self.filed_upto();
+        let result = if self.sync_failed {
+            self.rewrite_unsynced()
+        } else {
+            Ok(())
+        }
+        .and_then(|()| {
+            let dir = self.home.sessions();
+            nix::unistd::syncfs(&self.dir)
+                .map_err(|e| io_err(&dir)(std::io::Error::from(e)))
+        });
+        match result {
+            Ok(()) => {
+                self.unsynced.clear();
+                self.unsynced_bytes = 0;
+                self.dirty_since = None;
+                self.sync_failed = false;
+                if upto > self.filed {
+                    self.filed = upto;
+                    if let (Some(position), Some(queue)) = (upto, self.queue.upgrade()) {
+                        let _ = queue.send(writer::Command::Filed(position));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "cannot sync the session files; what was written since the last sync is written again and synced in {}s",
+                    self.wait.as_secs()
+                );
+                self.sync_failed = true;
+                self.back_off();
+            }
+        }
+    }
+
+    fn rewrite_unsynced(&self) -> Result<(), StoreError> {
+        for (session, (offset, bytes)) in &self.unsynced {
+            rewrite(&self.home, session, *offset, bytes)
+                .map_err(io_err(&self.home.session_file(session)))?;
+        }
+        Ok(())
+    }
+
+    fn back_off(&mut self) {
+        self.retry_at = Some(Instant::now() + self.wait);
+        self.wait = (self.wait * 2).min(RETRY_MAX);
+    }
+}
+
+/// Whether an event's message is surely filed: its record starts before the watermark.
+pub(super) fn is_filed(location: &Location, watermark: Option<Position>) -> bool {
+    watermark.is_some_and(|p| location.start() < p)
+}
