@@ -4,6 +4,15 @@
 //! one JSON object with a `type`. Reading is tolerant: a line that does not parse (a torn
 //! last line after a crash, or a type from a newer lowkey) is skipped, never fatal.
 //!
+//! Every line after the header names its event (`Message::event`, `Run::event`), and a
+//! reader can rely on this order (the README's Files section says the same): the
+//! header first; an event's user message before any of its run records; a run's
+//! `started` before its reply and its final record; other events' messages may come
+//! between them, as a message is written as soon as its event is accepted; and every
+//! line whole (a torn last line only after a crash, ended before the next append). Only
+//! a power cut that lost a message while keeping its run records breaks the second
+//! rule: the message is put back at the next start, after them.
+//!
 //! Session ids name these files, so this is also where their rule lives
 //! ([`is_path_safe_id`]), which source names and `target` templates follow too.
 

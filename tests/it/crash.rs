@@ -202,6 +202,55 @@ fn a_kill_9_loop_under_load_loses_and_repeats_nothing() {
     Tally::settle(&home, &acked, PATIENCE_IDLE).check("kill-9 loop");
 }
 
+/// Session files catch up at once, and a crash at any point of it is made whole: kill -9
+/// at random points while events flow to one fixed session and to a `new_session`
+/// source, whose messages the session writer files while runs are slow; after the
+/// restarts, every acknowledged event has exactly one message line and one result.
+#[test]
+fn a_kill_9_loop_while_messages_are_filed_loses_and_repeats_no_line() {
+    let mut rng = Rng::from_env("kill-9 filing");
+    let (home, agent) = home_with_agent();
+    let project = home.project("proj");
+    home.write_config(&json!({
+        "apiKey": KEY,
+        "agents": { "bot": { "command": [agent], "timeoutSec": 30, "maxConcurrent": 2 } },
+        "webhooks": {
+            "hook": { "project": project, "agent": "bot", "target": "inbox" },
+            "fresh": { "project": project, "agent": "bot", "target": "new_session" }
+        }
+    }));
+    let slow = home.dir.path().join("slow");
+    std::fs::write(&slow, b"").unwrap();
+    let addr: Arc<Mutex<Option<String>>> = Arc::default();
+    let loads = ["hook", "fresh"].map(|source| {
+        let to = addr.clone();
+        Load::start(2, source, move || to.lock().unwrap().clone())
+    });
+    for _ in 0..rounds(6, 40) {
+        let daemon = home.serve();
+        *addr.lock().unwrap() = daemon.addr.clone();
+        std::thread::sleep(rng.millis(100, 900));
+        daemon.signal(Signal::SIGKILL);
+        *addr.lock().unwrap() = None;
+        assert_eq!(daemon.wait_exit(), None, "killed by the signal");
+        reap_agents(&agent);
+    }
+    let mut acked = Vec::new();
+    for load in loads {
+        let (a, others) = load.stop();
+        println!("faults kill-9 filing: {} acknowledged, other answers {others:?}", a.len());
+        acked.extend(a);
+    }
+    assert!(
+        acked.iter().any(|(s, _)| s == "inbox") && acked.iter().any(|(s, _)| s != "inbox"),
+        "both sources got events through"
+    );
+
+    std::fs::remove_file(&slow).unwrap();
+    let _daemon = home.serve();
+    Tally::settle(&home, &acked, PATIENCE_IDLE).check("kill-9 filing");
+}
+
 /// What the replay did to one write made since its file's last sync.
 #[derive(Debug, Clone, PartialEq)]
 enum Fate {

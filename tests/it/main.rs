@@ -20,6 +20,7 @@ mod auth;
 mod config;
 mod crash;
 mod files;
+mod filing;
 mod fuzz;
 mod http;
 mod logging;

@@ -112,7 +112,7 @@ impl Home {
 
     /// Reads a session transcript as JSON values, one per line.
     /// A session as `lowkey sessions show --json` gives it: the session file, plus the
-    /// events still queued for it (a run writes its event into the file when it starts).
+    /// events still queued for it (whose messages the daemon may not have filed yet).
     pub fn session(&self, id: &str) -> Vec<Value> {
         let out = self.run(&["sessions", "show", id, "--json"]);
         assert_eq!(out.code, 0, "sessions show {id}: {out:?}");
