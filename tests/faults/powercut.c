@@ -15,7 +15,8 @@
  *   'W': u64 offset, u64 file size before the write, u64 length of the write,
  *        u64 n, then the n bytes the write overwrote (n is 0 past the old end)
  *   'S': u64 the log's length when the sync began: it covers the writes recorded
- *        before that point, from any process
+ *        before that point, from any process; an empty path (a `syncfs`) covers
+ *        those of every file
  * A last record cut short by the kill is ignored by the replay; its write had not
  * started, because the record is written first.
  */
@@ -40,6 +41,7 @@ static ssize_t (*real_writev)(int, const struct iovec *, int);
 static ssize_t (*real_pwritev)(int, const struct iovec *, int, off_t);
 static int (*real_fsync)(int);
 static int (*real_fdatasync)(int);
+static int (*real_syncfs)(int);
 
 /* Held from a write's record to the end of the write itself, so the log's order is
  * the order of the writes. */
@@ -56,6 +58,7 @@ __attribute__((constructor)) static void init(void) {
     real_pwritev = dlsym(RTLD_NEXT, "pwritev");
     real_fsync = dlsym(RTLD_NEXT, "fsync");
     real_fdatasync = dlsym(RTLD_NEXT, "fdatasync");
+    real_syncfs = dlsym(RTLD_NEXT, "syncfs");
     const char *log = getenv("POWERCUT_LOG");
     dir = getenv("POWERCUT_DIR");
     if (!log || !dir || !*dir)
@@ -207,12 +210,13 @@ ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t offset) {
 }
 
 /* A sync covers the writes recorded before it began; it is recorded only once it
- * has succeeded. */
-static int synced(int fd, int (*real)(int)) {
+ * has succeeded. With `every`, it covers every file (`syncfs`; the watched files are
+ * all on the filesystem of the state folder), whatever fd is. */
+static int synced(int fd, int (*real)(int), int every) {
     char path[PATH_MAX];
-    uint32_t path_len;
+    uint32_t path_len = 0;
     struct stat st;
-    if (!watched(fd, path, &path_len, &st))
+    if (every ? log_fd < 0 : !watched(fd, path, &path_len, &st))
         return real(fd);
     struct stat log_st;
     pthread_mutex_lock(&lock);
@@ -231,6 +235,8 @@ static int synced(int fd, int (*real)(int)) {
     return r;
 }
 
-int fsync(int fd) { return synced(fd, real_fsync); }
+int fsync(int fd) { return synced(fd, real_fsync, 0); }
 
-int fdatasync(int fd) { return synced(fd, real_fdatasync); }
+int fdatasync(int fd) { return synced(fd, real_fdatasync, 0); }
+
+int syncfs(int fd) { return synced(fd, real_syncfs, 1); }

@@ -336,9 +336,10 @@ fn replay(log: &Path, rng: &mut Rng) -> Replayed {
     files.dedup();
     let mut replayed = Vec::new();
     for path in files {
+        // A sync of no path is a `syncfs`, of every file.
         let covered = syncs
             .iter()
-            .filter(|(p, _)| *p == path)
+            .filter(|(p, _)| *p == path || p.as_os_str().is_empty())
             .map(|(_, upto)| *upto)
             .max()
             .unwrap_or(0);
