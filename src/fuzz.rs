@@ -692,7 +692,10 @@ impl Server {
                 let filed = session::read(&self.home.session_file(session))
                     .unwrap_or_default()
                     .contains(&stored.message());
-                assert!(filed, "{event} was handed on before its message was in its session");
+                assert!(
+                    filed,
+                    "{event} was handed on before its message was in its session"
+                );
             }
             200 if answer.path.starts_with("/api/webhook/") => {
                 assert_eq!(

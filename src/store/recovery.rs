@@ -37,13 +37,7 @@ pub(super) fn recover(
     let queue = home.queue();
     let mut read = read_queue(&queue).map_err(io_err(&queue))?;
     let deliveries = Deliveries::load(home, &read.accepted)?;
-    let mut writer = Writer::new(
-        home,
-        &read.segments,
-        deliveries,
-        sessions,
-        budget.clone(),
-    );
+    let mut writer = Writer::new(home, &read.segments, deliveries, sessions, budget.clone());
 
     let filed = read.filed;
     let pending: Vec<Pending> = read.pending().collect();
@@ -402,11 +396,10 @@ mod tests {
     #[test]
     fn sessions_are_read_for_started_runs_and_events_after_the_watermark() {
         let (_dir, home) = empty_home();
-        let [filed, started, after, missing] =
-            ["01A", "01B", "01C", "01D"].map(|id| Event {
-                session: id.into(),
-                ..event(id)
-            });
+        let [filed, started, after, missing] = ["01A", "01B", "01C", "01D"].map(|id| Event {
+            session: id.into(),
+            ..event(id)
+        });
         let mut queue = Vec::new();
         let (_, spans) = encode_accepted_into(&mut queue, [&filed, &started, &after, &missing]);
         encode_json(&mut queue, &RecordRef::Started(&started.id));
@@ -450,7 +443,11 @@ mod tests {
             ]
         );
         let lines = |e: &Event| session::read(&home.session_file(&e.session)).unwrap();
-        assert_eq!(lines(&filed).len(), 2, "not read, so not marked interrupted");
+        assert_eq!(
+            lines(&filed).len(),
+            2,
+            "not read, so not marked interrupted"
+        );
         assert!(
             matches!(lines(&started).last(), Some(Line::Run(r)) if r.status == RunStatus::Interrupted),
             "the run cut short is marked"
@@ -524,7 +521,11 @@ mod tests {
             let path = home.session_file(&e.session);
             let _ = fs::remove_file(&path);
             let mut lines = vec![e.message()];
-            lines.extend(records.iter().map(|s| Line::Run(Run::new(&e.id, *s, "bot"))));
+            lines.extend(
+                records
+                    .iter()
+                    .map(|s| Line::Run(Run::new(&e.id, *s, "bot"))),
+            );
             append_session(&home, &e.header(), &session::encode(&lines)).unwrap();
             let marks = read_marks(&home, &e.session, &HashSet::from([e.id.as_str()]))[&e.id];
             assert!(marks.message);

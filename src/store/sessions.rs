@@ -392,8 +392,7 @@ impl SessionWriter {
         }
         .and_then(|()| {
             let dir = self.home.sessions();
-            nix::unistd::syncfs(&self.dir)
-                .map_err(|e| io_err(&dir)(std::io::Error::from(e)))
+            nix::unistd::syncfs(&self.dir).map_err(|e| io_err(&dir)(std::io::Error::from(e)))
         });
         match result {
             Ok(()) => {

@@ -134,7 +134,9 @@ impl Writer {
             .as_ref()
             .is_some_and(|s| s.send(sessions::Command::File(accepted)).is_ok());
         if !sent {
-            tracing::error!("the session writer has stopped; accepted events run at the next start");
+            tracing::error!(
+                "the session writer has stopped; accepted events run at the next start"
+            );
         }
     }
 

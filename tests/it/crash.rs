@@ -238,7 +238,10 @@ fn a_kill_9_loop_while_messages_are_filed_loses_and_repeats_no_line() {
     let mut acked = Vec::new();
     for load in loads {
         let (a, others) = load.stop();
-        println!("faults kill-9 filing: {} acknowledged, other answers {others:?}", a.len());
+        println!(
+            "faults kill-9 filing: {} acknowledged, other answers {others:?}",
+            a.len()
+        );
         acked.extend(a);
     }
     assert!(

@@ -44,12 +44,19 @@ fn assert_reader_order(lines: &[Value]) {
         let event = line["event"]
             .as_str()
             .unwrap_or_else(|| panic!("a line without its event: {line}"));
-        match (line["type"].as_str(), line["role"].as_str(), line["status"].as_str()) {
+        match (
+            line["type"].as_str(),
+            line["role"].as_str(),
+            line["status"].as_str(),
+        ) {
             (Some("message"), Some("user"), _) => {
                 assert!(messaged.insert(event), "{event}'s message twice");
             }
             (Some("run"), _, Some("started")) => {
-                assert!(messaged.contains(event), "{event} started before its message");
+                assert!(
+                    messaged.contains(event),
+                    "{event} started before its message"
+                );
                 started.insert(event);
             }
             (Some("message"), Some("agent"), _) | (Some("run"), _, _) => {
