@@ -248,6 +248,13 @@ impl SessionWriter {
         if sync {
             // Its own sync, not the next `syncfs`: the `done` mark waits for it.
             let path = self.home.session_file(&header.id);
+            if self.sync_failed {
+                // The failed `syncfs` may have dropped this session's message, which
+                // the `done` mark would then keep start-up from ever putting back.
+                if let Some((offset, bytes)) = self.unsynced.get(&header.id) {
+                    rewrite(&self.home, &header.id, *offset, bytes).map_err(io_err(&path))?;
+                }
+            }
             file.sync_data().map_err(io_err(&path))?;
             // The file may be new: its name must be durable too.
             let dir = self.home.sessions();
