@@ -1,7 +1,8 @@
 //! `lowkey sessions list|show`: sessions as people read them.
 //!
-//! An accepted event whose run has not started yet is in the queue, not yet in its
-//! session file (runs write it there when they start), so both read the queue too.
+//! An accepted event is in the queue before its message is in its session file (the
+//! session writer files it just after the 202, or the next start does after a crash),
+//! so both read the queue too.
 //!
 //! `show` takes what git and journalctl users type: a whole id, a unique prefix of one,
 //! or `latest`.
