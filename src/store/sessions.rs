@@ -444,3 +444,64 @@ impl SessionWriter {
 pub(super) fn is_filed(location: &Location, watermark: Option<Position>) -> bool {
     watermark.is_some_and(|p| location.start() < p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::encode_accepted;
+    use crate::store::segment::segment_path;
+    use crate::store::testing::{empty_home, event};
+
+    #[test]
+    fn bodies_past_the_budget_are_left_to_be_read_back() {
+        let budget = Budget::default();
+        let big = || {
+            Box::new(Event {
+                body: "x".repeat(BODY_BUDGET / 2 + 1),
+                ..event("01BIG")
+            })
+        };
+        let first = budget.message(big());
+        assert!(matches!(first, Message::Write(_)));
+        assert!(matches!(budget.message(big()), Message::ReadBack));
+        budget.give_back(&first);
+        assert!(matches!(budget.message(big()), Message::Write(_)));
+    }
+
+    /// An event handed on without its body is read back from the queue; its job goes
+    /// on only once its message is in its session, and the watermark passes it once
+    /// that is synced.
+    #[test]
+    fn an_event_without_its_body_is_read_back_and_filed_before_its_job_goes_on() {
+        let (_dir, home) = empty_home();
+        let e = event("01E");
+        let (bytes, spans) = encode_accepted([&e].into_iter());
+        std::fs::write(segment_path(&home.queue(), 1), &bytes).unwrap();
+        let location = Location {
+            seq: 1,
+            offset: 0,
+            len: spans[0].1,
+        };
+        let (jobs_tx, mut jobs) = tokio_mpsc::unbounded_channel();
+        let (queue_tx, mut queue) = tokio_mpsc::unbounded_channel();
+        let writer =
+            SessionWriter::new(&home, jobs_tx, queue_tx.downgrade(), Budget::default()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let accepted = Accepted {
+            job: e.job(location),
+            message: Message::ReadBack,
+        };
+        tx.send(Command::File(vec![accepted])).unwrap();
+        let thread = std::thread::spawn(move || writer.run(rx));
+
+        assert_eq!(jobs.blocking_recv().unwrap(), vec![e.job(location)]);
+        let lines = session::read(&home.session_file(&e.session)).unwrap();
+        assert_eq!(lines, [Line::Session(e.header()), e.message()]);
+        drop(tx);
+        assert_eq!(thread.join().unwrap(), Some(location.end()));
+        assert!(
+            matches!(queue.try_recv(), Ok(writer::Command::Filed(p)) if p == location.end()),
+            "the queue writer is told the watermark"
+        );
+    }
+}
