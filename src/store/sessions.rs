@@ -40,8 +40,9 @@ const BODY_BUDGET: usize = 32 * 1024 * 1024;
 /// How long what was written may wait for its sync.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// Past this much written and not yet synced, the sync comes at once: it is kept in
-/// memory until then, to be written again if the sync fails.
-const UNSYNCED_MAX: usize = 32 * 1024 * 1024;
+/// memory until then, to be written again if the sync fails, so this bounds that
+/// memory (at saturation, a sync every few hundred milliseconds).
+const UNSYNCED_MAX: usize = 8 * 1024 * 1024;
 /// How long the writer waits after a failed write or sync, at first and at most.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -403,7 +404,8 @@ impl SessionWriter {
         });
         match result {
             Ok(()) => {
-                self.unsynced.clear();
+                // Not `clear`, which would keep the room of the busiest second.
+                self.unsynced = HashMap::new();
                 self.unsynced_bytes = 0;
                 self.dirty_since = None;
                 self.sync_failed = false;
