@@ -26,6 +26,7 @@ use super::record::{Location, Position};
 use super::session_file::{append_session, rewrite};
 use super::{Event, Home, Job, StoreError, io_err, read_event, sync_dir, writer};
 use crate::session::{self, Header, Line};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::sync::Arc;
@@ -37,6 +38,9 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 /// At most this many bytes of bodies wait in memory for the session writer; past it the
 /// queue writer sends jobs alone, and their events are read back from the queue.
 const BODY_BUDGET: usize = 32 * 1024 * 1024;
+/// One round of filing writes the messages of at most about this many bytes, so the
+/// lines made ready for it stay small in memory however far the writer is behind.
+const ROUND_BYTES: usize = 1024 * 1024;
 /// How long what was written may wait for its sync.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// Past this much written and not yet synced, the sync comes at once: it is kept in
@@ -189,7 +193,9 @@ impl SessionWriter {
             self.sync();
         }
         if !self.sync_failed {
-            self.file();
+            while !self.waiting.is_empty() && self.retry_at.is_none() {
+                self.file();
+            }
             self.sync();
         }
         self.filed
@@ -197,6 +203,10 @@ impl SessionWriter {
 
     /// When to wake without a command: to try again after a failure, or to sync.
     fn deadline(&self) -> Option<Instant> {
+        if self.retry_at.is_none() && !self.sync_failed && !self.waiting.is_empty() {
+            // More than one round was waiting: the next one now, after any commands.
+            return Some(Instant::now());
+        }
         self.retry_at
             .or_else(|| self.dirty_since.map(|at| at + SYNC_EVERY))
     }
@@ -277,8 +287,9 @@ impl SessionWriter {
         }
     }
 
-    /// Writes the messages of the events waiting, one write per session, then hands on
-    /// the jobs of those whose messages are in, in queue order. A session that cannot be
+    /// Writes the messages of the events waiting (a round of them, `ROUND_BYTES`), one
+    /// write per session, then hands on the jobs of those whose messages are in, in
+    /// queue order. A session that cannot be
     /// written keeps its events waiting, and everything is tried again after a backoff.
     fn file(&mut self) {
         if self.waiting.is_empty() {
@@ -290,11 +301,17 @@ impl SessionWriter {
         // back from the queue), and why.
         let mut failed = None;
         let mut groups: HashMap<String, Option<(Header, Vec<u8>)>> = HashMap::new();
+        // How many of the events waiting this round takes, and the bytes of their lines.
+        let (mut taken, mut round_bytes) = (0, 0);
         for accepted in &self.waiting {
+            if round_bytes >= ROUND_BYTES {
+                break;
+            }
+            taken += 1;
             let event = match &accepted.message {
                 Message::Filed => continue,
-                Message::Write(event) => Ok(event.as_ref().clone()),
-                Message::ReadBack => read_event(&self.home, &accepted.job.location),
+                Message::Write(event) => Ok(Cow::Borrowed(event.as_ref())),
+                Message::ReadBack => read_event(&self.home, &accepted.job.location).map(Cow::Owned),
             };
             let session = &accepted.job.session;
             if !groups.contains_key(session) {
@@ -309,7 +326,9 @@ impl SessionWriter {
             match event {
                 Ok(event) => {
                     if let Some((_, bytes)) = group {
+                        let before = bytes.len();
                         session::encode_json(bytes, &event.message());
+                        round_bytes += bytes.len() - before;
                     }
                 }
                 Err(e) => {
@@ -332,16 +351,17 @@ impl SessionWriter {
             }
         }
 
-        let mut jobs = Vec::with_capacity(self.waiting.len());
-        let mut still = VecDeque::new();
-        for accepted in self.waiting.drain(..) {
+        let mut jobs = Vec::with_capacity(taken);
+        let mut still = self.waiting.split_off(taken);
+        for accepted in self.waiting.drain(..).rev() {
             if matches!(groups.get(&accepted.job.session), Some(None)) {
-                still.push_back(accepted);
+                still.push_front(accepted);
             } else {
                 self.budget.give_back(&accepted.message);
                 jobs.push(accepted.job);
             }
         }
+        jobs.reverse();
         self.waiting = still;
         // Events whose messages were found in place at start-up may be in the page cache
         // only: the next sync covers them before the watermark passes them.
