@@ -230,11 +230,18 @@ fn a_crash_anywhere_in_recovery_loses_nothing_and_runs_nothing_twice() {
 /// `strace` attached to a running lowkey (every thread), killing it at the `n`th call
 /// of `call` on `path`. Returns once it is attached.
 fn attach_strace(pid: i32, path: &Path, call: &str, n: usize) -> Child {
+    let path = path.to_str().expect("a UTF-8 path");
+    let trace = format!("trace={call}");
+    let inject = format!("inject={call}:signal=KILL:when={n}");
+    strace(pid, &["-P", path, "-e", &trace, "-e", &inject])
+}
+
+/// `strace -f` attached to a running lowkey with `args` (what to trace and inject).
+/// Returns once it is attached.
+pub(crate) fn strace(pid: i32, args: &[&str]) -> Child {
     let mut strace = Command::new("strace")
-        .args(["-f", "-o", "/dev/null", "-p", &pid.to_string(), "-P"])
-        .arg(path)
-        .args(["-e", &format!("trace={call}")])
-        .args(["-e", &format!("inject={call}:signal=KILL:when={n}")])
+        .args(["-f", "-o", "/dev/null", "-p", &pid.to_string()])
+        .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -10,9 +10,8 @@ use crate::support::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 /// The session file's lines as JSON; a line that does not parse fails the test (no
 /// crash happened, so every line must be whole).
@@ -147,18 +146,10 @@ fn positions(home: &Home) -> HashMap<String, (u64, u64)> {
 /// `strace` attached to a running lowkey (every thread), making every `syncfs` fail
 /// with EIO. Returns once it is attached.
 fn fail_syncfs(pid: i32) -> Child {
-    let mut strace = Command::new("strace")
-        .args(["-f", "-o", "/dev/null", "-p", &pid.to_string()])
-        .args(["-e", "trace=syncfs", "-e", "inject=syncfs:error=EIO"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("strace (tests/setup installs it)");
-    let mut lines = BufReader::new(strace.stderr.take().unwrap()).lines();
-    let attached = lines.next().and_then(Result::ok).unwrap_or_default();
-    assert!(attached.contains("attached"), "strace: {attached}");
-    std::thread::spawn(move || lines.for_each(drop));
-    strace
+    crate::disk::strace(
+        pid,
+        &["-e", "trace=syncfs", "-e", "inject=syncfs:error=EIO"],
+    )
 }
 
 /// While the session files cannot be synced, their messages are still written, but the
