@@ -2,7 +2,13 @@
 //!
 //! Two rules: the events of one session run one at a time, in the order they were
 //! accepted; and no agent has more than its `maxConcurrent` runs in flight. Everything
-//! else waits here, so a burst of thousands of events never forks thousands of agents.
+//! else waits, so a burst of thousands of events never forks thousands of agents.
+//!
+//! What waits is held in memory only within a bounded window (`window.rs`): runs in
+//! flight plus a few thousand next ones, within shares per agent and per session. An
+//! event from the store that does not fit stays in the queue on disk, and is read back
+//! (`Store::scan`, one read at a time) when the window has room for it; so memory does
+//! not grow with the backlog. Within the window, each agent's ready sessions take turns.
 
 use crate::activity::Activity;
 use crate::config::Config;
@@ -10,6 +16,7 @@ use crate::log::id;
 use crate::runner;
 use crate::session::{Line, Run, RunStatus};
 use crate::store::{Event, Home, Job, Store};
+use crate::window::{Limits, Position, Refill, Waiting, Window};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -30,12 +37,30 @@ pub struct Context {
     pub config: Arc<ArcSwap<Config>>,
     pub store: Store,
     pub activity: Arc<Activity>,
+    /// How many runs dispatch holds in memory (`Limits::DEFAULT`; tests lower it).
+    pub limits: Limits,
 }
 
+/// The waiting events start-up leaves in the queue for dispatch to read back, rather
+/// than sending them over the channel: those from `start` up to `end`, where the
+/// channel's take over.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    pub start: Position,
+    pub end: Position,
+    /// Events done before this start whose records may still be in the queue: reads
+    /// from disk pass over them. (Events done since were in the window, which never
+    /// reads an event twice.)
+    pub done: HashSet<String>,
+}
+
+/// The runs the window admitted: waiting, or in flight.
 #[derive(Default)]
 struct Queues {
     /// Runs waiting, per session, in acceptance order.
     sessions: HashMap<String, VecDeque<Job>>,
+    /// How many runs wait in `sessions`.
+    waiting: usize,
     /// Sessions with a run in flight.
     busy: HashSet<String>,
     /// Per agent: sessions whose next event is for that agent and that are not busy, in
@@ -55,6 +80,7 @@ impl Queues {
             .entry(session.clone())
             .or_insert_with(|| VecDeque::with_capacity(1));
         queue.push_back(job);
+        self.waiting += 1;
         if queue.len() == 1 && !self.busy.contains(&session) {
             make_ready(&mut self.ready, &queue[0].agent, session);
         }
@@ -76,8 +102,14 @@ impl Queues {
             self.sessions.remove(&session);
         }
         *running += 1;
+        self.waiting -= 1;
         self.busy.insert(session);
         Some(job)
+    }
+
+    /// Runs held, waiting or in flight: what the window counts.
+    fn held(&self) -> usize {
+        self.waiting + self.running.values().sum::<usize>()
     }
 
     /// A run ended: its session may go on, possibly with another agent.
@@ -103,27 +135,54 @@ fn make_ready(ready: &mut HashMap<String, VecDeque<String>>, agent: &str, sessio
     }
 }
 
-/// Runs events from `jobs` until `stop` turns true; then waits for the runs in flight,
-/// which end themselves (TERM, then KILL) and stay pending for the next start.
+/// Runs events from `jobs` (the store's, in acceptance order) and from `backlog` until
+/// `stop` turns true; then waits for the runs in flight, which end themselves (TERM,
+/// then KILL) and stay pending for the next start.
 pub async fn run(
     ctx: Context,
     mut jobs: mpsc::UnboundedReceiver<Vec<Job>>,
+    backlog: Backlog,
     stop: watch::Receiver<bool>,
     mut reloaded: watch::Receiver<()>,
 ) {
     let mut queues = Queues::default();
+    let mut window = Window::new(ctx.limits, backlog.start, backlog.end);
+    // The end of the last event from the channel: a read from disk goes no further,
+    // as the events past it are not in the window's count yet.
+    let mut fed = backlog.end;
+    let done = Arc::new(backlog.done);
+    // Events from start-up whose session shows their message already (runs cut short),
+    // while they wait on disk: a few at most, one per run in flight at the crash.
+    let mut materialized = HashSet::new();
     let mut tasks: JoinSet<(String, String)> = JoinSet::new();
+    let mut reads: JoinSet<Option<(Refill, Vec<Job>, Position)>> = JoinSet::new();
     let mut stop_rx = stop.clone();
     loop {
         if *stop_rx.borrow_and_update() {
             break;
         }
+        debug_assert_eq!(
+            queues.held(),
+            window.held(),
+            "the window counts what is held"
+        );
+        if reads.is_empty()
+            && let Some(refill) = window.next_refill(fed)
+        {
+            reads.spawn(read_back(ctx.clone(), refill, done.clone(), stop.clone()));
+        }
         tokio::select! {
             batch = jobs.recv() => match batch {
                 Some(batch) => {
+                    // Counted as the store accepted them, whether held or on disk.
                     ctx.activity.enqueued(batch.len());
                     for job in batch {
-                        queues.push(job);
+                        fed = fed.max(job.end());
+                        let shown = job.materialized.then(|| job.event.clone());
+                        match window.feed(job) {
+                            Some(job) => queues.push(job),
+                            None => materialized.extend(shown),
+                        }
                     }
                     start_all(&ctx, &mut queues, &mut tasks, &stop);
                 }
@@ -131,9 +190,19 @@ pub async fn run(
             },
             Some(joined) = tasks.join_next() => {
                 if let Ok((session, agent)) = joined {
+                    window.finished(&session, &agent);
                     queues.done(&session, &agent);
                     // The freed slot may serve this agent, and the session's next event
                     // may be for another one.
+                    start_all(&ctx, &mut queues, &mut tasks, &stop);
+                }
+            }
+            Some(read) = reads.join_next() => {
+                if let Ok(Some((refill, found, stopped))) = read {
+                    for mut job in window.refilled(&refill, found, stopped) {
+                        job.materialized = materialized.remove(&job.event);
+                        queues.push(job);
+                    }
                     start_all(&ctx, &mut queues, &mut tasks, &stop);
                 }
             }
@@ -142,6 +211,33 @@ pub async fn run(
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Makes a read of waiting events from the queue, trying again (1 s, doubling up to
+/// 30 s) while the queue cannot be read: the events stay on disk meanwhile, and no
+/// other read starts before this one ends. `None` when lowkey stops first.
+async fn read_back(
+    ctx: Context,
+    refill: Refill,
+    done: Arc<HashSet<String>>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<(Refill, Vec<Job>, Position)> {
+    let mut wait = RETRY_FIRST;
+    loop {
+        match ctx.store.scan(&refill, done.clone()).await {
+            Ok((found, stopped)) => return Some((refill, found, stopped)),
+            Err(e) => tracing::error!(
+                error = %e,
+                "cannot read waiting events back from the queue; trying again in {}s",
+                wait.as_secs()
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return None,
+        }
+        wait = (wait * 2).min(RETRY_MAX);
+    }
 }
 
 fn start_all(

@@ -28,6 +28,8 @@
 //! - `segment.rs`: the segment files, their page-aligned writes, and the zero-filled
 //!   spares the next segment is made from.
 //! - `session_file.rs`: appends to session files.
+//! - `scan.rs`: reading waiting events back from the queue, for dispatch's bounded
+//!   window.
 //! - `recovery.rs`: start-up, which reads the queue back, repairs the sessions of
 //!   pending events and hands their runs to dispatch.
 //!
@@ -41,6 +43,7 @@ mod dedup;
 mod home;
 mod record;
 mod recovery;
+mod scan;
 mod segment;
 mod session_file;
 #[cfg(test)]
@@ -51,14 +54,16 @@ pub use home::Home;
 pub use recovery::queued;
 
 use crate::session::{self, Header, Line, Message, Role, Run, RunStatus};
+use crate::window::{Position, Refill, Waiting};
 use record::{Location, Record};
 use segment::segment_path;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use writer::Command;
@@ -82,6 +87,11 @@ pub struct Event {
     /// Until when (Unix seconds) the delivery id is remembered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_until: Option<u64>,
+    /// Its session was made for it alone (`new_session`), so its run has no order to
+    /// keep with any other event's (see `window`). Records from before it read as
+    /// `false`, which only costs them that freedom.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// What became of an ingested event.
@@ -95,9 +105,9 @@ pub enum Ingested {
     },
 }
 
-/// A queued run. It holds only where its event is in the queue, not the event, so a
-/// backlog of many thousands of events costs little memory; the run reads its event
-/// back when it starts (`Store::load`).
+/// A queued run. It holds only where its event is in the queue, not the event; the run
+/// reads its event back when it starts (`Store::load`). Dispatch holds a bounded window
+/// of them; the rest wait on disk and are read back (`Store::scan`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub event: String,
@@ -105,7 +115,31 @@ pub struct Job {
     pub agent: String,
     /// The session already shows the event's message (a run cut short before a restart).
     pub materialized: bool,
+    /// `Event::fresh`.
+    pub fresh: bool,
     location: Location,
+}
+
+impl Waiting for Job {
+    fn position(&self) -> Position {
+        self.location.position()
+    }
+
+    fn end(&self) -> Position {
+        self.location.end()
+    }
+
+    fn session(&self) -> &str {
+        &self.session
+    }
+
+    fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    fn fresh(&self) -> bool {
+        self.fresh
+    }
 }
 
 impl Event {
@@ -115,6 +149,7 @@ impl Event {
             session: self.session.clone(),
             agent: self.agent.clone(),
             materialized,
+            fresh: self.fresh,
             location,
         }
     }
@@ -219,6 +254,9 @@ pub struct Recovery {
     pub pending: usize,
     /// Events whose result was in their session but whose `done` mark was lost.
     pub completed: usize,
+    /// Every event done before this start whose `accepted` record may still be in the
+    /// queue: reads of waiting events back from the queue pass over them.
+    pub done: HashSet<String>,
 }
 
 impl Store {
@@ -300,6 +338,22 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Reads waiting events back from the queue for dispatch's window: those `refill`
+    /// wants and `done` does not hold, in queue order, and where the read stopped (see
+    /// `Window::refilled`). Their `Job`s do not say whether the session shows the
+    /// message already (`materialized`): dispatch knows it of the jobs start-up gave it.
+    pub async fn scan(
+        &self,
+        refill: &Refill,
+        done: Arc<HashSet<String>>,
+    ) -> Result<(Vec<Job>, Position), StoreError> {
+        let queue = self.home.queue();
+        let refill = refill.clone();
+        tokio::task::spawn_blocking(move || scan::scan(&queue, &refill, &done))
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     /// Records a run's final result: appends it to the session, syncs the session file

@@ -5,6 +5,7 @@
 
 use super::Event;
 use crate::session::encode_json;
+use crate::window::Position;
 use serde::{Deserialize, Serialize};
 
 /// Where an accepted record sits in the queue.
@@ -13,6 +14,23 @@ pub(super) struct Location {
     pub(super) seq: u64,
     pub(super) offset: u64,
     pub(super) len: usize,
+}
+
+impl Location {
+    pub(super) fn position(&self) -> Position {
+        Position {
+            seq: self.seq,
+            offset: self.offset,
+        }
+    }
+
+    /// Where the record's newline is: past the record, before the next one.
+    pub(super) fn end(&self) -> Position {
+        Position {
+            seq: self.seq,
+            offset: self.offset + self.len as u64,
+        }
+    }
 }
 
 /// A queue record as read back.

@@ -45,6 +45,7 @@ pub(super) fn recover(
     }
     recovery.pending = jobs.len();
     recovery.completed = completed.len();
+    recovery.done = read.done.drain().chain(completed.iter().cloned()).collect();
     // The first write makes the new segment. The `done` marks are for events whose
     // results are in their sessions already; without them the next start would only
     // find that out again.

@@ -1,0 +1,228 @@
+//! Reading waiting events back from the queue, for dispatch's window (`window.rs`).
+//!
+//! Dispatch holds only a bounded window of waiting runs; the rest stay in the queue, and
+//! each is read back once, when the window has room for it (`Refill`). A read goes
+//! through the segments in order, a piece at a time, so it costs a buffer and the
+//! events it keeps, whatever the size of the queue; and it parses of each `accepted`
+//! record only what the window decides on (id, session, agent, fresh), skipping the
+//! body without copying it.
+
+use super::record::Location;
+use super::segment::segment_path;
+use super::{Job, StoreError, io_err};
+use crate::window::{Position, Refill, Waiting};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// How much of a segment is read at a time.
+const READ_BYTES: usize = 256 * 1024;
+
+/// An `accepted` record, only as far as the window needs it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Light<'a> {
+    #[serde(borrow)]
+    Accepted(Head<'a>),
+    Done(IgnoredAny),
+    Rerun(IgnoredAny),
+}
+
+/// The event's fields a read decides on; serde skips the others (the body) unparsed.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    session: Cow<'a, str>,
+    #[serde(borrow)]
+    agent: Cow<'a, str>,
+    #[serde(default)]
+    fresh: bool,
+}
+
+/// A record found, before the read decides to keep it.
+struct Found<'a> {
+    head: Head<'a>,
+    location: Location,
+}
+
+impl Waiting for Found<'_> {
+    fn position(&self) -> Position {
+        self.location.position()
+    }
+
+    fn end(&self) -> Position {
+        self.location.end()
+    }
+
+    fn session(&self) -> &str {
+        &self.head.session
+    }
+
+    fn agent(&self) -> &str {
+        &self.head.agent
+    }
+
+    fn fresh(&self) -> bool {
+        self.head.fresh
+    }
+}
+
+/// The events `refill` wants, in queue order, from `refill.from` up to `refill.to`, and
+/// at most `refill.limit` of them; with where the read stopped: the end of the last
+/// event when it found `limit`, else `refill.to`. Events in `done` (done before this
+/// start; their records are still in the queue) are passed over. A segment that is
+/// gone was finished and deleted: nothing in it waits.
+pub(super) fn scan(
+    queue: &Path,
+    refill: &Refill,
+    done: &HashSet<String>,
+) -> Result<(Vec<Job>, Position), StoreError> {
+    let mut jobs = Vec::new();
+    for seq in refill.from.seq..=refill.to.seq {
+        let path = segment_path(queue, seq);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let start = if seq == refill.from.seq {
+            refill.from.offset
+        } else {
+            0
+        };
+        // A record that starts before `to` ends at `to` at the latest, newline included.
+        let stop = if seq == refill.to.seq {
+            refill.to.offset + 1
+        } else {
+            u64::MAX
+        };
+        let mut records = Records::open(file, start, stop).map_err(io_err(&path))?;
+        while let Some((offset, bytes)) = records.next().map_err(io_err(&path))? {
+            let location = Location {
+                seq,
+                offset,
+                len: bytes.len(),
+            };
+            if location.position() >= refill.to {
+                break;
+            }
+            let Ok(Light::Accepted(head)) = serde_json::from_slice(bytes) else {
+                continue;
+            };
+            let found = Found { head, location };
+            if !refill.wants(&found) || done.contains(found.head.id.as_ref()) {
+                continue;
+            }
+            jobs.push(Job {
+                event: found.head.id.into_owned(),
+                session: found.head.session.into_owned(),
+                agent: found.head.agent.into_owned(),
+                materialized: false,
+                fresh: found.head.fresh,
+                location,
+            });
+            if jobs.len() == refill.limit {
+                return Ok((jobs, location.end()));
+            }
+        }
+    }
+    Ok((jobs, refill.to))
+}
+
+/// A segment's records from a given offset, read a piece at a time: the same records,
+/// at the same offsets, as `record::records` finds in the whole file.
+struct Records {
+    reader: BufReader<io::Take<File>>,
+    /// The file offset `reader` is at.
+    offset: u64,
+    /// The record being read.
+    line: Vec<u8>,
+}
+
+impl Records {
+    /// The records from `start`, reading no further than `stop`.
+    fn open(mut file: File, start: u64, stop: u64) -> io::Result<Records> {
+        file.seek(SeekFrom::Start(start))?;
+        Ok(Records {
+            reader: BufReader::with_capacity(READ_BYTES, file.take(stop.saturating_sub(start))),
+            offset: start,
+            line: Vec::new(),
+        })
+    }
+
+    /// The next record and the offset it starts at, without its newline.
+    ///
+    /// Zeros stand between batches (and fill a spare to its end); they are skipped
+    /// without being kept. A record never holds a zero byte (JSON escapes it), so one
+    /// that meets a zero before its newline is torn: it is passed over up to its
+    /// newline, as `record::records` gives it whole to a parser that refuses it.
+    fn next(&mut self) -> io::Result<Option<(u64, &[u8])>> {
+        loop {
+            if !self.skip_zeros()? {
+                return Ok(None);
+            }
+            let start = self.offset;
+            self.line.clear();
+            if self.take_until_newline(true)? {
+                // Torn: drop the rest of it too.
+                self.take_until_newline(false)?;
+                continue;
+            }
+            return Ok(Some((start, &self.line)));
+        }
+    }
+
+    /// Skips zeros; returns whether there is more to read.
+    fn skip_zeros(&mut self) -> io::Result<bool> {
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(false);
+            }
+            let zeros = buf.iter().take_while(|b| **b == 0).count();
+            let more = zeros < buf.len();
+            self.consume(zeros);
+            if more {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Reads up to the next newline (consumed, not kept) or the end, keeping the bytes
+    /// when `keep`; stops early at a zero byte when keeping, and says so.
+    fn take_until_newline(&mut self, keep: bool) -> io::Result<bool> {
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(false);
+            }
+            let end = buf.iter().position(|b| *b == b'\n' || (keep && *b == 0));
+            let n = end.unwrap_or(buf.len());
+            if keep {
+                self.line.extend_from_slice(&buf[..n]);
+            }
+            match end.map(|i| buf[i]) {
+                None => self.consume(n),
+                Some(b'\n') => {
+                    self.consume(n + 1);
+                    return Ok(false);
+                }
+                Some(_) => {
+                    self.consume(n);
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.reader.consume(n);
+        self.offset += n as u64;
+    }
+}
