@@ -407,3 +407,273 @@ async fn write_message(
         wait = (wait * 2).min(RETRY_MAX);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{self, Role};
+    use crate::store::{WriterThread, queued};
+    use std::sync::atomic::Ordering;
+    use tokio::task::JoinHandle;
+
+    /// A window far smaller than the backlogs below, so most events wait on disk.
+    const SMALL: Limits = Limits {
+        total: 6,
+        per_agent: 4,
+        per_session: 2,
+    };
+
+    /// Dispatch over a real store in `home`, started as the daemon starts it.
+    struct Running {
+        ctx: Context,
+        dispatch: JoinHandle<()>,
+        stop: watch::Sender<bool>,
+        _reload: watch::Sender<()>,
+        writer: WriterThread,
+    }
+
+    impl Running {
+        fn start(home: &Home, agents: serde_json::Value, limits: Limits) -> Running {
+            let text = serde_json::json!({
+                "apiKey": "lk_right",
+                "agents": agents,
+                "defaultAgent": "bot",
+                "webhooks": { "hook": { "project": "/tmp" } },
+            });
+            let config = crate::config::parse(
+                std::path::Path::new("config.json"),
+                &text.to_string(),
+                crate::config::Lookup::Own,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (store, writer, recovery) = Store::open(home, tx).unwrap();
+            let ctx = Context {
+                home: home.clone(),
+                config: Arc::new(ArcSwap::from_pointee(config)),
+                store,
+                activity: Arc::new(Activity::default()),
+                limits,
+            };
+            let backlog = Backlog {
+                done: recovery.done,
+                ..Backlog::default()
+            };
+            let (stop, stopped) = watch::channel(false);
+            let (reload, reloads) = watch::channel(());
+            let dispatch = tokio::spawn(run(ctx.clone(), rx, backlog, stopped, reloads));
+            Running {
+                ctx,
+                dispatch,
+                stop,
+                _reload: reload,
+                writer,
+            }
+        }
+
+        /// Files events one after the other, each durable before the next.
+        async fn file(&self, events: Vec<Event>) {
+            for event in events {
+                self.ctx.store.ingest(event).await.unwrap();
+            }
+        }
+
+        /// Waits until `settled` holds, looking each time the activity counters change.
+        /// Dispatch ending first (a broken assertion in it) fails the test.
+        async fn until(&mut self, settled: impl Fn(&Activity) -> bool) {
+            let activity = self.ctx.activity.clone();
+            loop {
+                let changed = activity.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                activity.take_changed();
+                if settled(&activity) {
+                    return;
+                }
+                tokio::select! {
+                    () = changed => {}
+                    ended = &mut self.dispatch => panic!("dispatch ended: {ended:?}"),
+                }
+            }
+        }
+
+        /// Waits until no run is queued or in flight and the queue holds nothing pending.
+        async fn until_drained(&mut self, filed: usize) {
+            let home = self.ctx.home.clone();
+            self.until(|a| {
+                let queued = a.queued.load(Ordering::SeqCst);
+                assert!(queued <= filed, "{queued} queued of {filed} filed");
+                queued == 0 && a.running.load(Ordering::SeqCst) == 0 && queued_ids(&home).is_empty()
+            })
+            .await;
+        }
+
+        async fn stop(self) {
+            self.stop.send(true).unwrap();
+            self.dispatch.await.unwrap();
+            drop(self.ctx);
+            let writer = self.writer;
+            tokio::task::spawn_blocking(move || writer.join())
+                .await
+                .unwrap();
+        }
+    }
+
+    fn queued_ids(home: &Home) -> Vec<String> {
+        queued(home).unwrap().into_iter().map(|e| e.id).collect()
+    }
+
+    fn event(id: &str, session: &str, agent: &str, fresh: bool) -> Event {
+        Event {
+            id: id.into(),
+            session: session.into(),
+            source: "hook".into(),
+            agent: agent.into(),
+            project: "/".into(),
+            at: session::now(),
+            body: "{}".into(),
+            delivery: None,
+            dedup_until: None,
+            fresh,
+        }
+    }
+
+    /// The session's user messages (event ids, in file order), and each event's run
+    /// records.
+    fn transcript(home: &Home, session: &str) -> (Vec<String>, HashMap<String, Vec<RunStatus>>) {
+        let mut messages = Vec::new();
+        let mut runs: HashMap<String, Vec<RunStatus>> = HashMap::new();
+        for line in session::read(&home.session_file(session)).unwrap() {
+            match line {
+                Line::Message(m) if m.role == Role::User => messages.push(m.event),
+                Line::Run(r) => runs.entry(r.event).or_default().push(r.status),
+                _ => {}
+            }
+        }
+        (messages, runs)
+    }
+
+    /// Checks that every event ran to its end once, after its message, which its session
+    /// shows once and in the order the events were filed; `again` ran twice (cut short,
+    /// then whole).
+    fn check_ran_once(home: &Home, filed: &[Event], again: &[&str]) {
+        let mut sessions: Vec<&str> = filed.iter().map(|e| e.session.as_str()).collect();
+        sessions.dedup();
+        sessions.sort();
+        sessions.dedup();
+        for session in sessions {
+            let (messages, runs) = transcript(home, session);
+            let expected: Vec<String> = filed
+                .iter()
+                .filter(|e| e.session == session)
+                .map(|e| e.id.clone())
+                .collect();
+            assert_eq!(
+                messages, expected,
+                "session {session}: each message once, in order"
+            );
+            for id in &expected {
+                let once = [RunStatus::Started, RunStatus::Finished];
+                let twice = [
+                    RunStatus::Started,
+                    RunStatus::Interrupted,
+                    RunStatus::Started,
+                    RunStatus::Finished,
+                ];
+                let statuses: &[RunStatus] = if again.contains(&id.as_str()) {
+                    &twice
+                } else {
+                    &once
+                };
+                assert_eq!(runs[id], statuses, "event {id}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backlog_beyond_the_window_runs_once_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let agents = serde_json::json!({
+            "bot": { "command": ["cat"], "maxConcurrent": 2 },
+            "other": { "command": ["cat"] },
+        });
+        let mut running = Running::start(&home, agents, SMALL);
+        // Four sessions whose events alternate between two agents, each filed by its
+        // own task, and events each in a session of its own, for both agents: many
+        // times what the window holds, all at once.
+        let mut senders = JoinSet::new();
+        let mut filed = Vec::new();
+        for s in 0..5 {
+            let events: Vec<Event> = (0..40)
+                .map(|n| {
+                    let agent = if n % 2 == 0 { "bot" } else { "other" };
+                    if s == 4 {
+                        event(&format!("F{n:02}"), &format!("fresh-{n}"), agent, true)
+                    } else {
+                        event(&format!("S{s}-{n:02}"), &format!("s{s}"), agent, false)
+                    }
+                })
+                .collect();
+            filed.extend(events.clone());
+            let store = running.ctx.store.clone();
+            senders.spawn(async move {
+                for event in events {
+                    store.ingest(event).await.unwrap();
+                }
+            });
+        }
+        senders.join_all().await;
+        running.until_drained(filed.len()).await;
+        check_ran_once(&home, &filed, &[]);
+        running.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_backlog_left_at_a_stop_runs_once_each_after_the_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let blocking = serde_json::json!({
+            "bot": { "command": ["cat"] },
+            "a": { "command": ["sleep", "1000"] },
+            "b": { "command": ["sleep", "1000"] },
+        });
+        let mut running = Running::start(&home, blocking, SMALL);
+        // x-0 runs with `a`; x-1 waits for its session, so y-0 runs with `b`; the
+        // z's wait for `b`; the fresh events in between run to their end.
+        let mut filed = vec![
+            event("x-0", "x", "a", false),
+            event("x-1", "x", "b", false),
+            event("y-0", "y", "b", false),
+        ];
+        for n in 0..6 {
+            filed.push(event(&format!("f-{n}"), &format!("f-{n}"), "bot", true));
+            filed.push(event(&format!("z-{n}"), &format!("z-{n}"), "b", false));
+        }
+        running.file(filed.clone()).await;
+        let waiting = 3 + 6;
+        running
+            .until(|a| a.running.load(Ordering::SeqCst) == 2 && queued_ids(&home).len() == waiting)
+            .await;
+        running.stop().await;
+
+        // Start again with room for two: x-0 and x-1 are held; y-0, whose session
+        // shows its message already, and the z's are read back from the queue,
+        // passing over the fresh events that ran before the stop.
+        let all_cat = serde_json::json!({
+            "bot": { "command": ["cat"] },
+            "a": { "command": ["cat"] },
+            "b": { "command": ["cat"] },
+        });
+        let room_for_two = Limits {
+            total: 2,
+            per_agent: 2,
+            per_session: 2,
+        };
+        let mut running = Running::start(&home, all_cat, room_for_two);
+        running.until_drained(waiting).await;
+        check_ran_once(&home, &filed, &["x-0", "y-0"]);
+        running.stop().await;
+    }
+}

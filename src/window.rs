@@ -309,7 +309,11 @@ impl Window {
                 self.make_due(Cursor::Session(session));
             }
         }
-        if self.held <= self.limits.total * 3 / 4 {
+        // Any room will do, not a batch's worth: the runs held may all be waiting for
+        // slow agents, and then the room would never grow while the events of others
+        // wait on disk. Reads are one at a time, so room freed during one gathers for
+        // the next.
+        if self.held < self.limits.total {
             for cursor in std::mem::take(&mut self.waiting_room) {
                 self.make_due(cursor);
             }

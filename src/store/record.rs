@@ -8,7 +8,7 @@ use crate::session::encode_json;
 use crate::window::Position;
 use serde::{Deserialize, Serialize};
 
-/// Where an accepted record sits in the queue.
+/// Where an accepted record sits in the queue: its bytes, without the newline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Location {
     pub(super) seq: u64,
@@ -54,7 +54,8 @@ pub(super) enum RecordRef<'a> {
     Rerun(&'a str),
 }
 
-/// Encodes `accepted` records, with where each sits in the bytes (start, length).
+/// Encodes `accepted` records, with where each sits in the bytes (start, length without
+/// the newline, as `records` gives it back).
 pub(super) fn encode_accepted<'a>(
     events: impl Iterator<Item = &'a Event>,
 ) -> (Vec<u8>, Vec<(usize, usize)>) {
@@ -63,7 +64,8 @@ pub(super) fn encode_accepted<'a>(
     for event in events {
         let start = records.len();
         encode_json(&mut records, &RecordRef::Accepted(event));
-        spans.push((start, records.len() - start));
+        // `encode_json` ends each record with its newline.
+        spans.push((start, records.len() - 1 - start));
     }
     (records, spans)
 }

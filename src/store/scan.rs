@@ -20,7 +20,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// How much of a segment is read at a time.
-const READ_BYTES: usize = 256 * 1024;
+const READ_BYTES: usize = 64 * 1024;
 
 /// An `accepted` record, only as far as the window needs it.
 #[derive(Deserialize)]
@@ -224,5 +224,172 @@ impl Records {
     fn consume(&mut self, n: usize) {
         self.reader.consume(n);
         self.offset += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::encode_json;
+    use crate::store::Event;
+    use crate::store::record::RecordRef;
+    use crate::store::recovery::recover;
+    use crate::store::testing::{empty_home, event};
+    use crate::store::writer::Command;
+    use crate::window::Cursor;
+    use std::fs;
+    use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+    /// Events of sessions `a` and `b` (agent `bot`) and `fresh` ones of agents `bot`
+    /// and `other`, mixed.
+    fn events() -> Vec<Event> {
+        (0..24)
+            .map(|n| {
+                let mut e = event(&format!("E{n:02}"));
+                e.body = "x".repeat(n * 700);
+                match n % 4 {
+                    0 => e.session = "a".into(),
+                    1 => e.session = "b".into(),
+                    k => {
+                        e.session = format!("fresh-{n}");
+                        e.fresh = true;
+                        e.agent = if k == 2 { "bot" } else { "other" }.into();
+                    }
+                }
+                e
+            })
+            .collect()
+    }
+
+    /// Files the events through the writer in batches of five, with a `done` mark for
+    /// every seventh; returns the jobs the writer handed to dispatch, in order.
+    fn filed(home: &crate::store::Home) -> Vec<Job> {
+        let (tx, mut rx) = tokio_mpsc::unbounded_channel();
+        let (mut writer, _) = recover(home, tx).unwrap();
+        for batch in events().chunks(5) {
+            let mut commands: Vec<Command> = batch
+                .iter()
+                .map(|e| Command::Ingest(Box::new(e.clone()), oneshot::channel().0))
+                .collect();
+            commands.extend(
+                batch
+                    .iter()
+                    .filter(|e| e.id.ends_with('7'))
+                    .map(|e| Command::Done(e.id.clone(), 1, oneshot::channel().0)),
+            );
+            writer.process(commands);
+        }
+        let mut jobs = Vec::new();
+        while let Ok(batch) = rx.try_recv() {
+            jobs.extend(batch);
+        }
+        assert_eq!(jobs.len(), 24);
+        jobs
+    }
+
+    fn read(home: &crate::store::Home, refill: &Refill, done: &[&str]) -> (Vec<Job>, Position) {
+        let done = done.iter().map(|id| id.to_string()).collect();
+        scan(&home.queue(), refill, &done).unwrap()
+    }
+
+    fn refill(cursor: Cursor, from: Position, to: Position, limit: usize) -> Refill {
+        Refill {
+            cursor,
+            from,
+            to,
+            limit,
+        }
+    }
+
+    #[test]
+    fn a_read_finds_the_jobs_the_writer_handed_on() {
+        let (_dir, home) = empty_home();
+        let jobs = filed(&home);
+        let end = jobs.last().unwrap().end();
+        let all = refill(Cursor::Global, Position::default(), end, usize::MAX);
+        assert_eq!(read(&home, &all, &[]), (jobs.clone(), end));
+        // Done before this start: passed over.
+        let (found, _) = read(&home, &all, &["E03", "E17"]);
+        let kept: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| j.event != "E03" && j.event != "E17")
+            .collect();
+        assert_eq!(found.iter().collect::<Vec<_>>(), kept);
+    }
+
+    #[test]
+    fn a_read_stops_at_its_limit_and_at_its_bounds() {
+        let (_dir, home) = empty_home();
+        let jobs = filed(&home);
+        let end = jobs.last().unwrap().end();
+        // The limit: it stops after the last event it takes.
+        let first = refill(Cursor::Global, Position::default(), end, 7);
+        assert_eq!(
+            read(&home, &first, &[]),
+            (jobs[..7].to_vec(), jobs[6].end())
+        );
+        // From there (a record's end) to a record's start: the ones between.
+        let middle = refill(Cursor::Global, jobs[6].end(), jobs[15].position(), 100);
+        assert_eq!(
+            read(&home, &middle, &[]),
+            (jobs[7..15].to_vec(), jobs[15].position())
+        );
+        // From a record's start, taking it.
+        let from = refill(Cursor::Global, jobs[15].position(), end, 100);
+        assert_eq!(read(&home, &from, &[]).0, jobs[15..].to_vec());
+    }
+
+    #[test]
+    fn a_read_for_a_cursor_finds_only_its_events() {
+        let (_dir, home) = empty_home();
+        let jobs = filed(&home);
+        let end = jobs.last().unwrap().end();
+        let of = |f: &dyn Fn(&Job) -> bool| jobs.iter().filter(|j| f(j)).cloned().collect();
+        let session = refill(Cursor::Session("b".into()), Position::default(), end, 100);
+        let expected: Vec<Job> = of(&|j| j.session == "b");
+        assert_eq!(expected.len(), 6);
+        assert_eq!(read(&home, &session, &[]), (expected, end));
+        // An agent's cursor is for its fresh events only: `bot` has session `a` too.
+        let agent = refill(Cursor::Agent("bot".into()), Position::default(), end, 2);
+        let expected: Vec<Job> = of(&|j| j.fresh && j.agent == "bot");
+        assert_eq!(
+            read(&home, &agent, &[]),
+            (expected[..2].to_vec(), expected[1].end())
+        );
+    }
+
+    #[test]
+    fn a_read_passes_over_what_recovery_passes_over() {
+        let (_dir, home) = empty_home();
+        let record = |id: &str| {
+            let mut bytes = Vec::new();
+            encode_json(&mut bytes, &RecordRef::Accepted(&event(id)));
+            bytes
+        };
+        let queue = home.queue();
+        // Segment 1: records, the zeros between batches, and a segment's end in zeros.
+        let mut one = record("A");
+        one.resize(4096, 0);
+        one.extend(record("B"));
+        one.resize(3 * 4096, 0);
+        fs::write(segment_path(&queue, 1), &one).unwrap();
+        // Segment 2 was finished and deleted. Segment 3: a torn record (the zeros a
+        // power cut left in it) with a whole one after it on the same line, which
+        // recovery refuses as one; then a record without its newline at the end.
+        let mut three = record("C");
+        three.extend(&record("torn")[..20]);
+        three.extend([0; 100]);
+        three.extend(record("D"));
+        three.extend(record("E").strip_suffix(b"\n").unwrap());
+        fs::write(segment_path(&queue, 3), &three).unwrap();
+
+        let (tx, mut rx) = tokio_mpsc::unbounded_channel();
+        recover(&home, tx).unwrap();
+        let recovered = rx.try_recv().unwrap();
+        let ids: Vec<&str> = recovered.iter().map(|j| j.event.as_str()).collect();
+        assert_eq!(ids, ["A", "B", "C", "E"]);
+        let end = recovered.last().unwrap().end();
+        let all = refill(Cursor::Global, Position::default(), end, 100);
+        assert_eq!(read(&home, &all, &[]), (recovered, end));
     }
 }
