@@ -11,9 +11,11 @@
 //! not yet done: an `accepted` record is written and synced before the sender gets its
 //! 202, and a `done` record is written only after the run's result is synced into the
 //! session file. Ingest creates no file; a run writes its event's message into the
-//! session when it starts (`Job` holds only the record's place in the queue, so a long
-//! backlog stays small in memory). Start-up reads only the queue, which holds pending
-//! work, so it does not grow with the number of sessions.
+//! session when it starts (`Job` holds only the record's place in the queue). Dispatch
+//! holds a bounded window of jobs; the rest wait in the queue and are read back when
+//! there is room (`scan.rs`), so a long backlog stays small in memory. Start-up reads
+//! only the queue, which holds pending work, so it does not grow with the number of
+//! sessions.
 //!
 //! The files, in the order a request meets them:
 //!
