@@ -147,8 +147,9 @@ pub async fn run(
 ) {
     let mut queues = Queues::default();
     let mut window = Window::new(ctx.limits, backlog.start, backlog.end);
-    // The end of the last event from the channel: a read from disk goes no further,
-    // as the events past it are not in the window's count yet.
+    // The end of the last event from the channel: a read from disk stops there, as the
+    // events past it have not come over the channel yet, and the window decides on them
+    // when they do.
     let mut fed = backlog.end;
     let done = Arc::new(backlog.done);
     // Events from start-up whose session shows their message already (runs cut short),
