@@ -2,7 +2,13 @@
 //!
 //! Two rules: the events of one session run one at a time, in the order they were
 //! accepted; and no agent has more than its `maxConcurrent` runs in flight. Everything
-//! else waits here, so a burst of thousands of events never forks thousands of agents.
+//! else waits, so a burst of thousands of events never forks thousands of agents.
+//!
+//! What waits is held in memory only within a bounded window (`window.rs`): runs in
+//! flight plus a few thousand next ones, within shares per agent and per session. An
+//! event from the store that does not fit stays in the queue on disk, and is read back
+//! (`Store::scan`, one read at a time) when the window has room for it; so memory does
+//! not grow with the backlog. Within the window, each agent's ready sessions take turns.
 
 use crate::activity::Activity;
 use crate::config::Config;
@@ -10,6 +16,7 @@ use crate::log::id;
 use crate::runner;
 use crate::session::{Line, Run, RunStatus};
 use crate::store::{Event, Home, Job, Store};
+use crate::window::{Limits, Position, Refill, Waiting, Window};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -30,12 +37,30 @@ pub struct Context {
     pub config: Arc<ArcSwap<Config>>,
     pub store: Store,
     pub activity: Arc<Activity>,
+    /// How many runs dispatch holds in memory (`Limits::DEFAULT`; tests lower it).
+    pub limits: Limits,
 }
 
+/// The waiting events start-up leaves in the queue for dispatch to read back, rather
+/// than sending them over the channel: those from `start` up to `end`, where the
+/// channel's take over.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    pub start: Position,
+    pub end: Position,
+    /// Events done before this start whose records may still be in the queue: reads
+    /// from disk pass over them. (Events done since were in the window, which never
+    /// reads an event twice.)
+    pub done: HashSet<String>,
+}
+
+/// The runs the window admitted: waiting, or in flight.
 #[derive(Default)]
 struct Queues {
     /// Runs waiting, per session, in acceptance order.
     sessions: HashMap<String, VecDeque<Job>>,
+    /// How many runs wait in `sessions`.
+    waiting: usize,
     /// Sessions with a run in flight.
     busy: HashSet<String>,
     /// Per agent: sessions whose next event is for that agent and that are not busy, in
@@ -55,6 +80,7 @@ impl Queues {
             .entry(session.clone())
             .or_insert_with(|| VecDeque::with_capacity(1));
         queue.push_back(job);
+        self.waiting += 1;
         if queue.len() == 1 && !self.busy.contains(&session) {
             make_ready(&mut self.ready, &queue[0].agent, session);
         }
@@ -76,8 +102,14 @@ impl Queues {
             self.sessions.remove(&session);
         }
         *running += 1;
+        self.waiting -= 1;
         self.busy.insert(session);
         Some(job)
+    }
+
+    /// Runs held, waiting or in flight: what the window counts.
+    fn held(&self) -> usize {
+        self.waiting + self.running.values().sum::<usize>()
     }
 
     /// A run ended: its session may go on, possibly with another agent.
@@ -103,27 +135,50 @@ fn make_ready(ready: &mut HashMap<String, VecDeque<String>>, agent: &str, sessio
     }
 }
 
-/// Runs events from `jobs` until `stop` turns true; then waits for the runs in flight,
-/// which end themselves (TERM, then KILL) and stay pending for the next start.
+/// Runs events from `jobs` (the store's, in acceptance order) and from `backlog` until
+/// `stop` turns true; then waits for the runs in flight, which end themselves (TERM,
+/// then KILL) and stay pending for the next start.
 pub async fn run(
     ctx: Context,
     mut jobs: mpsc::UnboundedReceiver<Vec<Job>>,
+    backlog: Backlog,
     stop: watch::Receiver<bool>,
     mut reloaded: watch::Receiver<()>,
 ) {
     let mut queues = Queues::default();
+    let mut window = Window::new(ctx.limits, backlog.start, backlog.end);
+    // The end of the last event from the channel: a read from disk stops there, as the
+    // events past it have not come over the channel yet, and the window decides on them
+    // when they do.
+    let mut fed = backlog.end;
+    let done = Arc::new(backlog.done);
     let mut tasks: JoinSet<(String, String)> = JoinSet::new();
+    let mut reads: JoinSet<Option<(Refill, Vec<Job>, Position)>> = JoinSet::new();
     let mut stop_rx = stop.clone();
     loop {
         if *stop_rx.borrow_and_update() {
             break;
         }
+        debug_assert_eq!(
+            queues.held(),
+            window.held(),
+            "the window counts what is held"
+        );
+        if reads.is_empty()
+            && let Some(refill) = window.next_refill(fed)
+        {
+            reads.spawn(read_back(ctx.clone(), refill, done.clone(), stop.clone()));
+        }
         tokio::select! {
             batch = jobs.recv() => match batch {
                 Some(batch) => {
+                    // Counted as the store accepted them, whether held or on disk.
                     ctx.activity.enqueued(batch.len());
                     for job in batch {
-                        queues.push(job);
+                        fed = fed.max(job.end());
+                        if let Some(job) = window.feed(job) {
+                            queues.push(job);
+                        }
                     }
                     start_all(&ctx, &mut queues, &mut tasks, &stop);
                 }
@@ -131,9 +186,18 @@ pub async fn run(
             },
             Some(joined) = tasks.join_next() => {
                 if let Ok((session, agent)) = joined {
+                    window.finished(&session, &agent);
                     queues.done(&session, &agent);
                     // The freed slot may serve this agent, and the session's next event
                     // may be for another one.
+                    start_all(&ctx, &mut queues, &mut tasks, &stop);
+                }
+            }
+            Some(read) = reads.join_next() => {
+                if let Ok(Some((refill, found, stopped))) = read {
+                    for job in window.refilled(&refill, found, stopped) {
+                        queues.push(job);
+                    }
                     start_all(&ctx, &mut queues, &mut tasks, &stop);
                 }
             }
@@ -142,6 +206,33 @@ pub async fn run(
         }
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Makes a read of waiting events from the queue, trying again (1 s, doubling up to
+/// 30 s) while the queue cannot be read: the events stay on disk meanwhile, and no
+/// other read starts before this one ends. `None` when lowkey stops first.
+async fn read_back(
+    ctx: Context,
+    refill: Refill,
+    done: Arc<HashSet<String>>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<(Refill, Vec<Job>, Position)> {
+    let mut wait = RETRY_FIRST;
+    loop {
+        match ctx.store.scan(&refill, done.clone()).await {
+            Ok((found, stopped)) => return Some((refill, found, stopped)),
+            Err(e) => tracing::error!(
+                error = %e,
+                "cannot read waiting events back from the queue; trying again in {}s",
+                wait.as_secs()
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return None,
+        }
+        wait = (wait * 2).min(RETRY_MAX);
+    }
 }
 
 fn start_all(
@@ -302,5 +393,275 @@ async fn mark_started(ctx: &Context, event: &Event, stop: &mut watch::Receiver<b
             _ = stop.wait_for(|s| *s) => return false,
         }
         wait = (wait * 2).min(RETRY_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{self, Role};
+    use crate::store::{WriterThread, queued};
+    use std::sync::atomic::Ordering;
+    use tokio::task::JoinHandle;
+
+    /// A window far smaller than the backlogs below, so most events wait on disk.
+    const SMALL: Limits = Limits {
+        total: 6,
+        per_agent: 4,
+        per_session: 2,
+    };
+
+    /// Dispatch over a real store in `home`, started as the daemon starts it.
+    struct Running {
+        ctx: Context,
+        dispatch: JoinHandle<()>,
+        stop: watch::Sender<bool>,
+        _reload: watch::Sender<()>,
+        writer: WriterThread,
+    }
+
+    impl Running {
+        fn start(home: &Home, agents: serde_json::Value, limits: Limits) -> Running {
+            let text = serde_json::json!({
+                "apiKey": "lk_right",
+                "agents": agents,
+                "defaultAgent": "bot",
+                "webhooks": { "hook": { "project": "/tmp" } },
+            });
+            let config = crate::config::parse(
+                std::path::Path::new("config.json"),
+                &text.to_string(),
+                crate::config::Lookup::Own,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .config;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let (store, writer, recovery) = Store::open(home, tx).unwrap();
+            let ctx = Context {
+                home: home.clone(),
+                config: Arc::new(ArcSwap::from_pointee(config)),
+                store,
+                activity: Arc::new(Activity::default()),
+                limits,
+            };
+            let backlog = Backlog {
+                done: recovery.done,
+                ..Backlog::default()
+            };
+            let (stop, stopped) = watch::channel(false);
+            let (reload, reloads) = watch::channel(());
+            let dispatch = tokio::spawn(run(ctx.clone(), rx, backlog, stopped, reloads));
+            Running {
+                ctx,
+                dispatch,
+                stop,
+                _reload: reload,
+                writer,
+            }
+        }
+
+        /// Files events one after the other, each durable before the next.
+        async fn file(&self, events: Vec<Event>) {
+            for event in events {
+                self.ctx.store.ingest(event).await.unwrap();
+            }
+        }
+
+        /// Waits until `settled` holds, looking each time the activity counters change.
+        /// Dispatch ending first (a broken assertion in it) fails the test.
+        async fn until(&mut self, settled: impl Fn(&Activity) -> bool) {
+            let activity = self.ctx.activity.clone();
+            loop {
+                let changed = activity.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                activity.take_changed();
+                if settled(&activity) {
+                    return;
+                }
+                tokio::select! {
+                    () = changed => {}
+                    ended = &mut self.dispatch => panic!("dispatch ended: {ended:?}"),
+                }
+            }
+        }
+
+        /// Waits until no run is queued or in flight and the queue holds nothing pending.
+        async fn until_drained(&mut self, filed: usize) {
+            let home = self.ctx.home.clone();
+            self.until(|a| {
+                let queued = a.queued.load(Ordering::SeqCst);
+                assert!(queued <= filed, "{queued} queued of {filed} filed");
+                queued == 0 && a.running.load(Ordering::SeqCst) == 0 && queued_ids(&home).is_empty()
+            })
+            .await;
+        }
+
+        async fn stop(self) {
+            self.stop.send(true).unwrap();
+            self.dispatch.await.unwrap();
+            drop(self.ctx);
+            let writer = self.writer;
+            tokio::task::spawn_blocking(move || writer.join())
+                .await
+                .unwrap();
+        }
+    }
+
+    fn queued_ids(home: &Home) -> Vec<String> {
+        queued(home).unwrap().into_iter().map(|e| e.id).collect()
+    }
+
+    fn event(id: &str, session: &str, agent: &str, fresh: bool) -> Event {
+        Event {
+            id: id.into(),
+            session: session.into(),
+            source: "hook".into(),
+            agent: agent.into(),
+            project: "/".into(),
+            at: session::now(),
+            body: "{}".into(),
+            delivery: None,
+            dedup_until: None,
+            fresh,
+        }
+    }
+
+    /// The session's user messages (event ids, in file order), and each event's run
+    /// records.
+    fn transcript(home: &Home, session: &str) -> (Vec<String>, HashMap<String, Vec<RunStatus>>) {
+        let mut messages = Vec::new();
+        let mut runs: HashMap<String, Vec<RunStatus>> = HashMap::new();
+        for line in session::read(&home.session_file(session)).unwrap() {
+            match line {
+                Line::Message(m) if m.role == Role::User => messages.push(m.event),
+                Line::Run(r) => runs.entry(r.event).or_default().push(r.status),
+                _ => {}
+            }
+        }
+        (messages, runs)
+    }
+
+    /// Checks that every event ran to its end once, after its message, which its session
+    /// shows once and in the order the events were filed; `again` ran twice (cut short,
+    /// then whole).
+    fn check_ran_once(home: &Home, filed: &[Event], again: &[&str]) {
+        let mut sessions: Vec<&str> = filed.iter().map(|e| e.session.as_str()).collect();
+        sessions.dedup();
+        sessions.sort();
+        sessions.dedup();
+        for session in sessions {
+            let (messages, runs) = transcript(home, session);
+            let expected: Vec<String> = filed
+                .iter()
+                .filter(|e| e.session == session)
+                .map(|e| e.id.clone())
+                .collect();
+            assert_eq!(
+                messages, expected,
+                "session {session}: each message once, in order"
+            );
+            for id in &expected {
+                let once = [RunStatus::Started, RunStatus::Finished];
+                let twice = [
+                    RunStatus::Started,
+                    RunStatus::Interrupted,
+                    RunStatus::Started,
+                    RunStatus::Finished,
+                ];
+                let statuses: &[RunStatus] = if again.contains(&id.as_str()) {
+                    &twice
+                } else {
+                    &once
+                };
+                assert_eq!(runs[id], statuses, "event {id}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backlog_beyond_the_window_runs_once_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let agents = serde_json::json!({
+            "bot": { "command": ["cat"], "maxConcurrent": 2 },
+            "other": { "command": ["cat"] },
+        });
+        let mut running = Running::start(&home, agents, SMALL);
+        // Four sessions whose events alternate between two agents, each filed by its
+        // own task, and events each in a session of its own, for both agents: many
+        // times what the window holds, all at once.
+        let mut senders = JoinSet::new();
+        let mut filed = Vec::new();
+        for s in 0..5 {
+            let events: Vec<Event> = (0..40)
+                .map(|n| {
+                    let agent = if n % 2 == 0 { "bot" } else { "other" };
+                    if s == 4 {
+                        event(&format!("F{n:02}"), &format!("fresh-{n}"), agent, true)
+                    } else {
+                        event(&format!("S{s}-{n:02}"), &format!("s{s}"), agent, false)
+                    }
+                })
+                .collect();
+            filed.extend(events.clone());
+            let store = running.ctx.store.clone();
+            senders.spawn(async move {
+                for event in events {
+                    store.ingest(event).await.unwrap();
+                }
+            });
+        }
+        senders.join_all().await;
+        running.until_drained(filed.len()).await;
+        check_ran_once(&home, &filed, &[]);
+        running.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_backlog_left_at_a_stop_runs_once_each_after_the_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let blocking = serde_json::json!({
+            "bot": { "command": ["cat"] },
+            "a": { "command": ["sleep", "1000"] },
+            "b": { "command": ["sleep", "1000"] },
+        });
+        let mut running = Running::start(&home, blocking, SMALL);
+        // x-0 runs with `a`; x-1 waits for its session, so y-0 runs with `b`; the
+        // z's wait for `b`; the fresh events in between run to their end.
+        let mut filed = vec![
+            event("x-0", "x", "a", false),
+            event("x-1", "x", "b", false),
+            event("y-0", "y", "b", false),
+        ];
+        for n in 0..6 {
+            filed.push(event(&format!("f-{n}"), &format!("f-{n}"), "bot", true));
+            filed.push(event(&format!("z-{n}"), &format!("z-{n}"), "b", false));
+        }
+        running.file(filed.clone()).await;
+        let waiting = 3 + 6;
+        running
+            .until(|a| a.running.load(Ordering::SeqCst) == 2 && queued_ids(&home).len() == waiting)
+            .await;
+        running.stop().await;
+
+        // Start again with room for two: x-0 and x-1 are held; y-0, whose session
+        // shows its message already, and the z's are read back from the queue,
+        // passing over the fresh events that ran before the stop.
+        let all_cat = serde_json::json!({
+            "bot": { "command": ["cat"] },
+            "a": { "command": ["cat"] },
+            "b": { "command": ["cat"] },
+        });
+        let room_for_two = Limits {
+            total: 2,
+            per_agent: 2,
+            per_session: 2,
+        };
+        let mut running = Running::start(&home, all_cat, room_for_two);
+        running.until_drained(waiting).await;
+        check_ran_once(&home, &filed, &["x-0", "y-0"]);
+        running.stop().await;
     }
 }

@@ -12,6 +12,7 @@ use crate::http::server::{self, Listener};
 use crate::log::{Outside, escape, id};
 use crate::store::Store;
 use crate::systemd;
+use crate::window::Limits;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,8 +86,15 @@ impl Daemon {
             config: config.clone(),
             store: store.clone(),
             activity: activity.clone(),
+            limits: Limits::DEFAULT,
         };
-        let dispatcher = tokio::spawn(dispatch::run(ctx, jobs_rx, runs_stopped, reloads));
+        // Start-up still sends every pending event over the channel; those past the
+        // window are read back from the queue, past the events done before this start.
+        let backlog = dispatch::Backlog {
+            done: recovery.done,
+            ..dispatch::Backlog::default()
+        };
+        let dispatcher = tokio::spawn(dispatch::run(ctx, jobs_rx, backlog, runs_stopped, reloads));
         let app = Arc::new(App::new(config.clone(), store, activity.clone()));
         let http = tokio::spawn({
             let listeners = listeners.clone();

@@ -211,13 +211,17 @@ async fn store(
                 .map(str::to_owned)
         });
     let event_id = app.new_id();
-    let session_id = match &source.target {
-        Target::NewSession => app.new_id(),
-        Target::Session(id) => id.clone(),
-        Target::Template(template) => template.render(payload).unwrap_or_else(|| {
-            tracing::info!(webhook_source = %source_name, "the payload does not fill the target template; starting a new session");
-            app.new_id()
-        }),
+    // `fresh`: the session is made for this event alone.
+    let (session_id, fresh) = match &source.target {
+        Target::NewSession => (app.new_id(), true),
+        Target::Session(id) => (id.clone(), false),
+        Target::Template(template) => match template.render(payload) {
+            Some(id) => (id, false),
+            None => {
+                tracing::info!(webhook_source = %source_name, "the payload does not fill the target template; starting a new session");
+                (app.new_id(), true)
+            }
+        },
     };
     let size = text.len();
     let event = Event {
@@ -232,6 +236,7 @@ async fn store(
             .as_ref()
             .map(|_| session::unix_now() + source.dedup.as_secs()),
         delivery,
+        fresh,
     };
     match app.store.ingest(event).await {
         Ok(Ingested::Accepted) => {}

@@ -16,8 +16,10 @@
 //! wrote about once a second and tells the queue writer how far every message is filed,
 //! which it records as a `filed` mark; start-up reads a session file only for pending
 //! events that started a run (or whose result did not sync) and for those after the last
-//! `filed` mark, so it does not grow with the number of sessions. (`Job` holds only the
-//! record's place in the queue, so a long backlog stays small in memory.)
+//! `filed` mark, so it does not grow with the number of sessions. Dispatch holds a
+//! bounded window of jobs (`Job` holds only the record's place in the queue); the rest
+//! wait in the queue and are read back when there is room (`scan.rs`), so a long backlog
+//! stays small in memory.
 //!
 //! The files, in the order a request meets them:
 //!
@@ -33,6 +35,8 @@
 //!   spares the next segment is made from.
 //! - `sessions.rs`: the session writer thread; the `filed` watermark.
 //! - `session_file.rs`: appends to session files.
+//! - `scan.rs`: reading waiting events back from the queue, for dispatch's bounded
+//!   window.
 //! - `recovery.rs`: start-up, which reads the queue back, repairs the sessions of
 //!   pending events and hands their runs on to the session writer.
 //!
@@ -46,6 +50,7 @@ mod dedup;
 mod home;
 mod record;
 mod recovery;
+mod scan;
 mod segment;
 mod session_file;
 mod sessions;
@@ -57,15 +62,17 @@ pub use home::Home;
 pub use recovery::queued;
 
 use crate::session::{self, Header, Line, Message, Role, Run, RunStatus};
+use crate::window::{Position, Refill, Waiting};
 use record::{Location, Record};
 use segment::segment_path;
 use serde::{Deserialize, Serialize};
 use sessions::{Budget, SessionWriter};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use writer::Command;
@@ -89,6 +96,11 @@ pub struct Event {
     /// Until when (Unix seconds) the delivery id is remembered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_until: Option<u64>,
+    /// Its session was made for it alone (`new_session`), so its run has no order to
+    /// keep with any other event's (see `window`). Records from before it read as
+    /// `false`, which only costs them that freedom.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// What became of an ingested event.
@@ -102,15 +114,40 @@ pub enum Ingested {
     },
 }
 
-/// A queued run. It holds only where its event is in the queue, not the event, so a
-/// backlog of many thousands of events costs little memory; the run reads its event
-/// back when it starts (`Store::load`). Its message is in its session already.
+/// A queued run. It holds only where its event is in the queue, not the event; the run
+/// reads its event back when it starts (`Store::load`). Its message is in its session
+/// already. Dispatch holds a bounded window of them; the rest wait on disk and are read
+/// back (`Store::scan`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     pub event: String,
     pub session: String,
     pub agent: String,
+    /// `Event::fresh`.
+    pub fresh: bool,
     location: Location,
+}
+
+impl Waiting for Job {
+    fn position(&self) -> Position {
+        self.location.start()
+    }
+
+    fn end(&self) -> Position {
+        self.location.end()
+    }
+
+    fn session(&self) -> &str {
+        &self.session
+    }
+
+    fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    fn fresh(&self) -> bool {
+        self.fresh
+    }
 }
 
 impl Event {
@@ -119,6 +156,7 @@ impl Event {
             event: self.id.clone(),
             session: self.session.clone(),
             agent: self.agent.clone(),
+            fresh: self.fresh,
             location,
         }
     }
@@ -219,6 +257,9 @@ pub struct Recovery {
     pub pending: usize,
     /// Events whose result was in their session but whose `done` mark was lost.
     pub completed: usize,
+    /// Every event done before this start whose `accepted` record may still be in the
+    /// queue: reads of waiting events back from the queue pass over them.
+    pub done: HashSet<String>,
 }
 
 impl Store {
@@ -307,6 +348,22 @@ impl Store {
         let home = self.home.clone();
         let location = job.location;
         tokio::task::spawn_blocking(move || read_event(&home, &location))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Reads waiting events back from the queue for dispatch's window: those `refill`
+    /// wants and `done` does not hold, in queue order, and where the read stopped (see
+    /// `Window::refilled`). Their messages are filed: dispatch reads back only events it
+    /// was sent, and the session writer sends none before its message is in its file.
+    pub async fn scan(
+        &self,
+        refill: &Refill,
+        done: Arc<HashSet<String>>,
+    ) -> Result<(Vec<Job>, Position), StoreError> {
+        let queue = self.home.queue();
+        let refill = refill.clone();
+        tokio::task::spawn_blocking(move || scan::scan(&queue, &refill, &done))
             .await
             .map_err(|_| StoreError::Closed)?
     }

@@ -5,9 +5,10 @@
 
 use super::Event;
 use crate::session::encode_json;
+use crate::window::Position;
 use serde::{Deserialize, Serialize};
 
-/// Where an accepted record sits in the queue.
+/// Where an accepted record sits in the queue: its bytes, without the newline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Location {
     pub(super) seq: u64,
@@ -24,20 +25,13 @@ impl Location {
         }
     }
 
-    /// Where the record ends: the next record starts at or after it.
+    /// Where the record's newline is: past the record, before the next one.
     pub(super) fn end(&self) -> Position {
         Position {
             seq: self.seq,
             offset: self.offset + self.len as u64,
         }
     }
-}
-
-/// A place in the queue: records are in queue order by where they start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub(super) struct Position {
-    pub(super) seq: u64,
-    pub(super) offset: u64,
 }
 
 /// A queue record as read back.
@@ -71,7 +65,8 @@ pub(super) enum RecordRef<'a> {
     Filed(Position),
 }
 
-/// Encodes `accepted` records, with where each sits in the bytes (start, length).
+/// Encodes `accepted` records, with where each sits in the bytes (start, length without
+/// the newline, as `records` gives it back).
 pub(super) fn encode_accepted<'a>(
     events: impl Iterator<Item = &'a Event>,
 ) -> (Vec<u8>, Vec<(usize, usize)>) {
@@ -80,7 +75,8 @@ pub(super) fn encode_accepted<'a>(
     for event in events {
         let start = records.len();
         encode_json(&mut records, &RecordRef::Accepted(event));
-        spans.push((start, records.len() - start));
+        // `encode_json` ends each record with its newline.
+        spans.push((start, records.len() - 1 - start));
     }
     (records, spans)
 }

@@ -13,12 +13,13 @@
 //! read once, from its end back to the first message of the events looked for.
 
 use super::dedup::Deliveries;
-use super::record::{self, Location, Position, Record, RecordRef};
+use super::record::{self, Location, Record, RecordRef};
 use super::session_file::{append_session, interruption};
 use super::sessions::{self, Accepted, Budget, Message};
 use super::writer::Writer;
 use super::{Event, Home, Recovery, StoreError, io_err};
 use crate::session::{self, Line, Role, RunStatus, encode_json};
+use crate::window::Position;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
@@ -84,6 +85,11 @@ pub(super) fn recover(
     }
     recovery.pending = accepted.len();
     recovery.completed = completed.len();
+    recovery.done = read
+        .done
+        .drain()
+        .chain(completed.iter().map(|id| (*id).to_owned()))
+        .collect();
     // The first write makes the new segment. The `done` marks are for events whose
     // results are in their sessions already; without them the next start would only
     // find that out again.

@@ -22,10 +22,11 @@
 //! queue holds the events, and the bodies kept here for them are bounded
 //! (`BODY_BUDGET`); past that, an event's body is read back from the queue.
 
-use super::record::{Location, Position};
+use super::record::Location;
 use super::session_file::{append_session, rewrite};
 use super::{Event, Home, Job, StoreError, io_err, read_event, sync_dir, writer};
 use crate::session::{self, Header, Line};
+use crate::window::Position;
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;

@@ -24,6 +24,7 @@ pub(super) fn event(id: &str) -> Event {
         body: "{}".into(),
         delivery: None,
         dedup_until: None,
+        fresh: false,
     }
 }
 

@@ -11,13 +11,14 @@
 //! dispatch.
 
 use super::dedup::{Claim, Deliveries};
-use super::record::{Location, Position, RecordRef, encode_accepted};
+use super::record::{Location, RecordRef, encode_accepted};
 use super::segment::{
     PAGE, PageBuf, SEGMENT_BYTES, SPARE_AT, Segment, Spares, WRITE_CHUNK, segment_path,
 };
 use super::sessions::{self, Accepted, Budget};
 use super::{Event, Home, Ingested, StoreError, io_err};
 use crate::session::{self, encode_json};
+use crate::window::Position;
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
