@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::log::id;
 use crate::runner;
 use crate::session::{Line, Run, RunStatus};
-use crate::store::{Event, Home, Job, Store};
+use crate::store::{Backlog, Event, Home, Job, Passed, Store};
 use crate::window::{Limits, Position, Refill, Waiting, Window};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -39,19 +39,6 @@ pub struct Context {
     pub activity: Arc<Activity>,
     /// How many runs dispatch holds in memory (`Limits::DEFAULT`; tests lower it).
     pub limits: Limits,
-}
-
-/// The waiting events start-up leaves in the queue for dispatch to read back, rather
-/// than sending them over the channel: those from `start` up to `end`, where the
-/// channel's take over.
-#[derive(Debug, Default)]
-pub struct Backlog {
-    pub start: Position,
-    pub end: Position,
-    /// Events done before this start whose records may still be in the queue: reads
-    /// from disk pass over them. (Events done since were in the window, which never
-    /// reads an event twice.)
-    pub done: HashSet<String>,
 }
 
 /// The runs the window admitted: waiting, or in flight.
@@ -151,7 +138,8 @@ pub async fn run(
     // events past it have not come over the channel yet, and the window decides on them
     // when they do.
     let mut fed = backlog.end;
-    let done = Arc::new(backlog.done);
+    let passed = Arc::new(backlog.passed);
+    ctx.activity.enqueued(backlog.waiting);
     let mut tasks: JoinSet<(String, String)> = JoinSet::new();
     let mut reads: JoinSet<Option<(Refill, Vec<Job>, Position)>> = JoinSet::new();
     let mut stop_rx = stop.clone();
@@ -167,7 +155,7 @@ pub async fn run(
         if reads.is_empty()
             && let Some(refill) = window.next_refill(fed)
         {
-            reads.spawn(read_back(ctx.clone(), refill, done.clone(), stop.clone()));
+            reads.spawn(read_back(ctx.clone(), refill, passed.clone(), stop.clone()));
         }
         tokio::select! {
             batch = jobs.recv() => match batch {
@@ -214,12 +202,12 @@ pub async fn run(
 async fn read_back(
     ctx: Context,
     refill: Refill,
-    done: Arc<HashSet<String>>,
+    passed: Arc<Passed>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<(Refill, Vec<Job>, Position)> {
     let mut wait = RETRY_FIRST;
     loop {
-        match ctx.store.scan(&refill, done.clone()).await {
+        match ctx.store.scan(&refill, passed.clone()).await {
             Ok((found, stopped)) => return Some((refill, found, stopped)),
             Err(e) => tracing::error!(
                 error = %e,
@@ -444,13 +432,9 @@ mod tests {
                 activity: Arc::new(Activity::default()),
                 limits,
             };
-            let backlog = Backlog {
-                done: recovery.done,
-                ..Backlog::default()
-            };
             let (stop, stopped) = watch::channel(false);
             let (reload, reloads) = watch::channel(());
-            let dispatch = tokio::spawn(run(ctx.clone(), rx, backlog, stopped, reloads));
+            let dispatch = tokio::spawn(run(ctx.clone(), rx, recovery.backlog, stopped, reloads));
             Running {
                 ctx,
                 dispatch,

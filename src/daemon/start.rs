@@ -88,13 +88,13 @@ impl Daemon {
             activity: activity.clone(),
             limits: Limits::DEFAULT,
         };
-        // Start-up still sends every pending event over the channel; those past the
-        // window are read back from the queue, past the events done before this start.
-        let backlog = dispatch::Backlog {
-            done: recovery.done,
-            ..dispatch::Backlog::default()
-        };
-        let dispatcher = tokio::spawn(dispatch::run(ctx, jobs_rx, backlog, runs_stopped, reloads));
+        let dispatcher = tokio::spawn(dispatch::run(
+            ctx,
+            jobs_rx,
+            recovery.backlog,
+            runs_stopped,
+            reloads,
+        ));
         let app = Arc::new(App::new(config.clone(), store, activity.clone()));
         let http = tokio::spawn({
             let listeners = listeners.clone();

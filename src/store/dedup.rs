@@ -5,10 +5,10 @@
 //! it is also appended to `deliveries.jsonl`, which is synced before any queue segment
 //! holding ids is deleted, so ids outlive their segments and survive restarts.
 
-use super::record::Location;
 use super::{Event, Home, Ingested, StoreError, io_err, sync_dir};
 use crate::session::{self, encode_json};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -17,7 +17,7 @@ use std::os::unix::fs::OpenOptionsExt;
 /// A remembered delivery, one line of `deliveries.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Seen {
+pub(super) struct Seen {
     source: String,
     id: String,
     session: String,
@@ -26,13 +26,39 @@ struct Seen {
 }
 
 impl Seen {
-    /// The event's delivery, when it has a delivery id to remember.
-    fn of(event: &Event) -> Option<Seen> {
-        Some(Seen::new(
-            event,
-            event.delivery.as_deref()?,
-            event.dedup_until?,
-        ))
+    /// The delivery an `accepted` record holds, when it has a delivery id to remember.
+    /// Only the fields named here are parsed: the body is passed over.
+    pub(super) fn in_record(record: &[u8]) -> Option<Seen> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        enum Accepted<'a> {
+            #[serde(borrow)]
+            Accepted(Fields<'a>),
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Fields<'a> {
+            #[serde(borrow)]
+            id: Cow<'a, str>,
+            #[serde(borrow)]
+            session: Cow<'a, str>,
+            #[serde(borrow)]
+            source: Cow<'a, str>,
+            #[serde(borrow, default)]
+            delivery: Option<Cow<'a, str>>,
+            #[serde(default)]
+            dedup_until: Option<u64>,
+        }
+        let Ok(Accepted::Accepted(f)) = serde_json::from_slice(record) else {
+            return None;
+        };
+        Some(Seen {
+            source: f.source.into_owned(),
+            id: f.delivery?.into_owned(),
+            session: f.session.into_owned(),
+            event: f.id.into_owned(),
+            until: f.dedup_until?,
+        })
     }
 
     /// The event's delivery `id`, remembered until `until`.
@@ -80,12 +106,9 @@ pub(super) struct Deliveries {
 }
 
 impl Deliveries {
-    /// Reads the deliveries file, adds the ids of the `accepted` records read from the
-    /// queue, drops the expired ones and rewrites the file with the rest.
-    pub(super) fn load(
-        home: &Home,
-        accepted: &[(Event, Location)],
-    ) -> Result<Deliveries, StoreError> {
+    /// Reads the deliveries file, adds the deliveries of the `accepted` records read from
+    /// the queue (`queued`), drops the expired ones and rewrites the file with the rest.
+    pub(super) fn load(home: &Home, queued: Vec<Seen>) -> Result<Deliveries, StoreError> {
         let now = session::unix_now();
         let mut seen: HashMap<String, Seen> = HashMap::new();
         if let Ok(bytes) = fs::read(home.deliveries()) {
@@ -97,7 +120,7 @@ impl Deliveries {
         }
         // The queue records are the durable copy of deliveries the deliveries file may
         // not have reached before a crash.
-        for one in accepted.iter().filter_map(|(e, _)| Seen::of(e)) {
+        for one in queued {
             seen.insert(one.key(), one);
         }
         seen.retain(|_, one| one.until > now);

@@ -252,14 +252,50 @@ impl WriterThread {
 /// What start-up found.
 #[derive(Debug, Default)]
 pub struct Recovery {
-    /// Accepted events whose run did not finish, in acceptance order; already sent to
-    /// the dispatch channel.
+    /// Accepted events whose run did not finish: those in `backlog`, and those sent on
+    /// to the session writer (and from it to the jobs channel).
     pub pending: usize,
     /// Events whose result was in their session but whose `done` mark was lost.
     pub completed: usize,
-    /// Every event done before this start whose `accepted` record may still be in the
-    /// queue: reads of waiting events back from the queue pass over them.
-    pub done: HashSet<String>,
+    /// The pending events left in the queue for dispatch to read back.
+    pub backlog: Backlog,
+}
+
+/// The pending events start-up leaves in the queue for dispatch's window to read back
+/// (`Store::scan`), rather than sending them over the jobs channel: those from `start`
+/// up to `end`, where the channel's take over. Their messages are filed.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    pub start: Position,
+    pub end: Position,
+    /// How many events wait there.
+    pub waiting: usize,
+    pub passed: Passed,
+}
+
+impl Backlog {
+    /// Counts a pending event left in the queue, starting at `position` (before `end`).
+    fn add(&mut self, position: Position) {
+        self.start = self.start.min(position);
+        self.waiting += 1;
+    }
+}
+
+/// The records in the queue that reads of waiting events pass over.
+#[derive(Debug, Default)]
+pub struct Passed {
+    /// Events done before this start whose `accepted` records may still be in the
+    /// queue. (Events done since were in the window, which never reads one twice.)
+    done: HashSet<String>,
+    /// Second copies of an event's `accepted` record, left by an older lowkey's
+    /// start-up compaction cut short by a crash.
+    copies: HashSet<Position>,
+}
+
+impl Passed {
+    fn holds(&self, event: &str, position: Position) -> bool {
+        self.done.contains(event) || self.copies.contains(&position)
+    }
 }
 
 impl Store {
@@ -353,17 +389,18 @@ impl Store {
     }
 
     /// Reads waiting events back from the queue for dispatch's window: those `refill`
-    /// wants and `done` does not hold, in queue order, and where the read stopped (see
-    /// `Window::refilled`). Their messages are filed: dispatch reads back only events it
-    /// was sent, and the session writer sends none before its message is in its file.
+    /// wants, in queue order, passing over those in `passed`, and where the read
+    /// stopped (see `Window::refilled`). Their messages are filed: dispatch reads back
+    /// only events it was sent (the session writer sends none before its message is in
+    /// its file) and those start-up left before the `filed` watermark (`Backlog`).
     pub async fn scan(
         &self,
         refill: &Refill,
-        done: Arc<HashSet<String>>,
+        passed: Arc<Passed>,
     ) -> Result<(Vec<Job>, Position), StoreError> {
         let queue = self.home.queue();
         let refill = refill.clone();
-        tokio::task::spawn_blocking(move || scan::scan(&queue, &refill, &done))
+        tokio::task::spawn_blocking(move || scan::scan(&queue, &refill, &passed))
             .await
             .map_err(|_| StoreError::Closed)?
     }

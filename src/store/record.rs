@@ -7,6 +7,11 @@ use super::Event;
 use crate::session::encode_json;
 use crate::window::Position;
 use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+
+/// How much of a segment is read at a time.
+const READ_BYTES: usize = 64 * 1024;
 
 /// Where an accepted record sits in the queue: its bytes, without the newline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +71,7 @@ pub(super) enum RecordRef<'a> {
 }
 
 /// Encodes `accepted` records, with where each sits in the bytes (start, length without
-/// the newline, as `records` gives it back).
+/// the newline, as `Records` gives it back).
 pub(super) fn encode_accepted<'a>(
     events: impl Iterator<Item = &'a Event>,
 ) -> (Vec<u8>, Vec<(usize, usize)>) {
@@ -81,17 +86,139 @@ pub(super) fn encode_accepted<'a>(
     (records, spans)
 }
 
-/// The records in a segment's bytes, unparsed, each with the offset it starts at.
+/// How every `accepted` record starts: `encode_json` writes an event's fields in the
+/// order `Event` declares them, its id first.
+const ACCEPTED_ID: &[u8] = br#"{"accepted":{"id":""#;
+
+/// Whether a record is an `accepted` one, as lowkey writes them.
+pub(super) fn is_accepted(record: &[u8]) -> bool {
+    record.starts_with(br#"{"accepted":"#)
+}
+
+/// The event id of an `accepted` record as lowkey writes it, read from its start
+/// without parsing the rest (the body); `None` for any other record, or an id with an
+/// escape in it, which only a parser reads right.
+pub(super) fn accepted_id(record: &[u8]) -> Option<&str> {
+    let rest = record.strip_prefix(ACCEPTED_ID)?;
+    let id = &rest[..rest.iter().position(|b| *b == b'"')?];
+    if id.contains(&b'\\') {
+        return None;
+    }
+    std::str::from_utf8(id).ok()
+}
+
+/// Whether an `accepted` record as lowkey writes it holds a delivery id to remember
+/// (`dedupUntil`, which comes only with one), read from its end without parsing the
+/// rest: the fields after the body are `delivery` (a string), `dedupUntil` (a number)
+/// and `fresh` (only ever `true`), each left out when unset. `None` when the record
+/// does not end that way: a parser decides.
+pub(super) fn remembers_delivery(record: &[u8]) -> Option<bool> {
+    let rest = record.strip_suffix(b"}}")?;
+    let rest = rest.strip_suffix(br#","fresh":true"#).unwrap_or(rest);
+    match rest.last()? {
+        b'"' => Some(false),
+        b'0'..=b'9' => Some(true),
+        _ => None,
+    }
+}
+
+/// A segment's records from a given offset, unparsed, each with the offset it starts
+/// at; read a piece at a time, so a segment of any size costs one buffer and the
+/// longest record.
 ///
 /// Batches start on page boundaries, so zeros may stand between records, and a
 /// segment made from a spare ends in zeros. A torn record was never acknowledged (its
-/// batch's sync had not returned), so the reader skips what does not parse and loses
-/// nothing.
-pub(super) fn records(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    let mut offset = 0;
-    bytes.split(|b| *b == b'\n').map(move |raw| {
-        let start = offset + raw.iter().take_while(|b| **b == 0).count();
-        offset += raw.len() + 1;
-        (start, &bytes[start..offset - 1])
-    })
+/// batch's sync had not returned), so the reader skips it and loses nothing.
+pub(super) struct Records {
+    reader: BufReader<io::Take<File>>,
+    /// The file offset `reader` is at.
+    offset: u64,
+    /// The record being read.
+    line: Vec<u8>,
+}
+
+impl Records {
+    /// The records from `start`, reading no further than `stop`.
+    pub(super) fn open(mut file: File, start: u64, stop: u64) -> io::Result<Records> {
+        file.seek(SeekFrom::Start(start))?;
+        Ok(Records {
+            reader: BufReader::with_capacity(READ_BYTES, file.take(stop.saturating_sub(start))),
+            offset: start,
+            line: Vec::new(),
+        })
+    }
+
+    /// The next record and the offset it starts at, without its newline.
+    ///
+    /// Zeros stand between batches (and fill a spare to its end); they are skipped
+    /// without being kept. A record never holds a zero byte (JSON escapes it), so one
+    /// that meets a zero before its newline is torn: it is passed over up to its
+    /// newline.
+    pub(super) fn next(&mut self) -> io::Result<Option<(u64, &[u8])>> {
+        loop {
+            if !self.skip_zeros()? {
+                return Ok(None);
+            }
+            let start = self.offset;
+            self.line.clear();
+            if self.take_until_newline(true)? {
+                // Torn: drop the rest of it too.
+                self.take_until_newline(false)?;
+                continue;
+            }
+            return Ok(Some((start, &self.line)));
+        }
+    }
+
+    /// Skips zeros; returns whether there is more to read.
+    fn skip_zeros(&mut self) -> io::Result<bool> {
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(false);
+            }
+            let zeros = buf.iter().take_while(|b| **b == 0).count();
+            let more = zeros < buf.len();
+            self.consume(zeros);
+            if more {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Reads up to the next newline (consumed, not kept) or the end, keeping the bytes
+    /// when `keep`; stops early at a zero byte when keeping, and says so.
+    fn take_until_newline(&mut self, keep: bool) -> io::Result<bool> {
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(false);
+            }
+            let end = if keep {
+                memchr::memchr2(b'\n', 0, buf)
+            } else {
+                memchr::memchr(b'\n', buf)
+            };
+            let n = end.unwrap_or(buf.len());
+            if keep {
+                self.line.extend_from_slice(&buf[..n]);
+            }
+            match end.map(|i| buf[i]) {
+                None => self.consume(n),
+                Some(b'\n') => {
+                    self.consume(n + 1);
+                    return Ok(false);
+                }
+                Some(_) => {
+                    self.consume(n);
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.reader.consume(n);
+        self.offset += n as u64;
+    }
 }

@@ -7,20 +7,16 @@
 //! record only what the window decides on (id, session, agent, fresh), skipping the
 //! body without copying it.
 
-use super::record::Location;
+use super::record::{Location, Records};
 use super::segment::segment_path;
-use super::{Job, StoreError, io_err};
+use super::{Job, Passed, StoreError, io_err};
 use crate::window::{Position, Refill, Waiting};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io;
 use std::path::Path;
-
-/// How much of a segment is read at a time.
-const READ_BYTES: usize = 64 * 1024;
 
 /// An `accepted` record, only as far as the window needs it.
 #[derive(Deserialize)]
@@ -30,6 +26,8 @@ enum Light<'a> {
     Accepted(Head<'a>),
     Done(IgnoredAny),
     Rerun(IgnoredAny),
+    Started(IgnoredAny),
+    Filed(IgnoredAny),
 }
 
 /// The event's fields a read decides on; serde skips the others (the body) unparsed.
@@ -75,13 +73,12 @@ impl Waiting for Found<'_> {
 
 /// The events `refill` wants, in queue order, from `refill.from` up to `refill.to`, and
 /// at most `refill.limit` of them; with where the read stopped: the end of the last
-/// event when it found `limit`, else `refill.to`. Events in `done` (done before this
-/// start; their records are still in the queue) are passed over. A segment that is
-/// gone was finished and deleted: nothing in it waits.
+/// event when it found `limit`, else `refill.to`. The records in `passed` are passed
+/// over. A segment that is gone was finished and deleted: nothing in it waits.
 pub(super) fn scan(
     queue: &Path,
     refill: &Refill,
-    done: &HashSet<String>,
+    passed: &Passed,
 ) -> Result<(Vec<Job>, Position), StoreError> {
     let mut jobs = Vec::new();
     for seq in refill.from.seq..=refill.to.seq {
@@ -116,7 +113,7 @@ pub(super) fn scan(
                 continue;
             };
             let found = Found { head, location };
-            if !refill.wants(&found) || done.contains(found.head.id.as_ref()) {
+            if !refill.wants(&found) || passed.holds(&found.head.id, location.start()) {
                 continue;
             }
             jobs.push(Job {
@@ -132,98 +129,6 @@ pub(super) fn scan(
         }
     }
     Ok((jobs, refill.to))
-}
-
-/// A segment's records from a given offset, read a piece at a time: the same records,
-/// at the same offsets, as `record::records` finds in the whole file.
-struct Records {
-    reader: BufReader<io::Take<File>>,
-    /// The file offset `reader` is at.
-    offset: u64,
-    /// The record being read.
-    line: Vec<u8>,
-}
-
-impl Records {
-    /// The records from `start`, reading no further than `stop`.
-    fn open(mut file: File, start: u64, stop: u64) -> io::Result<Records> {
-        file.seek(SeekFrom::Start(start))?;
-        Ok(Records {
-            reader: BufReader::with_capacity(READ_BYTES, file.take(stop.saturating_sub(start))),
-            offset: start,
-            line: Vec::new(),
-        })
-    }
-
-    /// The next record and the offset it starts at, without its newline.
-    ///
-    /// Zeros stand between batches (and fill a spare to its end); they are skipped
-    /// without being kept. A record never holds a zero byte (JSON escapes it), so one
-    /// that meets a zero before its newline is torn: it is passed over up to its
-    /// newline, as `record::records` gives it whole to a parser that refuses it.
-    fn next(&mut self) -> io::Result<Option<(u64, &[u8])>> {
-        loop {
-            if !self.skip_zeros()? {
-                return Ok(None);
-            }
-            let start = self.offset;
-            self.line.clear();
-            if self.take_until_newline(true)? {
-                // Torn: drop the rest of it too.
-                self.take_until_newline(false)?;
-                continue;
-            }
-            return Ok(Some((start, &self.line)));
-        }
-    }
-
-    /// Skips zeros; returns whether there is more to read.
-    fn skip_zeros(&mut self) -> io::Result<bool> {
-        loop {
-            let buf = self.reader.fill_buf()?;
-            if buf.is_empty() {
-                return Ok(false);
-            }
-            let zeros = buf.iter().take_while(|b| **b == 0).count();
-            let more = zeros < buf.len();
-            self.consume(zeros);
-            if more {
-                return Ok(true);
-            }
-        }
-    }
-
-    /// Reads up to the next newline (consumed, not kept) or the end, keeping the bytes
-    /// when `keep`; stops early at a zero byte when keeping, and says so.
-    fn take_until_newline(&mut self, keep: bool) -> io::Result<bool> {
-        loop {
-            let buf = self.reader.fill_buf()?;
-            if buf.is_empty() {
-                return Ok(false);
-            }
-            let end = buf.iter().position(|b| *b == b'\n' || (keep && *b == 0));
-            let n = end.unwrap_or(buf.len());
-            if keep {
-                self.line.extend_from_slice(&buf[..n]);
-            }
-            match end.map(|i| buf[i]) {
-                None => self.consume(n),
-                Some(b'\n') => {
-                    self.consume(n + 1);
-                    return Ok(false);
-                }
-                Some(_) => {
-                    self.consume(n);
-                    return Ok(true);
-                }
-            }
-        }
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.reader.consume(n);
-        self.offset += n as u64;
-    }
 }
 
 #[cfg(test)]
@@ -296,8 +201,11 @@ mod tests {
     }
 
     fn read(home: &crate::store::Home, refill: &Refill, done: &[&str]) -> (Vec<Job>, Position) {
-        let done = done.iter().map(|id| id.to_string()).collect();
-        scan(&home.queue(), refill, &done).unwrap()
+        let passed = Passed {
+            done: done.iter().map(|id| id.to_string()).collect(),
+            ..Passed::default()
+        };
+        scan(&home.queue(), refill, &passed).unwrap()
     }
 
     fn refill(cursor: Cursor, from: Position, to: Position, limit: usize) -> Refill {
