@@ -222,3 +222,57 @@ impl Records {
         self.offset += n as u64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{delivered, event};
+
+    /// The id and the delivery are read from the ends of a record as `encode_json`
+    /// writes it, whatever the body holds: a change to `Event`'s fields or their order
+    /// that would mislead those readers fails here.
+    #[test]
+    fn an_accepted_record_is_read_from_its_ends_as_a_parser_reads_it() {
+        let tricky = r#"{"id":"x","dedupUntil":1,"delivery":"d","fresh":true}"#;
+        let events = [
+            event("01PLAIN"),
+            Event {
+                body: tricky.into(),
+                ..event("01TRICKY")
+            },
+            Event {
+                fresh: true,
+                body: tricky.into(),
+                ..event("01FRESH")
+            },
+            delivered("01DELIVERED", "evt_1", 1_900_000_000),
+            Event {
+                fresh: true,
+                ..delivered("01BOTH", "evt_2", 7)
+            },
+            // A delivery id with no time to remember it by is not remembered.
+            Event {
+                delivery: Some("evt_3".into()),
+                ..event("01UNTIMED")
+            },
+        ];
+        for e in &events {
+            let mut record = Vec::new();
+            encode_json(&mut record, &RecordRef::Accepted(e));
+            let record = record.strip_suffix(b"\n").unwrap();
+            assert!(is_accepted(record));
+            assert_eq!(accepted_id(record), Some(e.id.as_str()));
+            let remembers = e.delivery.is_some() && e.dedup_until.is_some();
+            assert_eq!(remembers_delivery(record), Some(remembers), "{}", e.id);
+        }
+        let mut done = Vec::new();
+        encode_json(&mut done, &RecordRef::Done("01PLAIN"));
+        assert!(!is_accepted(&done));
+        assert_eq!(accepted_id(&done), None);
+        // An escaped id is left to the parser.
+        assert_eq!(
+            accepted_id(br#"{"accepted":{"id":"a\"b","session":"s"}}"#),
+            None
+        );
+    }
+}

@@ -516,6 +516,15 @@ mod tests {
         assert_eq!(accepted.len(), 1);
         assert_eq!(accepted[0].job.event, event.id);
         assert_eq!(accepted[0].job.location.seq, 1, "the first copy runs");
+        // And a read of waiting events back from the queue passes over the copy.
+        let copy = Position { seq: 2, offset: 0 };
+        assert!(recovery.backlog.passed.holds("another", copy));
+        assert!(
+            !recovery
+                .backlog
+                .passed
+                .holds("another", Position { seq: 1, offset: 0 })
+        );
     }
 
     /// Before the `filed` mark, only an event whose run started has its session read;
