@@ -66,6 +66,35 @@ impl Limits {
         per_agent: 4_096,
         per_session: 32,
     };
+
+    /// The limits `LOWKEY_WINDOW` sets ("total,per agent,per session", such as
+    /// "16384,4096,32"), or the default. An agent runs at most `per_agent` at once,
+    /// whatever its `maxConcurrent`.
+    pub fn from_env() -> Result<Limits, String> {
+        match std::env::var("LOWKEY_WINDOW") {
+            Ok(value) => Limits::parse(&value).ok_or_else(|| {
+                format!(
+                    "LOWKEY_WINDOW={value:?} is not three whole numbers \"total,per agent,per session\", each at least 1 and none above the one before it (such as \"16384,4096,32\"); fix it or unset it for the default"
+                )
+            }),
+            Err(_) => Ok(Limits::DEFAULT),
+        }
+    }
+
+    fn parse(value: &str) -> Option<Limits> {
+        let n: Vec<usize> = value
+            .split(',')
+            .map(|n| n.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        let [total, per_agent, per_session] = n[..] else {
+            return None;
+        };
+        (per_session >= 1 && per_agent >= per_session && total >= per_agent).then_some(Limits {
+            total,
+            per_agent,
+            per_session,
+        })
+    }
 }
 
 /// Who a read from disk is for.
@@ -418,6 +447,15 @@ fn release(counts: &mut HashMap<String, usize>, key: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lowkey_window_takes_three_limits_each_within_the_one_before() {
+        let l = Limits::parse(" 100, 10 ,2").unwrap();
+        assert_eq!((l.total, l.per_agent, l.per_session), (100, 10, 2));
+        for bad in ["", "1,1", "1,1,1,1", "0,0,0", "10,20,2", "10,5,6", "a,1,1", "-1,1,1"] {
+            assert!(Limits::parse(bad).is_none(), "{bad:?}");
+        }
+    }
 
     #[derive(Debug, Clone)]
     struct Fake {

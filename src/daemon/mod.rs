@@ -62,6 +62,8 @@ pub enum DaemonError {
     Sockets(#[source] std::io::Error),
     #[error("cannot install a signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("{0}")]
+    Window(String),
 }
 
 /// Runs lowkey until SIGTERM, SIGINT or the idle exit, then stops in order.

@@ -51,6 +51,7 @@ impl Daemon {
         };
         let config = Arc::new(ArcSwap::from_pointee(config));
 
+        let limits = Limits::from_env().map_err(DaemonError::Window)?;
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let (store, writer, recovery) = Store::open(&opts.home, jobs_tx)?;
         if recovery.pending > 0 || recovery.completed > 0 {
@@ -86,7 +87,7 @@ impl Daemon {
             config: config.clone(),
             store: store.clone(),
             activity: activity.clone(),
-            limits: Limits::DEFAULT,
+            limits,
         };
         let dispatcher = tokio::spawn(dispatch::run(
             ctx,

@@ -1,5 +1,6 @@
 //! Start-up: reading the queue back, putting the sessions of pending events right, and
-//! handing their runs on, through the session writer, to dispatch.
+//! handing their runs on to dispatch: through the session writer, or left in the queue
+//! for dispatch to read back.
 //!
 //! Start-up rewrites no queue record: each recovered job points at its record where it
 //! is, so a crash at any point of it leaves the queue as it was, and a full disk does
@@ -11,6 +12,10 @@
 //! in them. A queue with no `filed` mark at all (written by an older lowkey, or one
 //! that crashed before its first) gets every pending event's session read. Each file is
 //! read once, from its end back to the first message of the events looked for.
+//!
+//! The pending events before the `filed` watermark are not held: they are left in the
+//! queue for dispatch's window to read back (`Backlog`), so start-up with a million
+//! pending events costs the memory of a few.
 
 use super::dedup::{Deliveries, Seen};
 use super::record::{self, Location, Record, RecordRef, Records};

@@ -254,6 +254,80 @@ fn a_kill_9_loop_while_messages_are_filed_loses_and_repeats_no_line() {
     Tally::settle(&home, &acked, PATIENCE_IDLE).check("kill-9 filing");
 }
 
+/// A backlog far beyond dispatch's window (lowered with `LOWKEY_WINDOW` to 8 runs)
+/// drains through reads back from the queue, at start-up too: kill -9 at random points
+/// of the drain loses nothing and runs nothing twice.
+#[test]
+fn a_kill_9_loop_while_a_backlog_drains_loses_and_repeats_nothing() {
+    let mut rng = Rng::from_env("kill-9 backlog");
+    let (home, agent) = home_with_agent();
+    let project = home.project("proj");
+    home.write_config(&json!({
+        "apiKey": KEY,
+        "agents": { "bot": { "command": [agent], "timeoutSec": 30, "maxConcurrent": 2 } },
+        "webhooks": {
+            "hook": { "project": project, "agent": "bot", "target": "inbox" },
+            "fresh": { "project": project, "agent": "bot", "target": "new_session" }
+        }
+    }));
+    let serve = || {
+        let mut cmd = home.command(&["serve", "--listen", "127.0.0.1:0"]);
+        cmd.env("LOWKEY_WINDOW", "8,4,2");
+        Daemon::spawn(cmd)
+    };
+    // The backlog: posted while the agent is slow, so nearly all of it waits.
+    let slow = home.dir.path().join("slow");
+    std::fs::write(&slow, b"").unwrap();
+    let daemon = serve();
+    let to = daemon.addr.clone();
+    let loads = ["hook", "fresh"].map(|source| {
+        let to = to.clone();
+        Load::start(2, source, move || to.clone())
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let mut acked = Vec::new();
+    for load in loads {
+        let (a, others) = load.stop();
+        println!(
+            "faults kill-9 backlog: {} acknowledged, other answers {others:?}",
+            a.len()
+        );
+        acked.extend(a);
+    }
+    daemon.signal(Signal::SIGKILL);
+    assert_eq!(daemon.wait_exit(), None, "killed by the signal");
+    reap_agents(&agent);
+
+    // The drain, killed again and again: each start reads back what waits.
+    std::fs::remove_file(&slow).unwrap();
+    let mut most_waiting = 0;
+    for _ in 0..rounds(6, 40) {
+        let daemon = serve();
+        std::thread::sleep(rng.millis(20, 400));
+        daemon.signal(Signal::SIGKILL);
+        assert_eq!(daemon.wait_exit(), None, "killed by the signal");
+        most_waiting = most_waiting.max(recovered(&daemon.log_text()));
+        reap_agents(&agent);
+    }
+    assert!(
+        most_waiting > 8,
+        "a start-up found more events than the window holds ({most_waiting} at most)"
+    );
+    let _daemon = serve();
+    Tally::settle(&home, &acked, PATIENCE_IDLE).check("kill-9 backlog");
+}
+
+/// How many unfinished runs a start-up's log says it recovered.
+fn recovered(log: &str) -> usize {
+    log.lines()
+        .filter_map(|line| {
+            let rest = &line[line.find("recovered ")? + "recovered ".len()..];
+            rest.split(' ').next()?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// What the replay did to one write made since its file's last sync.
 #[derive(Debug, Clone, PartialEq)]
 enum Fate {
