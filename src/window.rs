@@ -452,7 +452,9 @@ mod tests {
     fn lowkey_window_takes_three_limits_each_within_the_one_before() {
         let l = Limits::parse(" 100, 10 ,2").unwrap();
         assert_eq!((l.total, l.per_agent, l.per_session), (100, 10, 2));
-        for bad in ["", "1,1", "1,1,1,1", "0,0,0", "10,20,2", "10,5,6", "a,1,1", "-1,1,1"] {
+        for bad in [
+            "", "1,1", "1,1,1,1", "0,0,0", "10,20,2", "10,5,6", "a,1,1", "-1,1,1",
+        ] {
             assert!(Limits::parse(bad).is_none(), "{bad:?}");
         }
     }

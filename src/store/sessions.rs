@@ -24,9 +24,9 @@
 
 use super::record::Location;
 use super::session_file::{append_session, rewrite};
-use super::{Event, Home, Job, StoreError, io_err, read_event, sync_dir, writer};
+use super::{Event, Home, Job, Passed, StoreError, io_err, read_event, scan, sync_dir, writer};
 use crate::session::{self, Header, Line};
-use crate::window::Position;
+use crate::window::{Cursor, Position, Refill};
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -39,6 +39,12 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 /// At most this many bytes of bodies wait in memory for the session writer; past it the
 /// queue writer sends jobs alone, and their events are read back from the queue.
 const BODY_BUDGET: usize = 32 * 1024 * 1024;
+/// At most about this many events wait in memory for the session writer (when it falls
+/// behind: a flood of `new_session` events makes a file each); past it the queue writer
+/// hands it the rest as places in the queue to read back (`Command::OnDisk`).
+pub(super) const HELD_MAX: usize = 16_384;
+/// How many events one read back from the queue takes.
+const READ_BACK: usize = 1024;
 /// One round of filing writes the messages of at most about this many bytes, so the
 /// lines made ready for it stay small in memory however far the writer is behind.
 const ROUND_BYTES: usize = 1024 * 1024;
@@ -58,6 +64,9 @@ pub(super) enum Command {
     /// Accepted events, in queue order: their messages go into their sessions, then
     /// their jobs to dispatch.
     File(Vec<Accepted>),
+    /// Accepted events left in the queue, from `from` up to `to` (the `accepted` records
+    /// of one batch): the session writer reads them back when it comes to them.
+    OnDisk { from: Position, to: Position },
     /// A run's lines, for its session; with `sync`, the file and the sessions folder are
     /// synced before the reply.
     Append {
@@ -66,6 +75,12 @@ pub(super) enum Command {
         sync: bool,
         reply: Reply,
     },
+}
+
+/// What waits for the session writer, in queue order.
+enum Waiting {
+    Held(Accepted),
+    OnDisk { from: Position, to: Position },
 }
 
 /// An accepted event on its way to dispatch.
@@ -84,11 +99,21 @@ pub(super) enum Message {
     Filed,
 }
 
-/// The bytes of bodies on their way to the session writer.
+/// The bytes of bodies, and the events, on their way to the session writer.
 #[derive(Clone, Default)]
-pub(super) struct Budget(Arc<AtomicUsize>);
+pub(super) struct Budget(Arc<AtomicUsize>, Arc<AtomicUsize>);
 
 impl Budget {
+    /// Whether `n` more events may be held for the session writer (`HELD_MAX`).
+    pub(super) fn has_room(&self, n: usize) -> bool {
+        self.1.load(Ordering::Acquire) + n <= HELD_MAX
+    }
+
+    /// `n` events are on their way to the session writer, or read back by it.
+    pub(super) fn hold(&self, n: usize) {
+        self.1.fetch_add(n, Ordering::AcqRel);
+    }
+
     /// How an event goes to the session writer: with its body while the budget allows,
     /// else to be read back.
     pub(super) fn message(&self, event: Box<Event>) -> Message {
@@ -104,10 +129,12 @@ impl Budget {
         }
     }
 
+    /// An event held has gone on to dispatch.
     fn give_back(&self, message: &Message) {
         if let Message::Write(event) = message {
             self.0.fetch_sub(event.body.len(), Ordering::AcqRel);
         }
+        self.1.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -122,7 +149,7 @@ pub(super) struct SessionWriter {
     queue: tokio_mpsc::WeakUnboundedSender<writer::Command>,
     budget: Budget,
     /// Accepted events whose messages are not in their sessions yet, in queue order.
-    waiting: VecDeque<Accepted>,
+    waiting: VecDeque<Waiting>,
     /// The end of the last accepted event handed in.
     seen: Option<Position>,
     /// The watermark last told to the queue writer.
@@ -218,7 +245,16 @@ impl SessionWriter {
                 if let Some(last) = accepted.last() {
                     self.seen = Some(last.job.location.end());
                 }
-                self.waiting.extend(accepted);
+                self.waiting.extend(accepted.into_iter().map(Waiting::Held));
+            }
+            Command::OnDisk { from, to } => {
+                self.seen = Some(to);
+                // Two batches in a row, in one segment, read back as one: nothing but
+                // their marks and the zeros between batches lies between them.
+                match self.waiting.back_mut() {
+                    Some(Waiting::OnDisk { to: end, .. }) if end.seq == to.seq => *end = to,
+                    _ => self.waiting.push_back(Waiting::OnDisk { from, to }),
+                }
             }
             Command::Append {
                 header,
@@ -293,6 +329,15 @@ impl SessionWriter {
     /// queue order. A session that cannot be
     /// written keeps its events waiting, and everything is tried again after a backoff.
     fn file(&mut self) {
+        if let Err(e) = self.read_back() {
+            tracing::error!(
+                error = %e,
+                "cannot read accepted events back from the queue to file their messages; trying again in {}s",
+                self.wait.as_secs()
+            );
+            self.back_off();
+            return;
+        }
         if self.waiting.is_empty() {
             return;
         }
@@ -304,7 +349,10 @@ impl SessionWriter {
         let mut groups: HashMap<String, Option<(Header, Vec<u8>)>> = HashMap::new();
         // How many of the events waiting this round takes, and the bytes of their lines.
         let (mut taken, mut round_bytes) = (0, 0);
-        for accepted in &self.waiting {
+        for waiting in &self.waiting {
+            let Waiting::Held(accepted) = waiting else {
+                break;
+            };
             if round_bytes >= ROUND_BYTES {
                 break;
             }
@@ -354,9 +402,14 @@ impl SessionWriter {
 
         let mut jobs = Vec::with_capacity(taken);
         let mut still = self.waiting.split_off(taken);
-        for accepted in self.waiting.drain(..).rev() {
+        for waiting in self.waiting.drain(..).rev() {
+            // A round takes only events held (it stops at the first to read back).
+            let Waiting::Held(accepted) = waiting else {
+                still.push_front(waiting);
+                continue;
+            };
             if matches!(groups.get(&accepted.job.session), Some(None)) {
-                still.push_front(accepted);
+                still.push_front(Waiting::Held(accepted));
             } else {
                 self.budget.give_back(&accepted.message);
                 jobs.push(accepted.job);
@@ -388,9 +441,39 @@ impl SessionWriter {
     /// first event still waiting, or after the last one handed in.
     fn filed_upto(&self) -> Option<Position> {
         match self.waiting.front() {
-            Some(accepted) => Some(accepted.job.location.start()),
+            Some(Waiting::Held(accepted)) => Some(accepted.job.location.start()),
+            Some(Waiting::OnDisk { from, .. }) => Some(*from),
             None => self.seen,
         }
+    }
+
+    /// When the first events waiting are in the queue only, reads the next of them
+    /// back (their ids, sessions and agents; each body is read when its message is
+    /// written).
+    fn read_back(&mut self) -> Result<(), StoreError> {
+        let Some(&Waiting::OnDisk { from, to }) = self.waiting.front() else {
+            return Ok(());
+        };
+        let refill = Refill {
+            cursor: Cursor::Global,
+            from,
+            to,
+            limit: READ_BACK,
+        };
+        let (jobs, stopped) = scan::scan(&self.home.queue(), &refill, &Passed::default())?;
+        self.waiting.pop_front();
+        if stopped < to {
+            self.waiting
+                .push_front(Waiting::OnDisk { from: stopped, to });
+        }
+        self.budget.hold(jobs.len());
+        for job in jobs.into_iter().rev() {
+            self.waiting.push_front(Waiting::Held(Accepted {
+                job,
+                message: Message::ReadBack,
+            }));
+        }
+        Ok(())
     }
 
     /// Makes what was written durable with one `syncfs` of the sessions' filesystem, then
@@ -487,6 +570,7 @@ mod tests {
         let first = budget.message(big());
         assert!(matches!(first, Message::Write(_)));
         assert!(matches!(budget.message(big()), Message::ReadBack));
+        budget.hold(1);
         budget.give_back(&first);
         assert!(matches!(budget.message(big()), Message::Write(_)));
     }
@@ -526,5 +610,70 @@ mod tests {
             matches!(queue.try_recv(), Ok(writer::Command::Filed(p)) if p == location.end()),
             "the queue writer is told the watermark"
         );
+    }
+
+    /// While the session writer is far behind, the queue writer tells it only where the
+    /// events are; it reads them back and files each once, in queue order.
+    #[test]
+    fn events_past_the_held_limit_are_read_back_from_the_queue_in_order() {
+        let (_dir, home) = empty_home();
+        let budget = Budget::default();
+        let (sessions_tx, sessions_rx) = mpsc::channel();
+        let (mut queue_writer, _) =
+            crate::store::recovery::recover(&home, sessions_tx, &budget).unwrap();
+        // Room for three more: the first batch is held, the next two are left on disk.
+        budget.hold(HELD_MAX - 3);
+        let events: Vec<Event> = (0..7)
+            .map(|n| Event {
+                session: if n % 2 == 0 {
+                    "even".into()
+                } else {
+                    format!("odd-{n}")
+                },
+                ..event(&format!("01E{n}"))
+            })
+            .collect();
+        for batch in [&events[0..2], &events[2..4], &events[4..7]] {
+            let ingests = batch
+                .iter()
+                .map(|e| writer::Command::Ingest(Box::new(e.clone()), oneshot::channel().0))
+                .collect();
+            queue_writer.process(ingests);
+        }
+        drop(queue_writer);
+        let handed: Vec<Command> = sessions_rx.try_iter().collect();
+        assert!(
+            matches!(
+                handed[..],
+                [
+                    Command::File(_),
+                    Command::OnDisk { .. },
+                    Command::OnDisk { .. }
+                ]
+            ),
+            "one batch held, two left on disk"
+        );
+
+        let (jobs_tx, mut jobs_rx) = tokio_mpsc::unbounded_channel();
+        let (queue_tx, _queue) = tokio_mpsc::unbounded_channel();
+        let writer = SessionWriter::new(&home, jobs_tx, queue_tx.downgrade(), budget.clone());
+        let (tx, rx) = mpsc::channel();
+        for command in handed {
+            tx.send(command).unwrap();
+        }
+        drop(tx);
+        writer.unwrap().run(rx);
+        let mut jobs = Vec::new();
+        while let Ok(batch) = jobs_rx.try_recv() {
+            jobs.extend(batch.into_iter().map(|j| j.event));
+        }
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(jobs, ids);
+        for e in &events {
+            let lines = session::read(&home.session_file(&e.session)).unwrap();
+            let mine = lines.iter().filter(|l| **l == e.message()).count();
+            assert_eq!(mine, 1, "{} filed once", e.id);
+        }
+        assert!(budget.has_room(3), "every event held was given back");
     }
 }

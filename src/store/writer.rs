@@ -130,10 +130,15 @@ impl Writer {
         if accepted.is_empty() {
             return;
         }
+        self.budget.hold(accepted.len());
+        self.send_sessions(sessions::Command::File(accepted));
+    }
+
+    fn send_sessions(&self, command: sessions::Command) {
         let sent = self
             .sessions
             .as_ref()
-            .is_some_and(|s| s.send(sessions::Command::File(accepted)).is_ok());
+            .is_some_and(|s| s.send(command).is_ok());
         if !sent {
             tracing::error!(
                 "the session writer has stopped; accepted events run at the next start"
@@ -268,21 +273,41 @@ impl Writer {
         if !batch.ingests.is_empty() {
             self.add_live(seq, batch.ingests.len());
         }
-        let mut accepted = Vec::with_capacity(batch.ingests.len());
-        for ((event, reply), (start, len)) in batch.ingests.into_iter().zip(batch.spans) {
-            let _ = reply.send(Ok(Ingested::Accepted));
-            let location = Location {
+        let locations: Vec<Location> = batch
+            .spans
+            .iter()
+            .map(|(start, len)| Location {
                 seq,
-                offset: base + start as u64,
-                len,
-            };
-            accepted.push(Accepted {
-                job: event.job(location),
-                message: self.budget.message(event),
-            });
+                offset: base + *start as u64,
+                len: *len,
+            })
+            .collect();
+        let (events, replies): (Vec<_>, Vec<_>) = batch.ingests.into_iter().unzip();
+        for reply in replies {
+            let _ = reply.send(Ok(Ingested::Accepted));
         }
         // Off the senders' path: they have their answers. Ingest creates no file; the
-        // session writer writes the messages.
+        // session writer writes the messages. While it is far behind, it is only told
+        // where the events are, and reads them back from the queue.
+        let (Some(first), Some(last)) = (locations.first(), locations.last()) else {
+            return;
+        };
+        if !self.budget.has_room(locations.len()) {
+            let on_disk = sessions::Command::OnDisk {
+                from: first.start(),
+                to: last.end(),
+            };
+            self.send_sessions(on_disk);
+            return;
+        }
+        let accepted = events
+            .into_iter()
+            .zip(locations)
+            .map(|(event, location)| Accepted {
+                job: event.job(location),
+                message: self.budget.message(event),
+            })
+            .collect();
         self.hand_over(accepted);
     }
 
