@@ -138,7 +138,7 @@ pub async fn run(
     // events past it have not come over the channel yet, and the window decides on them
     // when they do.
     let mut fed = backlog.end;
-    let passed = Arc::new(backlog.passed);
+    let passed = backlog.passed;
     ctx.activity.enqueued(backlog.waiting);
     let mut tasks: JoinSet<(String, String)> = JoinSet::new();
     let mut reads: JoinSet<Option<(Refill, Vec<Job>, Position)>> = JoinSet::new();

@@ -270,7 +270,7 @@ pub struct Backlog {
     pub end: Position,
     /// How many events wait there.
     pub waiting: usize,
-    pub passed: Passed,
+    pub passed: Arc<Passed>,
 }
 
 impl Backlog {

@@ -20,9 +20,9 @@
 use super::dedup::{Deliveries, Seen};
 use super::record::{self, Location, Record, RecordRef, Records};
 use super::session_file::{append_session, interruption};
-use super::sessions::{self, Accepted, Budget, Message};
+use super::sessions::{self, Budget};
 use super::writer::Writer;
-use super::{Backlog, Event, Home, Recovery, StoreError, io_err};
+use super::{Backlog, Event, Home, Passed, Recovery, StoreError, io_err};
 use crate::session::{self, Line, Role, RunStatus, encode_json};
 use crate::window::Position;
 use std::borrow::Cow;
@@ -31,6 +31,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc;
 
 /// Reads the queue, puts the sessions of pending events right, leaves the pending
@@ -49,7 +50,7 @@ pub(super) fn recover(
 ) -> Result<(Writer, Recovery), StoreError> {
     let queue = home.queue();
     let mut marks = QueueMarks::read(&queue).map_err(io_err(&queue))?;
-    let read = read_pending(&mut marks).map_err(io_err(&queue))?;
+    let mut read = read_pending(&mut marks).map_err(io_err(&queue))?;
     let deliveries = Deliveries::load(home, read.seen)?;
     let mut writer = Writer::new(home, &marks.segments, deliveries, sessions, budget.clone());
     let mut backlog = read.backlog;
@@ -57,7 +58,7 @@ pub(super) fn recover(
         writer.add_live(seq, n);
     }
 
-    // The events whose sessions are read, per session.
+    // The events whose runs started, per session: their sessions are read.
     let mut wanted: HashMap<&str, HashSet<&str>> = HashMap::new();
     for p in &read.checked {
         wanted
@@ -70,40 +71,33 @@ pub(super) fn recover(
         .map(|(session, ids)| (*session, read_marks(home, session, ids)))
         .collect();
 
-    let mut accepted = Vec::new();
     let mut completed = Vec::new();
+    let mut after = read.after;
     for p in &read.checked {
         let event = &p.event;
         let found = found[event.session.as_str()]
             .get(&event.id)
             .copied()
             .unwrap_or_default();
-        let left = p.location.start() < backlog.end;
-        if repair(home, event, p.rerun, found, left) {
+        if repair(home, event, p.rerun, found) {
             completed.push(event.id.as_str());
+            if p.location.start() >= backlog.end {
+                after.waiting -= 1;
+            }
             continue;
         }
         writer.add_live(p.location.seq, 1);
-        if left {
+        if p.location.start() < backlog.end {
             backlog.add(p.location.start());
-            continue;
         }
-        let message = if found.message {
-            Message::Filed
-        } else {
-            budget.message(Box::new(event.clone()))
-        };
-        accepted.push(Accepted {
-            job: event.job(p.location),
-            message,
-        });
     }
-    backlog
-        .passed
+    read.passed
         .done
         .extend(completed.iter().map(|id| (*id).to_owned()));
+    let passed = Arc::new(read.passed);
+    backlog.passed = passed.clone();
     let recovery = Recovery {
-        pending: backlog.waiting + accepted.len(),
+        pending: backlog.waiting + after.waiting,
         completed: completed.len(),
         backlog,
     };
@@ -117,7 +111,15 @@ pub(super) fn recover(
     if let Err(e) = writer.write_queue(&records) {
         tracing::error!(error = %e, "cannot write the queue; webhooks get 503 until it can be written");
     }
-    writer.hand_over(accepted);
+    // The events after the watermark go through the session writer, which reads them
+    // back, puts in the messages their sessions lack, and hands them on to dispatch.
+    if let Some(span) = after.span {
+        writer.send_sessions(sessions::Command::OnDisk {
+            from: span.0,
+            to: span.1,
+            check: Some(passed),
+        });
+    }
     writer.maintain_segments();
     Ok((writer, recovery))
 }
@@ -130,28 +132,19 @@ struct Pending {
     rerun: bool,
 }
 
-/// Whether start-up reads a pending event's session: its run started (or its result
-/// did not sync), or its message may not be there (it is not before the `filed`
-/// watermark, or there is none).
-fn check(location: &Location, started: bool, rerun: bool, filed: Option<Position>) -> bool {
-    rerun || started || !sessions::is_filed(location, filed)
-}
-
-/// Puts a pending event's session right after a crash: a run cut short gets an
-/// `interrupted` record, and so does a result that may not be on disk; a result whose
-/// message was lost gets its message back, and so does an event `left` in the queue
-/// for dispatch (the session writer does not see it). Returns whether the session
-/// holds the run's final result (only the `done` mark was lost). A missing message of
-/// any other pending event is left to the session writer. A record that cannot be
+/// Puts the session of a pending event whose run started right after a crash: a run
+/// cut short gets an `interrupted` record, and so does a result that may not be on
+/// disk; a message that was lost is put back first. Returns whether the session holds
+/// the run's final result (only the `done` mark was lost). A record that cannot be
 /// written is only logged: the event runs again either way (at least once), and
 /// lowkey stays up to answer senders.
-fn repair(home: &Home, event: &Event, rerun: bool, marks: Marks, left: bool) -> bool {
+fn repair(home: &Home, event: &Event, rerun: bool, marks: Marks) -> bool {
     let trusted = marks.trusted_final(rerun);
     let mut lines = Vec::new();
     // After a power cut, the run's result can be on disk while its message, written
     // before it and never synced on its own, is not: the session gets the message back
     // from the queue record.
-    if !marks.message && (trusted || left) {
+    if !marks.message {
         lines.push(event.message());
     }
     if !trusted {
@@ -205,6 +198,14 @@ fn read_marks(home: &Home, session: &str, ids: &HashSet<&str>) -> HashMap<String
         }
     }
     marks
+}
+
+/// Which of the events `ids` have their messages in `session`'s file.
+pub(super) fn messages_in(home: &Home, session: &str, ids: &HashSet<&str>) -> HashSet<String> {
+    read_marks(home, session, ids)
+        .into_iter()
+        .filter_map(|(id, marks)| marks.message.then_some(id))
+        .collect()
 }
 
 /// Calls `each` with the lines of a file from the last to the first (a last line may
@@ -425,11 +426,24 @@ struct PendingRead {
     seen: Vec<Seen>,
     /// Per segment, how many pending events in `backlog` it holds.
     live: HashMap<u64, usize>,
-    /// The pending events whose sessions start-up reads (see `check`), whole, in queue
-    /// order.
+    /// The pending events whose runs started (or whose results did not sync), whole,
+    /// in queue order: start-up reads their sessions.
     checked: Vec<Pending>,
-    /// The pending events left in the queue, not counting those in `checked`.
+    /// The pending events before the watermark, not counting those in `checked`.
     backlog: Backlog,
+    /// The pending events after it (the `filed` watermark), `checked` ones too.
+    after: After,
+    /// What reads of the queue pass over.
+    passed: Passed,
+}
+
+/// The pending events after the `filed` watermark: their messages may not be in their
+/// sessions yet.
+#[derive(Default)]
+struct After {
+    /// From the start of the first to the end of the last.
+    span: Option<(Position, Position)>,
+    waiting: usize,
 }
 
 /// The second read of the queue: the pending events.
@@ -447,9 +461,19 @@ fn read_pending(marks: &mut QueueMarks) -> io::Result<PendingRead> {
             return;
         }
         let (started, rerun) = (marks.started.contains(id), marks.rerun.contains(id));
-        if !check(&location, started, rerun, marks.filed) {
+        if location.start() >= end {
+            let span = read
+                .after
+                .span
+                .get_or_insert((location.start(), location.end()));
+            span.1 = location.end();
+            read.after.waiting += 1;
+        }
+        if !started && !rerun {
             *read.live.entry(location.seq).or_default() += 1;
-            read.backlog.add(location.start());
+            if location.start() < end {
+                read.backlog.add(location.start());
+            }
             return;
         }
         // One that does not parse was torn, never acknowledged.
@@ -461,8 +485,8 @@ fn read_pending(marks: &mut QueueMarks) -> io::Result<PendingRead> {
             });
         }
     })?;
-    read.backlog.passed.done = std::mem::take(&mut marks.done);
-    read.backlog.passed.copies = copies;
+    read.passed.done = std::mem::take(&mut marks.done);
+    read.passed.copies = copies;
     Ok(read)
 }
 
@@ -490,19 +514,27 @@ pub fn queued(home: &Home) -> io::Result<Vec<Event>> {
 mod tests {
     use super::*;
     use crate::session::Run;
+    use crate::store::Job;
     use crate::store::segment::segment_path;
+    use crate::store::sessions::SessionWriter;
     use crate::store::testing::{empty_home, event};
 
     /// Recovers `home`; returns what it handed to the session writer.
-    fn recovered(home: &Home) -> (Recovery, Vec<Accepted>) {
+    fn recovered(home: &Home) -> (Recovery, Vec<Job>) {
         let (sessions, handed) = mpsc::channel();
-        let (_writer, recovery) = recover(home, sessions, &Budget::default()).unwrap();
-        let accepted = match handed.try_recv() {
-            Ok(sessions::Command::File(accepted)) => accepted,
-            Ok(_) => panic!("recovery appends nothing through the session writer"),
-            Err(_) => Vec::new(),
-        };
-        (recovery, accepted)
+        let (writer, recovery) = recover(home, sessions, &Budget::default()).unwrap();
+        // What start-up handed the session writer, filed as it files it.
+        drop(writer);
+        let (jobs_tx, mut jobs_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (queue_tx, _queue) = tokio::sync::mpsc::unbounded_channel();
+        SessionWriter::new(home, jobs_tx, queue_tx.downgrade(), Budget::default())
+            .unwrap()
+            .run(handed);
+        let mut jobs = Vec::new();
+        while let Ok(batch) = jobs_rx.try_recv() {
+            jobs.extend(batch);
+        }
+        (recovery, jobs)
     }
 
     #[test]
@@ -516,11 +548,11 @@ mod tests {
             fs::write(segment_path(&home.queue(), seq), &record).unwrap();
         }
         assert_eq!(queued(&home).unwrap(), vec![event.clone()]);
-        let (recovery, accepted) = recovered(&home);
+        let (recovery, jobs) = recovered(&home);
         assert_eq!(recovery.pending, 1);
-        assert_eq!(accepted.len(), 1);
-        assert_eq!(accepted[0].job.event, event.id);
-        assert_eq!(accepted[0].job.location.seq, 1, "the first copy runs");
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].event, event.id);
+        assert_eq!(jobs[0].location.seq, 1, "the first copy runs");
         // And a read of waiting events back from the queue passes over the copy.
         let copy = Position { seq: 2, offset: 0 };
         assert!(recovery.backlog.passed.holds("another", copy));
@@ -561,7 +593,7 @@ mod tests {
             append_session(&home, &e.header(), &session::encode(&lines)).unwrap();
         }
 
-        let (recovery, accepted) = recovered(&home);
+        let (recovery, jobs) = recovered(&home);
         assert_eq!(recovery.pending, 4);
         // The two before the watermark wait in the queue for dispatch to read back.
         let backlog = &recovery.backlog;
@@ -570,18 +602,9 @@ mod tests {
             (backlog.start, backlog.end),
             (Position { seq: 1, offset: 0 }, watermark)
         );
-        let needs: Vec<(&str, &str)> = accepted
-            .iter()
-            .map(|a| {
-                let what = match a.message {
-                    Message::Filed => "filed",
-                    Message::Write(_) => "write",
-                    Message::ReadBack => "read back",
-                };
-                (a.job.event.as_str(), what)
-            })
-            .collect();
-        assert_eq!(needs, [("01C", "filed"), ("01D", "write")]);
+        // The two after it go through the session writer, which checks their sessions.
+        let ids: Vec<&str> = jobs.iter().map(|j| j.event.as_str()).collect();
+        assert_eq!(ids, ["01C", "01D"]);
         let lines = |e: &Event| session::read(&home.session_file(&e.session)).unwrap();
         assert_eq!(
             lines(&filed).len(),
@@ -593,6 +616,10 @@ mod tests {
             "the run cut short is marked"
         );
         assert_eq!(lines(&after).len(), 2, "its message is not written twice");
+        assert_eq!(
+            lines(&missing),
+            [Line::Session(missing.header()), missing.message()]
+        );
     }
 
     fn encode_accepted_into<'a>(

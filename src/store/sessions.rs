@@ -22,13 +22,13 @@
 //! queue holds the events, and the bodies kept here for them are bounded
 //! (`BODY_BUDGET`); past that, an event's body is read back from the queue.
 
-use super::record::Location;
+use super::recovery;
 use super::session_file::{append_session, rewrite};
 use super::{Event, Home, Job, Passed, StoreError, io_err, read_event, scan, sync_dir, writer};
 use crate::session::{self, Header, Line};
 use crate::window::{Cursor, Position, Refill};
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +54,8 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// memory until then, to be written again if the sync fails, so this bounds that
 /// memory (at saturation, a sync every few hundred milliseconds).
 const UNSYNCED_MAX: usize = 8 * 1024 * 1024;
+/// How long a stop goes on filing messages before it leaves the rest to the next start.
+const STOP_FILING: Duration = Duration::from_secs(2);
 /// How long the writer waits after a failed write or sync, at first and at most.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -65,8 +67,15 @@ pub(super) enum Command {
     /// their jobs to dispatch.
     File(Vec<Accepted>),
     /// Accepted events left in the queue, from `from` up to `to` (the `accepted` records
-    /// of one batch): the session writer reads them back when it comes to them.
-    OnDisk { from: Position, to: Position },
+    /// of one batch, or those after the `filed` watermark at start-up): the session
+    /// writer reads them back when it comes to them. With `check` (start-up's), the
+    /// reading passes over those records, and each event's session is read first, as
+    /// its message may be there already.
+    OnDisk {
+        from: Position,
+        to: Position,
+        check: Option<Arc<Passed>>,
+    },
     /// A run's lines, for its session; with `sync`, the file and the sessions folder are
     /// synced before the reply.
     Append {
@@ -80,7 +89,11 @@ pub(super) enum Command {
 /// What waits for the session writer, in queue order.
 enum Waiting {
     Held(Accepted),
-    OnDisk { from: Position, to: Position },
+    OnDisk {
+        from: Position,
+        to: Position,
+        check: Option<Arc<Passed>>,
+    },
 }
 
 /// An accepted event on its way to dispatch.
@@ -95,8 +108,9 @@ pub(super) enum Message {
     Write(Box<Event>),
     /// Its message line, from the event read back from the queue (`BODY_BUDGET`).
     ReadBack,
-    /// Nothing: its message is in its session already (found there at start-up).
-    Filed,
+    /// Its message line, read back from the queue, unless its session shows it
+    /// already: it was after the `filed` watermark at start-up.
+    Check,
 }
 
 /// The bytes of bodies, and the events, on their way to the session writer.
@@ -214,14 +228,16 @@ impl SessionWriter {
             }
             self.work();
         }
-        // Stopping: one last try, without waiting out a backoff. What is still not
-        // filed stays after the watermark, and the next start files it.
+        // Stopping: one last try, without waiting out a backoff, and for a while only
+        // (far behind, filing all could outlast systemd's stop timeout). What is still
+        // not filed stays after the watermark, and the next start files it.
         self.retry_at = None;
         if self.sync_failed {
             self.sync();
         }
         if !self.sync_failed {
-            while !self.waiting.is_empty() && self.retry_at.is_none() {
+            let until = Instant::now() + STOP_FILING;
+            while !self.waiting.is_empty() && self.retry_at.is_none() && Instant::now() < until {
                 self.file();
             }
             self.sync();
@@ -247,13 +263,17 @@ impl SessionWriter {
                 }
                 self.waiting.extend(accepted.into_iter().map(Waiting::Held));
             }
-            Command::OnDisk { from, to } => {
-                self.seen = Some(to);
+            Command::OnDisk { from, to, check } => {
+                self.seen = self.seen.max(Some(to));
                 // Two batches in a row, in one segment, read back as one: nothing but
                 // their marks and the zeros between batches lies between them.
                 match self.waiting.back_mut() {
-                    Some(Waiting::OnDisk { to: end, .. }) if end.seq == to.seq => *end = to,
-                    _ => self.waiting.push_back(Waiting::OnDisk { from, to }),
+                    Some(Waiting::OnDisk {
+                        to: end,
+                        check: None,
+                        ..
+                    }) if check.is_none() && end.seq == to.seq => *end = to,
+                    _ => self.waiting.push_back(Waiting::OnDisk { from, to, check }),
                 }
             }
             Command::Append {
@@ -347,20 +367,23 @@ impl SessionWriter {
         // back from the queue), and why.
         let mut failed = None;
         let mut groups: HashMap<String, Option<(Header, Vec<u8>)>> = HashMap::new();
+        let shown = self.shown();
         // How many of the events waiting this round takes, and the bytes of their lines.
         let (mut taken, mut round_bytes) = (0, 0);
         for waiting in &self.waiting {
             let Waiting::Held(accepted) = waiting else {
                 break;
             };
-            if round_bytes >= ROUND_BYTES {
+            if round_bytes >= ROUND_BYTES || taken == READ_BACK {
                 break;
             }
             taken += 1;
             let event = match &accepted.message {
-                Message::Filed => continue,
+                Message::Check if shown.contains(&accepted.job.event) => continue,
                 Message::Write(event) => Ok(Cow::Borrowed(event.as_ref())),
-                Message::ReadBack => read_event(&self.home, &accepted.job.location).map(Cow::Owned),
+                Message::ReadBack | Message::Check => {
+                    read_event(&self.home, &accepted.job.location).map(Cow::Owned)
+                }
             };
             let session = &accepted.job.session;
             if !groups.contains_key(session) {
@@ -417,8 +440,8 @@ impl SessionWriter {
         }
         jobs.reverse();
         self.waiting = still;
-        // Events whose messages were found in place at start-up may be in the page cache
-        // only: the next sync covers them before the watermark passes them.
+        // Events whose messages were found in place (`Message::Check`) may be in the page
+        // cache only: the next sync covers them before the watermark passes them.
         self.dirty_since.get_or_insert_with(Instant::now);
         if !jobs.is_empty() {
             let _ = self.jobs.send(jobs);
@@ -447,31 +470,62 @@ impl SessionWriter {
         }
     }
 
+    /// Of the events a round can take (`READ_BACK`) that start-up left to check, those
+    /// whose sessions show their messages already: each session is read once.
+    fn shown(&self) -> HashSet<String> {
+        let mut check: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for waiting in self.waiting.iter().take(READ_BACK) {
+            match waiting {
+                Waiting::Held(a) if matches!(a.message, Message::Check) => {
+                    check
+                        .entry(&a.job.session)
+                        .or_default()
+                        .insert(&a.job.event);
+                }
+                Waiting::Held(_) => {}
+                Waiting::OnDisk { .. } => break,
+            }
+        }
+        check
+            .iter()
+            .flat_map(|(session, ids)| recovery::messages_in(&self.home, session, ids))
+            .collect()
+    }
+
     /// When the first events waiting are in the queue only, reads the next of them
     /// back (their ids, sessions and agents; each body is read when its message is
     /// written).
     fn read_back(&mut self) -> Result<(), StoreError> {
-        let Some(&Waiting::OnDisk { from, to }) = self.waiting.front() else {
+        let Some(Waiting::OnDisk { from, to, check }) = self.waiting.front() else {
             return Ok(());
         };
+        let (from, to, check) = (*from, *to, check.clone());
         let refill = Refill {
             cursor: Cursor::Global,
             from,
             to,
             limit: READ_BACK,
         };
-        let (jobs, stopped) = scan::scan(&self.home.queue(), &refill, &Passed::default())?;
+        let none = Passed::default();
+        let passed = check.as_deref().unwrap_or(&none);
+        let (jobs, stopped) = scan::scan(&self.home.queue(), &refill, passed)?;
         self.waiting.pop_front();
         if stopped < to {
-            self.waiting
-                .push_front(Waiting::OnDisk { from: stopped, to });
+            let check = check.clone();
+            self.waiting.push_front(Waiting::OnDisk {
+                from: stopped,
+                to,
+                check,
+            });
         }
         self.budget.hold(jobs.len());
         for job in jobs.into_iter().rev() {
-            self.waiting.push_front(Waiting::Held(Accepted {
-                job,
-                message: Message::ReadBack,
-            }));
+            let message = match check {
+                Some(_) => Message::Check,
+                None => Message::ReadBack,
+            };
+            self.waiting
+                .push_front(Waiting::Held(Accepted { job, message }));
         }
         Ok(())
     }
@@ -546,15 +600,10 @@ impl SessionWriter {
     }
 }
 
-/// Whether an event's message is surely filed: its record starts before the watermark.
-pub(super) fn is_filed(location: &Location, watermark: Option<Position>) -> bool {
-    watermark.is_some_and(|p| location.start() < p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::record::encode_accepted;
+    use crate::store::record::{Location, encode_accepted};
     use crate::store::segment::segment_path;
     use crate::store::testing::{empty_home, event};
 

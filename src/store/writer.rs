@@ -134,7 +134,7 @@ impl Writer {
         self.send_sessions(sessions::Command::File(accepted));
     }
 
-    fn send_sessions(&self, command: sessions::Command) {
+    pub(super) fn send_sessions(&self, command: sessions::Command) {
         let sent = self
             .sessions
             .as_ref()
@@ -296,6 +296,7 @@ impl Writer {
             let on_disk = sessions::Command::OnDisk {
                 from: first.start(),
                 to: last.end(),
+                check: None,
             };
             self.send_sessions(on_disk);
             return;
