@@ -139,6 +139,18 @@ struct Pending {
 /// written is only logged: the event runs again either way (at least once), and
 /// lowkey stays up to answer senders.
 fn repair(home: &Home, event: &Event, rerun: bool, marks: Marks) -> bool {
+    let (lines, trusted) = repair_lines(event, rerun, marks);
+    if !lines.is_empty() {
+        if let Err(e) = append_session(home, &event.header(), &session::encode(&lines)) {
+            tracing::warn!(session_id = %event.session, event_id = %event.id, error = %e, "cannot put the recovered event's session right");
+        }
+    }
+    trusted
+}
+
+/// The lines an event's session lacks after a crash, given what it shows (`marks`),
+/// and whether it holds the run's final result (see `repair`).
+pub(super) fn repair_lines(event: &Event, rerun: bool, marks: Marks) -> (Vec<Line>, bool) {
     let trusted = marks.trusted_final(rerun);
     let mut lines = Vec::new();
     // After a power cut, the run's result can be on disk while its message, written
@@ -150,12 +162,7 @@ fn repair(home: &Home, event: &Event, rerun: bool, marks: Marks) -> bool {
     if !trusted {
         lines.extend(interruption(event, marks.last));
     }
-    if !lines.is_empty() {
-        if let Err(e) = append_session(home, &event.header(), &session::encode(&lines)) {
-            tracing::warn!(session_id = %event.session, event_id = %event.id, error = %e, "cannot put the recovered event's session right");
-        }
-    }
-    trusted
+    (lines, trusted)
 }
 
 /// What a session file says of the events `ids`. It is read from its end, back to the
@@ -163,7 +170,11 @@ fn repair(home: &Home, event: &Event, rerun: bool, marks: Marks) -> bool {
 /// come after its message, so nothing of them is before. (When one is missing, the
 /// whole file is read.) A session that cannot be read is only logged: its events run
 /// again.
-fn read_marks(home: &Home, session: &str, ids: &HashSet<&str>) -> HashMap<String, Marks> {
+pub(super) fn read_marks(
+    home: &Home,
+    session: &str,
+    ids: &HashSet<&str>,
+) -> HashMap<String, Marks> {
     let path = home.session_file(session);
     let mut marks: HashMap<String, Marks> = HashMap::new();
     let mut unseen = ids.len();
@@ -200,14 +211,6 @@ fn read_marks(home: &Home, session: &str, ids: &HashSet<&str>) -> HashMap<String
     marks
 }
 
-/// Which of the events `ids` have their messages in `session`'s file.
-pub(super) fn messages_in(home: &Home, session: &str, ids: &HashSet<&str>) -> HashSet<String> {
-    read_marks(home, session, ids)
-        .into_iter()
-        .filter_map(|(id, marks)| marks.message.then_some(id))
-        .collect()
-}
-
 /// Calls `each` with the lines of a file from the last to the first (a last line may
 /// lack its `\n`), until it returns `false`. Reads the file in pieces from its end, so a
 /// long session costs only the part looked at.
@@ -238,7 +241,7 @@ fn backward_lines(path: &Path, mut each: impl FnMut(&[u8]) -> bool) -> io::Resul
 
 /// What a session file says of one of its events.
 #[derive(Debug, Clone, Copy, Default)]
-struct Marks {
+pub(super) struct Marks {
     /// Its user message is there.
     message: bool,
     /// The status of its last run record.
@@ -251,6 +254,11 @@ struct Marks {
 }
 
 impl Marks {
+    /// The session shows the event's message and no run of it: nothing to put right.
+    pub(super) fn message_only(&self) -> bool {
+        self.message && self.last.is_none()
+    }
+
     /// A run record met going backwards: one before all those seen so far.
     fn saw_before(&mut self, status: RunStatus) {
         if self.last.is_none() {

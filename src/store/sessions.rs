@@ -22,7 +22,7 @@
 //! queue holds the events, and the bodies kept here for them are bounded
 //! (`BODY_BUDGET`); past that, an event's body is read back from the queue.
 
-use super::recovery;
+use super::recovery::{self, Marks};
 use super::session_file::{append_session, rewrite};
 use super::{Event, Home, Job, Passed, StoreError, io_err, read_event, scan, sync_dir, writer};
 use crate::session::{self, Header, Line};
@@ -368,6 +368,9 @@ impl SessionWriter {
         let mut failed = None;
         let mut groups: HashMap<String, Option<(Header, Vec<u8>)>> = HashMap::new();
         let shown = self.shown();
+        // Events to check whose sessions show their runs' final results: only their
+        // `done` marks were lost, and they do not run again.
+        let mut done = HashSet::new();
         // How many of the events waiting this round takes, and the bytes of their lines.
         let (mut taken, mut round_bytes) = (0, 0);
         for waiting in &self.waiting {
@@ -378,8 +381,17 @@ impl SessionWriter {
                 break;
             }
             taken += 1;
+            // What the event's session shows of it; an event to check may have its
+            // message there, and more (a queue from an older lowkey, without `started`
+            // marks, may hold runs cut short or finished).
+            let marks = match &accepted.message {
+                Message::Check => shown.get(&accepted.job.event).copied().unwrap_or_default(),
+                _ => Marks::default(),
+            };
+            if marks.message_only() {
+                continue;
+            }
             let event = match &accepted.message {
-                Message::Check if shown.contains(&accepted.job.event) => continue,
                 Message::Write(event) => Ok(Cow::Borrowed(event.as_ref())),
                 Message::ReadBack | Message::Check => {
                     read_event(&self.home, &accepted.job.location).map(Cow::Owned)
@@ -397,9 +409,15 @@ impl SessionWriter {
             });
             match event {
                 Ok(event) => {
+                    let (lines, finished) = recovery::repair_lines(&event, false, marks);
+                    if finished {
+                        done.insert(accepted.job.event.clone());
+                    }
                     if let Some((_, bytes)) = group {
                         let before = bytes.len();
-                        session::encode_json(bytes, &event.message());
+                        for line in &lines {
+                            session::encode_json(bytes, line);
+                        }
                         round_bytes += bytes.len() - before;
                     }
                 }
@@ -424,6 +442,7 @@ impl SessionWriter {
         }
 
         let mut jobs = Vec::with_capacity(taken);
+        let mut finished = Vec::new();
         let mut still = self.waiting.split_off(taken);
         for waiting in self.waiting.drain(..).rev() {
             // A round takes only events held (it stops at the first to read back).
@@ -433,13 +452,20 @@ impl SessionWriter {
             };
             if matches!(groups.get(&accepted.job.session), Some(None)) {
                 still.push_front(Waiting::Held(accepted));
+                continue;
+            }
+            self.budget.give_back(&accepted.message);
+            if done.contains(&accepted.job.event) {
+                finished.push(accepted.job);
             } else {
-                self.budget.give_back(&accepted.message);
                 jobs.push(accepted.job);
             }
         }
         jobs.reverse();
         self.waiting = still;
+        for job in finished {
+            self.mark_done(job);
+        }
         // Events whose messages were found in place (`Message::Check`) may be in the page
         // cache only: the next sync covers them before the watermark passes them.
         self.dirty_since.get_or_insert_with(Instant::now);
@@ -470,9 +496,19 @@ impl SessionWriter {
         }
     }
 
-    /// Of the events a round can take (`READ_BACK`) that start-up left to check, those
-    /// whose sessions show their messages already: each session is read once.
-    fn shown(&self) -> HashSet<String> {
+    /// Has the queue writer mark done an event whose session shows its run's final
+    /// result (its `done` mark was lost in a crash).
+    fn mark_done(&self, job: Job) {
+        tracing::info!(session_id = %job.session, event_id = %job.event, "the run finished before the last stop; marked done");
+        if let Some(queue) = self.queue.upgrade() {
+            let seq = job.location.seq;
+            let _ = queue.send(writer::Command::Done(job.event, seq, oneshot::channel().0));
+        }
+    }
+
+    /// What the sessions show of the events a round can take (`READ_BACK`) that
+    /// start-up left to check: each session is read once.
+    fn shown(&self) -> HashMap<String, Marks> {
         let mut check: HashMap<&str, HashSet<&str>> = HashMap::new();
         for waiting in self.waiting.iter().take(READ_BACK) {
             match waiting {
@@ -488,7 +524,7 @@ impl SessionWriter {
         }
         check
             .iter()
-            .flat_map(|(session, ids)| recovery::messages_in(&self.home, session, ids))
+            .flat_map(|(session, ids)| recovery::read_marks(&self.home, session, ids))
             .collect()
     }
 

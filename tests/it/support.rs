@@ -298,6 +298,16 @@ impl Daemon {
         }
     }
 
+    /// Waits up to `limit` for lowkey to exit on its own; returns whether it did.
+    pub fn exits_within(&self, limit: Duration) -> bool {
+        let (lock, cond) = &*self.exit;
+        let guard = lock.lock().unwrap();
+        let (guard, _) = cond
+            .wait_timeout_while(guard, limit, |e| e.is_none())
+            .unwrap();
+        guard.is_some()
+    }
+
     pub fn has_exited(&self) -> bool {
         self.exit.0.lock().unwrap().is_some()
     }
