@@ -5,10 +5,10 @@
 //! it is also appended to `deliveries.jsonl`, which is synced before any queue segment
 //! holding ids is deleted, so ids outlive their segments and survive restarts.
 
+use super::record::Head;
 use super::{Event, Home, Ingested, StoreError, io_err, sync_dir};
 use crate::session::{self, encode_json};
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -27,37 +27,13 @@ pub(super) struct Seen {
 
 impl Seen {
     /// The delivery an `accepted` record holds, when it has a delivery id to remember.
-    /// Only the fields named here are parsed: the body is passed over.
-    pub(super) fn in_record(record: &[u8]) -> Option<Seen> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        enum Accepted<'a> {
-            #[serde(borrow)]
-            Accepted(Fields<'a>),
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Fields<'a> {
-            #[serde(borrow)]
-            id: Cow<'a, str>,
-            #[serde(borrow)]
-            session: Cow<'a, str>,
-            #[serde(borrow)]
-            source: Cow<'a, str>,
-            #[serde(borrow, default)]
-            delivery: Option<Cow<'a, str>>,
-            #[serde(default)]
-            dedup_until: Option<u64>,
-        }
-        let Ok(Accepted::Accepted(f)) = serde_json::from_slice(record) else {
-            return None;
-        };
+    pub(super) fn of(head: &Head) -> Option<Seen> {
         Some(Seen {
-            source: f.source.into_owned(),
-            id: f.delivery?.into_owned(),
-            session: f.session.into_owned(),
-            event: f.id.into_owned(),
-            until: f.dedup_until?,
+            source: head.source.clone().into_owned(),
+            id: head.delivery.clone()?.into_owned(),
+            session: head.session.clone().into_owned(),
+            event: head.id.clone().into_owned(),
+            until: head.dedup_until?,
         })
     }
 

@@ -7,6 +7,7 @@ use super::Event;
 use crate::session::encode_json;
 use crate::window::Position;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 
@@ -86,39 +87,74 @@ pub(super) fn encode_accepted<'a>(
     (records, spans)
 }
 
-/// How every `accepted` record starts: `encode_json` writes an event's fields in the
-/// order `Event` declares them, its id first.
-const ACCEPTED_ID: &[u8] = br#"{"accepted":{"id":""#;
-
-/// Whether a record is an `accepted` one, as lowkey writes them.
+/// Whether a record is an `accepted` one (the marks never start so).
 pub(super) fn is_accepted(record: &[u8]) -> bool {
     record.starts_with(br#"{"accepted":"#)
 }
 
-/// The event id of an `accepted` record as lowkey writes it, read from its start
-/// without parsing the rest (the body); `None` for any other record, or an id with an
-/// escape in it, which only a parser reads right.
-pub(super) fn accepted_id(record: &[u8]) -> Option<&str> {
-    let rest = record.strip_prefix(ACCEPTED_ID)?;
-    let id = &rest[..rest.iter().position(|b| *b == b'"')?];
-    if id.contains(&b'\\') {
-        return None;
-    }
-    std::str::from_utf8(id).ok()
+/// An `accepted` record's event, only as far as start-up and the readers of waiting
+/// events need it. It parses exactly when the whole `Event` would: every field is
+/// checked, but the body, the project and the time are not kept, and the strings that
+/// are borrow from the record where they can.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Head<'a> {
+    #[serde(borrow)]
+    pub(super) id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) session: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) source: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) agent: Cow<'a, str>,
+    #[serde(rename = "project")]
+    _project: Text,
+    #[serde(rename = "at")]
+    _at: Text,
+    #[serde(rename = "body")]
+    _body: Text,
+    #[serde(borrow, default)]
+    pub(super) delivery: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub(super) dedup_until: Option<u64>,
+    #[serde(default)]
+    pub(super) fresh: bool,
 }
 
-/// Whether an `accepted` record as lowkey writes it holds a delivery id to remember
-/// (`dedupUntil`, which comes only with one), read from its end without parsing the
-/// rest: the fields after the body are `delivery` (a string), `dedupUntil` (a number)
-/// and `fresh` (only ever `true`), each left out when unset. `None` when the record
-/// does not end that way: a parser decides.
-pub(super) fn remembers_delivery(record: &[u8]) -> Option<bool> {
-    let rest = record.strip_suffix(b"}}")?;
-    let rest = rest.strip_suffix(br#","fresh":true"#).unwrap_or(rest);
-    match rest.last()? {
-        b'"' => Some(false),
-        b'0'..=b'9' => Some(true),
-        _ => None,
+/// `Head` of an `accepted` record; `None` for a mark, or a record that does not parse
+/// (torn, never acknowledged).
+pub(super) fn head(record: &[u8]) -> Option<Head<'_>> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    enum Accepted<'a> {
+        #[serde(borrow)]
+        Accepted(Head<'a>),
+    }
+    if !is_accepted(record) {
+        return None;
+    }
+    match serde_json::from_slice(record) {
+        Ok(Accepted::Accepted(head)) => Some(head),
+        Err(_) => None,
+    }
+}
+
+/// A JSON string, checked and not kept.
+struct Text;
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Text, E> {
+                Ok(Text)
+            }
+        }
+        d.deserialize_str(Visitor)
     }
 }
 
@@ -228,51 +264,49 @@ mod tests {
     use super::*;
     use crate::store::testing::{delivered, event};
 
-    /// The id and the delivery are read from the ends of a record as `encode_json`
-    /// writes it, whatever the body holds: a change to `Event`'s fields or their order
-    /// that would mislead those readers fails here.
+    /// `head` takes exactly the records the whole `Event` parser takes, whatever
+    /// field is damaged: a record one reader counts is never one another refuses.
     #[test]
-    fn an_accepted_record_is_read_from_its_ends_as_a_parser_reads_it() {
-        let tricky = r#"{"id":"x","dedupUntil":1,"delivery":"d","fresh":true}"#;
+    fn a_head_parses_exactly_when_the_event_does() {
         let events = [
             event("01PLAIN"),
             Event {
-                body: tricky.into(),
-                ..event("01TRICKY")
-            },
-            Event {
                 fresh: true,
-                body: tricky.into(),
-                ..event("01FRESH")
-            },
-            delivered("01DELIVERED", "evt_1", 1_900_000_000),
-            Event {
-                fresh: true,
-                ..delivered("01BOTH", "evt_2", 7)
-            },
-            // A delivery id with no time to remember it by is not remembered.
-            Event {
-                delivery: Some("evt_3".into()),
-                ..event("01UNTIMED")
+                body: r#"{"id":"x","dedupUntil":1,"fresh":true}"#.into(),
+                ..delivered("01ALL", "evt_\"1", 7)
             },
         ];
         for e in &events {
             let mut record = Vec::new();
             encode_json(&mut record, &RecordRef::Accepted(e));
             let record = record.strip_suffix(b"\n").unwrap();
-            assert!(is_accepted(record));
-            assert_eq!(accepted_id(record), Some(e.id.as_str()));
-            let remembers = e.delivery.is_some() && e.dedup_until.is_some();
-            assert_eq!(remembers_delivery(record), Some(remembers), "{}", e.id);
+            let h = head(record).unwrap();
+            assert_eq!(
+                (&*h.id, &*h.session, &*h.agent),
+                (&*e.id, &*e.session, &*e.agent)
+            );
+            assert_eq!(
+                (h.delivery.as_deref(), h.dedup_until),
+                (e.delivery.as_deref(), e.dedup_until)
+            );
+            assert_eq!(h.fresh, e.fresh);
+            let text = std::str::from_utf8(record).unwrap();
+            let damaged = [
+                text.replace(r#""body":"#, r#""body":1,"x":"#),
+                text.replace(r#""project":"/""#, r#""project":null"#),
+                text.replace(r#","at":"#, r#","at":["#),
+                text.replace(r#""session":"s","#, ""),
+                text.replacen('}', "", 1),
+                text[..text.len() / 2].to_owned(),
+                text.replace(r#""source":"hook""#, r#""source":"hook","source":"x""#),
+            ];
+            for bad in damaged {
+                let whole = serde_json::from_str::<Record>(&bad).is_ok();
+                assert_eq!(head(bad.as_bytes()).is_some(), whole, "{bad}");
+            }
         }
         let mut done = Vec::new();
         encode_json(&mut done, &RecordRef::Done("01PLAIN"));
-        assert!(!is_accepted(&done));
-        assert_eq!(accepted_id(&done), None);
-        // An escaped id is left to the parser.
-        assert_eq!(
-            accepted_id(br#"{"accepted":{"id":"a\"b","session":"s"}}"#),
-            None
-        );
+        assert!(head(&done).is_none());
     }
 }

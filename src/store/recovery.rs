@@ -18,14 +18,13 @@
 //! pending events costs the memory of a few.
 
 use super::dedup::{Deliveries, Seen};
-use super::record::{self, Location, Record, RecordRef, Records};
+use super::record::{self, Head, Location, Record, RecordRef, Records};
 use super::session_file::{append_session, interruption};
 use super::sessions::{self, Budget};
 use super::writer::Writer;
 use super::{Backlog, Event, Home, Passed, Recovery, StoreError, io_err};
 use crate::session::{self, Line, Role, RunStatus, encode_json};
 use crate::window::Position;
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
@@ -41,8 +40,8 @@ use std::sync::mpsc;
 /// dispatch, in queue order; returns the queue writer, ready to run.
 ///
 /// The queue is read twice, a piece at a time, so start-up costs the same memory
-/// whatever the backlog: first its marks, then its `accepted` records, of which only
-/// the id is read unless the event needs more (see `Pending::check`).
+/// whatever the backlog: first its marks, then its `accepted` records, each read only
+/// as far as `Head` (the body is checked, not kept) unless its run started.
 pub(super) fn recover(
     home: &Home,
     sessions: mpsc::Sender<sessions::Command>,
@@ -368,24 +367,13 @@ fn each_record(path: &Path, mut each: impl FnMut(u64, &[u8])) -> io::Result<()> 
 }
 
 /// Calls `each` with every event's `accepted` record (done or not), once per event, in
-/// queue order, with where it is and the event's id; returns where the second copies
-/// of records are (see `QueueMarks::unmarked`). A record that does not parse was torn
-/// and never acknowledged: it is passed over.
+/// queue order, with where it is and its `Head`; returns where the second copies of
+/// records are (see `QueueMarks::unmarked`). A record that does not parse was torn and
+/// never acknowledged: it is passed over.
 fn each_accepted(
     marks: &QueueMarks,
-    mut each: impl FnMut(Location, &str, &[u8]),
+    mut each: impl FnMut(Location, &Head, &[u8]),
 ) -> io::Result<HashSet<Position>> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    enum Accepted<'a> {
-        #[serde(borrow)]
-        Accepted(Id<'a>),
-    }
-    #[derive(serde::Deserialize)]
-    struct Id<'a> {
-        #[serde(borrow)]
-        id: Cow<'a, str>,
-    }
     // An event is run once even if its record is in the queue twice (a copy left by
     // an older lowkey's start-up compaction cut short by a crash); only segments
     // without a `filed` mark can hold one.
@@ -393,30 +381,19 @@ fn each_accepted(
     let mut copies = HashSet::new();
     for (seq, path) in &marks.segments {
         let read = each_record(path, |offset, record| {
-            if !record::is_accepted(record) {
+            let Some(head) = record::head(record) else {
                 return;
-            }
-            let parsed;
-            let id = match record::accepted_id(record) {
-                Some(id) => id,
-                None => match serde_json::from_slice::<Accepted>(record) {
-                    Ok(Accepted::Accepted(Id { id })) => {
-                        parsed = id;
-                        &parsed
-                    }
-                    Err(_) => return,
-                },
             };
             let location = Location {
                 seq: *seq,
                 offset,
                 len: record.len(),
             };
-            if marks.unmarked.contains(seq) && !ids.insert(id.to_owned()) {
+            if marks.unmarked.contains(seq) && !ids.insert(head.id.to_string()) {
                 copies.insert(location.start());
                 return;
             }
-            each(location, id, record);
+            each(location, &head, record);
         });
         match read {
             Ok(()) => {}
@@ -461,10 +438,9 @@ fn read_pending(marks: &mut QueueMarks) -> io::Result<PendingRead> {
     let end = marks.filed.unwrap_or_default();
     read.backlog.start = end;
     read.backlog.end = end;
-    let copies = each_accepted(marks, |location, id, record| {
-        if record::remembers_delivery(record) != Some(false) {
-            read.seen.extend(Seen::in_record(record));
-        }
+    let copies = each_accepted(marks, |location, head, record| {
+        read.seen.extend(Seen::of(head));
+        let id = head.id.as_ref();
         if marks.done.contains(id) {
             return;
         }
@@ -507,8 +483,8 @@ pub fn queued(home: &Home) -> io::Result<Vec<Event>> {
         Err(e) => return Err(e),
     };
     let mut events = Vec::new();
-    each_accepted(&marks, |_, id, record| {
-        if marks.done.contains(id) {
+    each_accepted(&marks, |_, head, record| {
+        if marks.done.contains(head.id.as_ref()) {
             return;
         }
         if let Ok(Record::Accepted(event)) = serde_json::from_slice(record) {

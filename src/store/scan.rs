@@ -3,45 +3,17 @@
 //! Dispatch holds only a bounded window of waiting runs; the rest stay in the queue, and
 //! each is read back once, when the window has room for it (`Refill`). A read goes
 //! through the segments in order, a piece at a time, so it costs a buffer and the
-//! events it keeps, whatever the size of the queue; and it parses of each `accepted`
-//! record only what the window decides on (id, session, agent, fresh), skipping the
-//! body without copying it.
+//! events it keeps, whatever the size of the queue; and it parses each `accepted`
+//! record only as far as `record::Head`, keeping what the window decides on (id,
+//! session, agent, fresh) and checking the body without copying it.
 
-use super::record::{Location, Records};
+use super::record::{self, Head, Location, Records};
 use super::segment::segment_path;
 use super::{Job, Passed, StoreError, io_err};
 use crate::window::{Position, Refill, Waiting};
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-use std::borrow::Cow;
 use std::fs::File;
 use std::io;
 use std::path::Path;
-
-/// An `accepted` record, only as far as the window needs it.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-enum Light<'a> {
-    #[serde(borrow)]
-    Accepted(Head<'a>),
-    Done(IgnoredAny),
-    Rerun(IgnoredAny),
-    Started(IgnoredAny),
-    Filed(IgnoredAny),
-}
-
-/// The event's fields a read decides on; serde skips the others (the body) unparsed.
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow)]
-    session: Cow<'a, str>,
-    #[serde(borrow)]
-    agent: Cow<'a, str>,
-    #[serde(default)]
-    fresh: bool,
-}
 
 /// A record found, before the read decides to keep it.
 struct Found<'a> {
@@ -109,7 +81,7 @@ pub(super) fn scan(
             if location.start() >= refill.to {
                 break;
             }
-            let Ok(Light::Accepted(head)) = serde_json::from_slice(bytes) else {
+            let Some(head) = record::head(bytes) else {
                 continue;
             };
             let found = Found { head, location };
