@@ -38,7 +38,8 @@
 //! - `scan.rs`: reading waiting events back from the queue, for dispatch's bounded
 //!   window.
 //! - `recovery.rs`: start-up, which reads the queue back, repairs the sessions of
-//!   pending events and hands their runs on to the session writer.
+//!   pending events and leaves their runs in the queue for dispatch (before the
+//!   `filed` watermark) or the session writer (after it) to read back.
 //!
 //! The durability rules, in brief: a 2xx goes out only once its `accepted` record is
 //! synced; a batch starts on a fresh page, so no write covers a record already

@@ -19,8 +19,14 @@
 //!
 //! A message that cannot be written (a full disk) is logged and tried again after 1 s,
 //! doubling up to 30 s; nothing written is written twice, and ingest goes on: the
-//! queue holds the events, and the bodies kept here for them are bounded
-//! (`BODY_BUDGET`); past that, an event's body is read back from the queue.
+//! queue holds the events, and what is kept here for them is bounded: bodies
+//! (`BODY_BUDGET`; past that, an event's body is read back from the queue) and events
+//! (`HELD_MAX`; past that, the queue writer only says where a batch is, and the events
+//! are read back from the queue, `READ_BACK` at a time).
+//!
+//! At start-up it is handed the pending events after the last `filed` mark the same
+//! way, to check: each round reads their sessions once, and writes only the messages
+//! missing (see `Message::Check`).
 
 use super::recovery::{self, Marks};
 use super::session_file::{append_session, rewrite};
