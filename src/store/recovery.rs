@@ -1,21 +1,20 @@
 //! Start-up: reading the queue back, putting the sessions of pending events right, and
-//! handing their runs on to dispatch: through the session writer, or left in the queue
-//! for dispatch to read back.
+//! leaving their runs in the queue for dispatch or the session writer to read back.
 //!
 //! Start-up rewrites no queue record: each recovered job points at its record where it
 //! is, so a crash at any point of it leaves the queue as it was, and a full disk does
 //! not stop the daemon from starting (it answers 503 until there is room). It reads the
-//! queue, which holds pending work, and only the session files it must: those of
-//! pending events whose run started (a `started` mark) or whose result did not sync (a
-//! `rerun` mark), to mark a run cut short or see that only the `done` mark was lost;
-//! and those of pending events after the last `filed` mark, whose messages may not be
-//! in them. A queue with no `filed` mark at all (written by an older lowkey, or one
-//! that crashed before its first) gets every pending event's session read. Each file is
-//! read once, from its end back to the first message of the events looked for.
+//! queue, which holds pending work, and only the session files of pending events whose
+//! run started (a `started` mark) or whose result did not sync (a `rerun` mark), to
+//! mark a run cut short or see that only the `done` mark was lost. Each file is read
+//! once, from its end back to the first message of the events looked for.
 //!
-//! The pending events before the `filed` watermark are not held: they are left in the
-//! queue for dispatch's window to read back (`Backlog`), so start-up with a million
-//! pending events costs the memory of a few.
+//! It holds no pending event: those before the last `filed` mark (their messages are
+//! filed) are left in the queue for dispatch's window to read back (`Backlog`); those
+//! after it, whose messages may not be in their sessions, for the session writer to
+//! read back and check (`sessions::Message::Check`). A queue with no `filed` mark at
+//! all (an older lowkey's, or one that crashed before its first) has every pending
+//! event checked so. Start-up with a million pending events costs the memory of a few.
 
 use super::dedup::{Deliveries, Seen};
 use super::record::{self, Head, Location, Record, RecordRef, Records};
@@ -33,11 +32,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 
-/// Reads the queue, puts the sessions of pending events right, leaves the pending
-/// events before the `filed` watermark in the queue for dispatch to read back (the
-/// `Backlog`), and sends the jobs of those after it to the session writer
-/// (`sessions`), which writes the messages still missing and hands the jobs on to
-/// dispatch, in queue order; returns the queue writer, ready to run.
+/// Reads the queue, puts the sessions of pending events whose runs started right,
+/// leaves the pending events before the `filed` watermark in the queue for dispatch to
+/// read back (the `Backlog`), and tells the session writer (`sessions`) where those
+/// after it are: it reads them back, writes the messages still missing and hands the
+/// jobs on to dispatch, in queue order. Returns the queue writer, ready to run.
 ///
 /// The queue is read twice, a piece at a time, so start-up costs the same memory
 /// whatever the backlog: first its marks, then its `accepted` records, each read only

@@ -44,11 +44,11 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 /// At most this many bytes of bodies wait in memory for the session writer; past it the
 /// queue writer sends jobs alone, and their events are read back from the queue.
-const BODY_BUDGET: usize = 32 * 1024 * 1024;
+const BODY_BUDGET: usize = 8 * 1024 * 1024;
 /// At most about this many events wait in memory for the session writer (when it falls
 /// behind: a flood of `new_session` events makes a file each); past it the queue writer
 /// hands it the rest as places in the queue to read back (`Command::OnDisk`).
-pub(super) const HELD_MAX: usize = 16_384;
+pub(super) const HELD_MAX: usize = 4_096;
 /// How many events one read back from the queue takes.
 const READ_BACK: usize = 1024;
 /// One round of filing writes the messages of at most about this many bytes, so the
