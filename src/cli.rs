@@ -193,7 +193,7 @@ fn serve(home: Home, config_path: PathBuf, default_config: bool, listen: Option<
         Err(e) => {
             tracing::error!("{}", log::Outside(&e));
             match e {
-                DaemonError::Config(_) => exit::CONFIG,
+                DaemonError::Config(_) | DaemonError::Window(_) => exit::CONFIG,
                 DaemonError::Store(_) => exit::IO,
                 _ => exit::FAILURE,
             }

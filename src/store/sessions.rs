@@ -438,6 +438,10 @@ impl SessionWriter {
             let Some(Some((header, bytes))) = groups.get(&session) else {
                 continue;
             };
+            // Events to check whose sessions lacked nothing.
+            if bytes.is_empty() {
+                continue;
+            }
             match append_session(&self.home, header, bytes) {
                 Ok(appended) => self.wrote(&session, appended.offset, appended.bytes),
                 Err(e) => {

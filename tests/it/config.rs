@@ -203,3 +203,22 @@ fn a_failed_reload_is_logged_on_one_line_naming_every_error() {
     // The old config still serves.
     accept(&daemon, "hook", "{}");
 }
+
+#[test]
+fn a_bad_lowkey_window_stops_serve_with_the_variable_named() {
+    let home = Home::new();
+    home.write_config(&base(&home));
+    for bad in ["lots", "8,16,2", "8,4"] {
+        let out = home
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .env("LOWKEY_WINDOW", bad)
+            .output()
+            .expect("run lowkey serve");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{bad}: {said}");
+        assert!(
+            said.contains(&format!("LOWKEY_WINDOW=\"{bad}\"")) && said.contains("16384,4096,32"),
+            "{bad}: {said}"
+        );
+    }
+}
