@@ -73,7 +73,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use writer::Command;
@@ -291,11 +291,24 @@ pub struct Passed {
     /// Second copies of an event's `accepted` record, left by an older lowkey's
     /// start-up compaction cut short by a crash.
     copies: HashSet<Position>,
+    /// Events the session writer found finished after this start (their sessions show
+    /// final results; see `sessions::Message::Check`), before it hands on any event
+    /// after them.
+    finished: Mutex<HashSet<String>>,
 }
 
 impl Passed {
     fn holds(&self, event: &str, position: Position) -> bool {
-        self.done.contains(event) || self.copies.contains(&position)
+        self.done.contains(event)
+            || self.copies.contains(&position)
+            || self.finished.lock().is_ok_and(|f| f.contains(event))
+    }
+
+    /// An event found finished after this start: reads of waiting events pass over it.
+    fn finish(&self, event: &str) {
+        if let Ok(mut finished) = self.finished.lock() {
+            finished.insert(event.to_owned());
+        }
     }
 }
 

@@ -548,16 +548,20 @@ mod tests {
     }
 
     /// Before the `filed` mark, only an event whose run started has its session read;
-    /// after it, every event's is, and a message found there is not written again.
+    /// after it, every event's is (by the session writer), a message found there is not
+    /// written again, and a run found finished (its `started` and `done` marks lost, as
+    /// in an older lowkey's queue) is not run again, nor read back by dispatch.
     #[test]
     fn sessions_are_read_for_started_runs_and_events_after_the_watermark() {
         let (_dir, home) = empty_home();
-        let [filed, started, after, missing] = ["01A", "01B", "01C", "01D"].map(|id| Event {
-            session: id.into(),
-            ..event(id)
-        });
+        let [filed, started, after, missing, finished] =
+            ["01A", "01B", "01C", "01D", "01E"].map(|id| Event {
+                session: id.into(),
+                ..event(id)
+            });
         let mut queue = Vec::new();
-        let (_, spans) = encode_accepted_into(&mut queue, [&filed, &started, &after, &missing]);
+        let (_, spans) =
+            encode_accepted_into(&mut queue, [&filed, &started, &after, &missing, &finished]);
         encode_json(&mut queue, &RecordRef::Started(&started.id));
         let watermark = Position {
             seq: 1,
@@ -572,12 +576,19 @@ mod tests {
             (&filed, vec![run(&filed)]),
             (&started, vec![started.message(), run(&started)]),
             (&after, vec![after.message()]),
+            (
+                &finished,
+                vec![
+                    finished.message(),
+                    Line::Run(Run::new(&finished.id, RunStatus::Finished, &finished.agent)),
+                ],
+            ),
         ] {
             append_session(&home, &e.header(), &session::encode(&lines)).unwrap();
         }
 
         let (recovery, jobs) = recovered(&home);
-        assert_eq!(recovery.pending, 4);
+        assert_eq!(recovery.pending, 5);
         // The two before the watermark wait in the queue for dispatch to read back.
         let backlog = &recovery.backlog;
         assert_eq!(backlog.waiting, 2);
@@ -588,6 +599,11 @@ mod tests {
         // The two after it go through the session writer, which checks their sessions.
         let ids: Vec<&str> = jobs.iter().map(|j| j.event.as_str()).collect();
         assert_eq!(ids, ["01C", "01D"]);
+        let at = Position {
+            seq: 1,
+            offset: spans[4].0 as u64,
+        };
+        assert!(backlog.passed.holds("01E", at), "01E is passed over");
         let lines = |e: &Event| session::read(&home.session_file(&e.session)).unwrap();
         assert_eq!(
             lines(&filed).len(),

@@ -170,6 +170,9 @@ pub(super) struct SessionWriter {
     budget: Budget,
     /// Accepted events whose messages are not in their sessions yet, in queue order.
     waiting: VecDeque<Waiting>,
+    /// What dispatch's reads of the queue pass over, once start-up has handed events
+    /// to check: events found finished are added to it.
+    passed: Option<Arc<Passed>>,
     /// The end of the last accepted event handed in.
     seen: Option<Position>,
     /// The watermark last told to the queue writer.
@@ -203,6 +206,7 @@ impl SessionWriter {
             queue,
             budget,
             waiting: VecDeque::new(),
+            passed: None,
             seen: None,
             filed: None,
             unsynced: HashMap::new(),
@@ -271,6 +275,9 @@ impl SessionWriter {
             }
             Command::OnDisk { from, to, check } => {
                 self.seen = self.seen.max(Some(to));
+                if check.is_some() {
+                    self.passed.clone_from(&check);
+                }
                 // Two batches in a row, in one segment, read back as one: nothing but
                 // their marks and the zeros between batches lies between them.
                 match self.waiting.back_mut() {
@@ -473,6 +480,7 @@ impl SessionWriter {
         }
         jobs.reverse();
         self.waiting = still;
+        // Before any job after them goes on, so dispatch never reads them back.
         for job in finished {
             self.mark_done(job);
         }
@@ -507,8 +515,12 @@ impl SessionWriter {
     }
 
     /// Has the queue writer mark done an event whose session shows its run's final
-    /// result (its `done` mark was lost in a crash).
+    /// result (its `done` mark was lost in a crash), and dispatch's reads of the queue
+    /// pass over it: it must not run again, also when it is read back from there.
     fn mark_done(&self, job: Job) {
+        if let Some(passed) = &self.passed {
+            passed.finish(&job.event);
+        }
         tracing::info!(session_id = %job.session, event_id = %job.event, "the run finished before the last stop; marked done");
         if let Some(queue) = self.queue.upgrade() {
             let seq = job.location.seq;
