@@ -30,6 +30,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 /// Reads the queue, puts the sessions of pending events whose runs started right,
@@ -310,6 +311,22 @@ impl QueueMarks {
             })
             .collect();
         segments.sort();
+        let found = in_parallel(&segments, |_, path| {
+            let mut found = Vec::new();
+            let read = each_record(path, |_, record| {
+                if !record::is_accepted(record)
+                    && let Ok(mark) = serde_json::from_slice::<Record>(record)
+                {
+                    found.push(mark);
+                }
+            });
+            match read {
+                Ok(()) => Ok(Some(found)),
+                // Deleted by the daemon while another process reads the queue.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
         let mut marks = QueueMarks {
             segments: Vec::new(),
             unmarked: HashSet::new(),
@@ -318,34 +335,28 @@ impl QueueMarks {
             started: HashSet::new(),
             filed: None,
         };
-        for (seq, path) in segments {
+        for ((seq, path), found) in segments.into_iter().zip(found) {
+            let Some(found) = found else {
+                continue;
+            };
             let mut filed = false;
-            let read = each_record(&path, |_, record| {
-                if record::is_accepted(record) {
-                    return;
-                }
-                match serde_json::from_slice::<Record>(record) {
-                    Ok(Record::Done(id)) => {
+            for mark in found {
+                match mark {
+                    Record::Done(id) => {
                         marks.done.insert(id);
                     }
-                    Ok(Record::Rerun(id)) => {
+                    Record::Rerun(id) => {
                         marks.rerun.insert(id);
                     }
-                    Ok(Record::Started(id)) => {
+                    Record::Started(id) => {
                         marks.started.insert(id);
                     }
-                    Ok(Record::Filed(position)) => {
+                    Record::Filed(position) => {
                         filed = true;
                         marks.filed = marks.filed.max(Some(position));
                     }
-                    Ok(Record::Accepted(_)) | Err(_) => {}
+                    Record::Accepted(_) => {}
                 }
-            });
-            match read {
-                Ok(()) => {}
-                // Deleted by the daemon while another process reads the queue.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
             }
             if !filed {
                 marks.unmarked.insert(seq);
@@ -354,6 +365,45 @@ impl QueueMarks {
         }
         Ok(marks)
     }
+}
+
+/// How many threads read the segments at start-up: parsing the records costs about as
+/// much as reading them, and two reads at once keep a disk busier.
+const READERS: usize = 2;
+
+/// `read` of every segment, by `READERS` threads at once; the results in the segments'
+/// order. The first error stops it.
+fn in_parallel<T: Send>(
+    segments: &[(u64, PathBuf)],
+    read: impl Fn(u64, &Path) -> io::Result<T> + Sync,
+) -> io::Result<Vec<T>> {
+    let next = AtomicUsize::new(0);
+    let found: Vec<io::Result<Vec<(usize, T)>>> = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..READERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((seq, path)) = segments.get(i) else {
+                            return Ok(mine);
+                        };
+                        mine.push((i, read(*seq, path)?));
+                    }
+                })
+            })
+            .collect();
+        readers
+            .into_iter()
+            .map(|r| r.join().expect("a queue reader thread"))
+            .collect()
+    });
+    let mut all = Vec::with_capacity(segments.len());
+    for mine in found {
+        all.extend(mine?);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
 }
 
 /// Calls `each` with every record of a segment file and the offset it starts at.
@@ -365,34 +415,24 @@ fn each_record(path: &Path, mut each: impl FnMut(u64, &[u8])) -> io::Result<()> 
     Ok(())
 }
 
-/// Calls `each` with every event's `accepted` record (done or not), once per event, in
-/// queue order, with where it is and its `Head`; returns where the second copies of
-/// records are (see `QueueMarks::unmarked`). A record that does not parse was torn and
-/// never acknowledged: it is passed over.
-fn each_accepted(
-    marks: &QueueMarks,
-    mut each: impl FnMut(Location, &Head, &[u8]),
-) -> io::Result<HashSet<Position>> {
-    // An event is run once even if its record is in the queue twice (a copy left by
-    // an older lowkey's start-up compaction cut short by a crash); only segments
-    // without a `filed` mark can hold one.
+/// Where the second copies of `accepted` records are: an event is run once even if its
+/// record is in the queue twice (a copy left by an older lowkey's start-up compaction
+/// cut short by a crash). Only segments without a `filed` mark can hold one, so only
+/// those are read.
+fn copies_in(marks: &QueueMarks) -> io::Result<HashSet<Position>> {
     let mut ids = HashSet::new();
     let mut copies = HashSet::new();
-    for (seq, path) in &marks.segments {
+    for (seq, path) in marks
+        .segments
+        .iter()
+        .filter(|(seq, _)| marks.unmarked.contains(seq))
+    {
         let read = each_record(path, |offset, record| {
-            let Some(head) = record::head(record) else {
-                return;
-            };
-            let location = Location {
-                seq: *seq,
-                offset,
-                len: record.len(),
-            };
-            if marks.unmarked.contains(seq) && !ids.insert(head.id.to_string()) {
-                copies.insert(location.start());
-                return;
+            if let Some(head) = record::head(record)
+                && !ids.insert(head.id.to_string())
+            {
+                copies.insert(Position { seq: *seq, offset });
             }
-            each(location, &head, record);
         });
         match read {
             Ok(()) => {}
@@ -401,6 +441,35 @@ fn each_accepted(
         }
     }
     Ok(copies)
+}
+
+/// Calls `each` with the `accepted` records of a segment (done or not), in queue
+/// order, with where each is and its `Head`, passing over `copies`. A record that does
+/// not parse was torn and never acknowledged: it is passed over too. A segment that is
+/// gone (deleted while another process reads the queue) holds none.
+fn each_accepted(
+    seq: u64,
+    path: &Path,
+    copies: &HashSet<Position>,
+    mut each: impl FnMut(Location, &Head, &[u8]),
+) -> io::Result<()> {
+    let read = each_record(path, |offset, record| {
+        let Some(head) = record::head(record) else {
+            return;
+        };
+        let location = Location {
+            seq,
+            offset,
+            len: record.len(),
+        };
+        if !copies.contains(&location.start()) {
+            each(location, &head, record);
+        }
+    });
+    match read {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        read => read,
+    }
 }
 
 /// What the second read of the queue found.
@@ -430,14 +499,61 @@ struct After {
     waiting: usize,
 }
 
-/// The second read of the queue: the pending events.
+/// What the second read found in one segment.
+#[derive(Default)]
+struct SegmentRead {
+    seen: Vec<Seen>,
+    /// Its pending events, not counting those in `checked`.
+    live: usize,
+    checked: Vec<Pending>,
+    /// Where its first pending event before the watermark starts, and how many there
+    /// are (not counting those in `checked`).
+    backlog: (Option<Position>, usize),
+    after: After,
+}
+
+/// The second read of the queue: the pending events, put together in queue order from
+/// what each segment holds.
 fn read_pending(marks: &mut QueueMarks) -> io::Result<PendingRead> {
+    let copies = copies_in(marks)?;
+    let parts = in_parallel(&marks.segments, |seq, path| {
+        read_segment(marks, &copies, seq, path)
+    })?;
+
     let mut read = PendingRead::default();
     // Events before the watermark are filed: dispatch reads them back from the queue.
     let end = marks.filed.unwrap_or_default();
     read.backlog.start = end;
     read.backlog.end = end;
-    let copies = each_accepted(marks, |location, head, record| {
+    for ((seq, _), part) in marks.segments.iter().zip(parts) {
+        read.seen.extend(part.seen);
+        read.live.insert(*seq, part.live);
+        read.checked.extend(part.checked);
+        if let Some(first) = part.backlog.0 {
+            read.backlog.start = read.backlog.start.min(first);
+        }
+        read.backlog.waiting += part.backlog.1;
+        if let Some((from, to)) = part.after.span {
+            let span = read.after.span.get_or_insert((from, to));
+            span.1 = to;
+        }
+        read.after.waiting += part.after.waiting;
+    }
+    read.passed.done = std::mem::take(&mut marks.done);
+    read.passed.copies = copies;
+    Ok(read)
+}
+
+/// The second read of one segment (see `read_pending`).
+fn read_segment(
+    marks: &QueueMarks,
+    copies: &HashSet<Position>,
+    seq: u64,
+    path: &Path,
+) -> io::Result<SegmentRead> {
+    let end = marks.filed.unwrap_or_default();
+    let mut read = SegmentRead::default();
+    each_accepted(seq, path, copies, |location, head, record| {
         read.seen.extend(Seen::of(head));
         let id = head.id.as_ref();
         if marks.done.contains(id) {
@@ -453,13 +569,14 @@ fn read_pending(marks: &mut QueueMarks) -> io::Result<PendingRead> {
             read.after.waiting += 1;
         }
         if !started && !rerun {
-            *read.live.entry(location.seq).or_default() += 1;
+            read.live += 1;
             if location.start() < end {
-                read.backlog.add(location.start());
+                read.backlog.0.get_or_insert(location.start());
+                read.backlog.1 += 1;
             }
             return;
         }
-        // One that does not parse was torn, never acknowledged.
+        // Parsed whole: start-up reads its session.
         if let Ok(Record::Accepted(event)) = serde_json::from_slice::<Record>(record) {
             read.checked.push(Pending {
                 event: *event,
@@ -468,8 +585,6 @@ fn read_pending(marks: &mut QueueMarks) -> io::Result<PendingRead> {
             });
         }
     })?;
-    read.passed.done = std::mem::take(&mut marks.done);
-    read.passed.copies = copies;
     Ok(read)
 }
 
@@ -481,15 +596,18 @@ pub fn queued(home: &Home) -> io::Result<Vec<Event>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let copies = copies_in(&marks)?;
     let mut events = Vec::new();
-    each_accepted(&marks, |_, head, record| {
-        if marks.done.contains(head.id.as_ref()) {
-            return;
-        }
-        if let Ok(Record::Accepted(event)) = serde_json::from_slice(record) {
-            events.push(*event);
-        }
-    })?;
+    for (seq, path) in &marks.segments {
+        each_accepted(*seq, path, &copies, |_, head, record| {
+            if marks.done.contains(head.id.as_ref()) {
+                return;
+            }
+            if let Ok(Record::Accepted(event)) = serde_json::from_slice(record) {
+                events.push(*event);
+            }
+        })?;
+    }
     Ok(events)
 }
 
