@@ -5,7 +5,7 @@
 //! Their random choices come from one seed, printed, so a failure can be replayed:
 //! `LOWKEY_FAULTS_SEED=<seed> cargo test --test it crash`.
 
-use crate::campaign::{Load, Tally, long_mode, rounds};
+use crate::campaign::{Acked, Load, Tally, long_mode, rounds};
 use crate::helpers::{Reap, wait_for};
 use crate::support::*;
 use nix::sys::signal::Signal;
@@ -202,14 +202,9 @@ fn a_kill_9_loop_under_load_loses_and_repeats_nothing() {
     Tally::settle(&home, &acked, PATIENCE_IDLE).check("kill-9 loop");
 }
 
-/// Session files catch up at once, and a crash at any point of it is made whole: kill -9
-/// at random points while events flow to one fixed session and to a `new_session`
-/// source, whose messages the session writer files while runs are slow; after the
-/// restarts, every acknowledged event has exactly one message line and one result.
-#[test]
-fn a_kill_9_loop_while_messages_are_filed_loses_and_repeats_no_line() {
-    let mut rng = Rng::from_env("kill-9 filing");
-    let (home, agent) = home_with_agent();
+/// Sends `agent` the events of two sources: `hook`, to one fixed session (`inbox`), and
+/// `fresh`, to a new session each.
+fn with_two_sources(home: &Home, agent: &str) {
     let project = home.project("proj");
     home.write_config(&json!({
         "apiKey": KEY,
@@ -219,6 +214,31 @@ fn a_kill_9_loop_while_messages_are_filed_loses_and_repeats_no_line() {
             "fresh": { "project": project, "agent": "bot", "target": "new_session" }
         }
     }));
+}
+
+/// Stops the loads; returns every event they got acknowledged.
+fn stop_loads(loads: impl IntoIterator<Item = Load>, name: &str) -> Vec<Acked> {
+    let mut acked = Vec::new();
+    for load in loads {
+        let (a, others) = load.stop();
+        println!(
+            "faults {name}: {} acknowledged, other answers {others:?}",
+            a.len()
+        );
+        acked.extend(a);
+    }
+    acked
+}
+
+/// Session files catch up at once, and a crash at any point of it is made whole: kill -9
+/// at random points while events flow to one fixed session and to a `new_session`
+/// source, whose messages the session writer files while runs are slow; after the
+/// restarts, every acknowledged event has exactly one message line and one result.
+#[test]
+fn a_kill_9_loop_while_messages_are_filed_loses_and_repeats_no_line() {
+    let mut rng = Rng::from_env("kill-9 filing");
+    let (home, agent) = home_with_agent();
+    with_two_sources(&home, &agent);
     let slow = home.dir.path().join("slow");
     std::fs::write(&slow, b"").unwrap();
     let addr: Arc<Mutex<Option<String>>> = Arc::default();
@@ -235,15 +255,7 @@ fn a_kill_9_loop_while_messages_are_filed_loses_and_repeats_no_line() {
         assert_eq!(daemon.wait_exit(), None, "killed by the signal");
         reap_agents(&agent);
     }
-    let mut acked = Vec::new();
-    for load in loads {
-        let (a, others) = load.stop();
-        println!(
-            "faults kill-9 filing: {} acknowledged, other answers {others:?}",
-            a.len()
-        );
-        acked.extend(a);
-    }
+    let acked = stop_loads(loads, "kill-9 filing");
     assert!(
         acked.iter().any(|(s, _)| s == "inbox") && acked.iter().any(|(s, _)| s != "inbox"),
         "both sources got events through"
@@ -261,15 +273,7 @@ fn a_kill_9_loop_while_messages_are_filed_loses_and_repeats_no_line() {
 fn a_kill_9_loop_while_a_backlog_drains_loses_and_repeats_nothing() {
     let mut rng = Rng::from_env("kill-9 backlog");
     let (home, agent) = home_with_agent();
-    let project = home.project("proj");
-    home.write_config(&json!({
-        "apiKey": KEY,
-        "agents": { "bot": { "command": [agent], "timeoutSec": 30, "maxConcurrent": 2 } },
-        "webhooks": {
-            "hook": { "project": project, "agent": "bot", "target": "inbox" },
-            "fresh": { "project": project, "agent": "bot", "target": "new_session" }
-        }
-    }));
+    with_two_sources(&home, &agent);
     let serve = || {
         let mut cmd = home.command(&["serve", "--listen", "127.0.0.1:0"]);
         cmd.env("LOWKEY_WINDOW", "8,4,2");
@@ -285,15 +289,7 @@ fn a_kill_9_loop_while_a_backlog_drains_loses_and_repeats_nothing() {
         Load::start(2, source, move || to.clone())
     });
     std::thread::sleep(Duration::from_millis(700));
-    let mut acked = Vec::new();
-    for load in loads {
-        let (a, others) = load.stop();
-        println!(
-            "faults kill-9 backlog: {} acknowledged, other answers {others:?}",
-            a.len()
-        );
-        acked.extend(a);
-    }
+    let acked = stop_loads(loads, "kill-9 backlog");
     daemon.signal(Signal::SIGKILL);
     assert_eq!(daemon.wait_exit(), None, "killed by the signal");
     reap_agents(&agent);
