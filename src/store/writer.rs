@@ -8,7 +8,7 @@
 //! failed). Nothing else runs on this thread, so each batch waits only for the sync
 //! before it: once a batch is answered, its events go to the session writer
 //! (`sessions.rs`), which writes their messages into their sessions and hands them on to
-//! dispatch.
+//! dispatch; while it is far behind (`sessions::HELD_MAX`), only where the batch is.
 
 use super::dedup::{Claim, Deliveries};
 use super::record::{Location, RecordRef, encode_accepted};
