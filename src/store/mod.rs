@@ -15,11 +15,12 @@
 //! the run's result is synced into the session file. The session writer syncs what it
 //! wrote about once a second and tells the queue writer how far every message is filed,
 //! which it records as a `filed` mark; start-up reads a session file only for pending
-//! events that started a run (or whose result did not sync) and for those after the last
-//! `filed` mark, so it does not grow with the number of sessions. Dispatch holds a
-//! bounded window of jobs (`Job` holds only the record's place in the queue); the rest
-//! wait in the queue and are read back when there is room (`scan.rs`), so a long backlog
-//! stays small in memory.
+//! events that started a run (or whose result did not sync), and leaves those after the
+//! last `filed` mark to the session writer to check, so it does not grow with the number
+//! of sessions. Start-up holds no pending event, and dispatch a bounded window of jobs
+//! (`Job` holds only the record's place in the queue); the rest wait in the queue and
+//! are read back when there is room (`scan.rs`), so a long backlog stays small in
+//! memory.
 //!
 //! The files, in the order a request meets them:
 //!
