@@ -1,5 +1,5 @@
-//! `webhooks`: each source's project, agent, target, dedup window and rate limit. Its
-//! `auth`, `verify` and secrets are checked in `security.rs`.
+//! `webhooks`: each source's project, agent, target, dedup window, rate limit and
+//! `enabled`. Its `auth`, `verify` and secrets are checked in `security.rs`.
 
 use super::agents::agent_hint;
 use super::security::scheme_names;
@@ -26,6 +26,7 @@ pub(super) const SOURCE_KEYS: &[&str] = &[
     "toleranceSec",
     "dedupHours",
     "rateLimit",
+    "enabled",
     "signatureHeader",
     "signatureEncoding",
     "signaturePrefix",
@@ -42,6 +43,7 @@ pub(super) struct RawSource {
     pub(super) tolerance_sec: Option<u64>,
     dedup_hours: Option<u64>,
     rate_limit: Option<RawRateLimit>,
+    enabled: Option<bool>,
     pub(super) signature_header: Option<String>,
     pub(super) signature_encoding: Option<String>,
     pub(super) signature_prefix: Option<String>,
@@ -137,6 +139,7 @@ impl Validator {
         );
         let dedup_hours = number(self, "dedupHours", "a whole number of hours, such as 72");
         let rate_limit = self.raw_rate_limit(&format!("{key}.rateLimit"), fields.get("rateLimit"));
+        let enabled = self.optional(key, fields, "enabled", "true or false", Value::as_bool);
         Some(RawSource {
             project: project?,
             agent: agent?,
@@ -146,6 +149,7 @@ impl Validator {
             tolerance_sec: tolerance_sec?,
             dedup_hours: dedup_hours?,
             rate_limit: rate_limit?,
+            enabled: enabled?,
             signature_header: signature_header?,
             signature_encoding: signature_encoding?,
             signature_prefix: signature_prefix?,
@@ -311,6 +315,7 @@ impl Validator {
                         verify,
                         dedup,
                         rate_limit,
+                        enabled: raw.enabled.unwrap_or(true),
                     },
                 );
             }

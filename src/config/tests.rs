@@ -177,6 +177,12 @@ fn a_value_of_the_wrong_type_names_its_key_what_it_needs_and_what_it_got() {
             "expected a whole number of hours, such as 72; got the number 1.5",
         ),
         (
+            "/webhooks/hook/enabled",
+            json!("no"),
+            "webhooks.hook.enabled",
+            "expected true or false; got the string \"no\"",
+        ),
+        (
             "/webhooks/hook/rateLimit",
             json!(5),
             "webhooks.hook.rateLimit",

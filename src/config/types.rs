@@ -61,6 +61,8 @@ pub struct Source {
     /// How long delivery ids are remembered.
     pub dedup: Duration,
     pub rate_limit: Option<RateLimit>,
+    /// `enabled: false` answers 410 and stores nothing.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,6 +50,9 @@ pub(super) enum Reject {
     },
     /// A caller with the key named a source the config does not have.
     UnknownSource,
+    /// The source is there but `enabled: false`: 410, on which Standard Webhooks
+    /// senders stop sending.
+    Disabled,
     NotUtf8 {
         valid_up_to: usize,
     },
@@ -95,6 +98,7 @@ impl fmt::Display for Reject {
                 Unauthenticated::Signature(e) => write!(f, "signature: {e}"),
             },
             Reject::UnknownSource => f.write_str("unknown source"),
+            Reject::Disabled => f.write_str("source disabled (enabled: false)"),
             Reject::NotUtf8 { valid_up_to } => write!(
                 f,
                 "body is not UTF-8: invalid byte at offset {valid_up_to}; send a UTF-8 JSON body"
@@ -150,6 +154,12 @@ impl Reject {
                 StatusCode::NOT_FOUND,
                 &format!(
                     "no source \"{source}\" in the config; add it under `webhooks` and reload"
+                ),
+            ),
+            Reject::Disabled => json_error(
+                StatusCode::GONE,
+                &format!(
+                    "source \"{source}\" is disabled; set webhooks.{source}.enabled to true and reload to take its webhooks again"
                 ),
             ),
             // These answers say why in the words the log uses.

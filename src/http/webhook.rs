@@ -61,6 +61,7 @@ async fn accept(webhook: &Webhook<'_>, body: &mut Unread) -> Result<HttpResponse
     let body = read_body(webhook, body, reachable.is_some()).await?;
     let source = source(webhook, key, reachable, body.read)?;
     signed(webhook, source, &body)?;
+    enabled(source)?;
     let text = utf8(body.bytes)?;
     let payload = payload(source, &text)?;
     if let Some(answer) = challenge(source, &payload) {
@@ -68,6 +69,16 @@ async fn accept(webhook: &Webhook<'_>, body: &mut Unread) -> Result<HttpResponse
     }
     rate_limit(webhook, source)?;
     store(webhook, source, text, &payload).await
+}
+
+/// A source with `enabled: false` takes nothing, once its caller proved it may post
+/// there (the key or the signature): others learn nothing of it.
+fn enabled(source: &Source) -> Result<(), Reject> {
+    if source.enabled {
+        Ok(())
+    } else {
+        Err(Reject::Disabled)
+    }
 }
 
 /// While the config is `unusable`, every webhook gets 503.

@@ -516,3 +516,45 @@ fn every_rejection_is_logged_with_its_reason_and_never_the_key_sent() {
         assert!(!log.contains(secret), "{secret} reached the log:\n{log}");
     }
 }
+
+/// A source with `enabled: false` answers 410 to a caller with the key (Standard
+/// Webhooks senders stop on 410), 401 to one without it (as any source), stores
+/// nothing, and takes webhooks again once a reload enables it.
+#[test]
+fn a_disabled_source_answers_410_stores_nothing_and_a_reload_enables_it() {
+    let home = Home::with_agent("cat >/dev/null; echo ok");
+    let text = std::fs::read_to_string(home.config_path()).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    config["webhooks"]["hook"]["enabled"] = json!(false);
+    home.write_config(&config);
+    let daemon = home.serve();
+
+    let answer = post(&daemon, "hook", r#"{"n":1}"#);
+    assert_eq!(answer.status, 410, "{answer:?}");
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("webhooks.hook.enabled")),
+        "{answer:?}"
+    );
+    let anonymous = request(
+        "POST",
+        &daemon.url("/api/webhook/hook"),
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    daemon.wait_log("the refusal logged with its reason", |l| {
+        l.contains("source disabled")
+    });
+    let listed = home.run(&["sessions", "list", "--json"]);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert_eq!(listed.stdout.trim(), "[]", "nothing stored: {listed:?}");
+
+    config["webhooks"]["hook"]["enabled"] = json!(true);
+    home.write_config(&config);
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_log("config reloaded", |l| l.contains("config reloaded"));
+    let (_, event) = accept(&daemon, "hook", r#"{"n":2}"#);
+    daemon.wait_run_end(&event);
+}
