@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::log::id;
 use crate::runner;
 use crate::session::{Line, Run, RunStatus};
-use crate::store::{Backlog, Event, Home, Job, Passed, Store};
+use crate::store::{Backlog, Event, Home, Job, Passed, Store, StoreError};
 use crate::window::{Limits, Position, Refill, Waiting, Window};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -196,24 +196,42 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
-/// Makes a read of waiting events from the queue, trying again (1 s, doubling up to
-/// 30 s) while the queue cannot be read: the events stay on disk meanwhile, and no
-/// other read starts before this one ends. `None` when lowkey stops first.
+/// Makes a read of waiting events from the queue, trying again while the queue cannot
+/// be read: the events stay on disk meanwhile, and no other read starts before this one
+/// ends. `None` when lowkey stops first.
 async fn read_back(
     ctx: Context,
     refill: Refill,
     passed: Arc<Passed>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<(Refill, Vec<Job>, Position)> {
-    let mut wait = RETRY_FIRST;
-    loop {
-        match ctx.store.scan(&refill, passed.clone()).await {
-            Ok((found, stopped)) => return Some((refill, found, stopped)),
-            Err(e) => tracing::error!(
+    let (found, stopped) = until_stored(
+        &mut stop,
+        || ctx.store.scan(&refill, passed.clone()),
+        |e, wait| {
+            tracing::error!(
                 error = %e,
                 "cannot read waiting events back from the queue; trying again in {}s",
                 wait.as_secs()
-            ),
+            )
+        },
+    )
+    .await?;
+    Some((refill, found, stopped))
+}
+
+/// Calls `attempt` until it succeeds, logging each failure with `failed` and waiting
+/// before the next try (1 s, doubling up to 30 s); `None` when lowkey stops first.
+async fn until_stored<T, F: Future<Output = Result<T, StoreError>>>(
+    stop: &mut watch::Receiver<bool>,
+    mut attempt: impl FnMut() -> F,
+    failed: impl Fn(&StoreError, Duration),
+) -> Option<T> {
+    let mut wait = RETRY_FIRST;
+    loop {
+        match attempt().await {
+            Ok(done) => return Some(done),
+            Err(e) => failed(&e, wait),
         }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -364,24 +382,21 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Recei
 /// session's later events wait behind it, in order. Returns `false` when lowkey stops
 /// first; the event stays queued for the next start.
 async fn mark_started(ctx: &Context, event: &Event, stop: &mut watch::Receiver<bool>) -> bool {
-    let mut wait = RETRY_FIRST;
-    loop {
-        match ctx.store.started(event).await {
-            Ok(()) => return true,
-            Err(e) => tracing::error!(
+    until_stored(
+        stop,
+        || ctx.store.started(event),
+        |e, wait| {
+            tracing::error!(
                 session_id = %event.session,
                 event_id = %event.id,
                 error = %e,
                 "cannot mark the run's start in the queue; the run waits {}s and tries again",
                 wait.as_secs()
-            ),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return false,
-        }
-        wait = (wait * 2).min(RETRY_MAX);
-    }
+            )
+        },
+    )
+    .await
+    .is_some()
 }
 
 #[cfg(test)]

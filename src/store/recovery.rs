@@ -113,11 +113,11 @@ pub(super) fn recover(
     // The events after the watermark go through the session writer, which reads them
     // back, puts in the messages their sessions lack, and hands them on to dispatch.
     if let Some(span) = after.span {
-        writer.send_sessions(sessions::Command::OnDisk {
+        writer.send_sessions(sessions::Command::OnDisk(sessions::OnDisk {
             from: span.0,
             to: span.1,
             check: Some(passed),
-        });
+        }));
     }
     writer.maintain_segments();
     Ok((writer, recovery))
@@ -485,18 +485,32 @@ struct PendingRead {
     /// The pending events before the watermark, not counting those in `checked`.
     backlog: Backlog,
     /// The pending events after it (the `filed` watermark), `checked` ones too.
-    after: After,
+    after: Stretch,
     /// What reads of the queue pass over.
     passed: Passed,
 }
 
-/// The pending events after the `filed` watermark: their messages may not be in their
-/// sessions yet.
+/// Pending events in a stretch of the queue: from the start of the first to the end of
+/// the last, and how many.
 #[derive(Default)]
-struct After {
-    /// From the start of the first to the end of the last.
+struct Stretch {
     span: Option<(Position, Position)>,
     waiting: usize,
+}
+
+impl Stretch {
+    /// Adds `n` events from `from` up to `to`, after those already in.
+    fn add(&mut self, from: Position, to: Position, n: usize) {
+        self.span.get_or_insert((from, to)).1 = to;
+        self.waiting += n;
+    }
+
+    /// Adds the events of the stretch after this one.
+    fn extend(&mut self, next: Stretch) {
+        if let Some((from, to)) = next.span {
+            self.add(from, to, next.waiting);
+        }
+    }
 }
 
 /// What the second read found in one segment.
@@ -506,10 +520,10 @@ struct SegmentRead {
     /// Its pending events, not counting those in `checked`.
     live: usize,
     checked: Vec<Pending>,
-    /// Where its first pending event before the watermark starts, and how many there
-    /// are (not counting those in `checked`).
-    backlog: (Option<Position>, usize),
-    after: After,
+    /// Its pending events before the watermark, not counting those in `checked`.
+    backlog: Stretch,
+    /// Its pending events after the watermark, `checked` ones too.
+    after: Stretch,
 }
 
 /// The second read of the queue: the pending events, put together in queue order from
@@ -521,24 +535,19 @@ fn read_pending(marks: &mut QueueMarks) -> io::Result<PendingRead> {
     })?;
 
     let mut read = PendingRead::default();
-    // Events before the watermark are filed: dispatch reads them back from the queue.
-    let end = marks.filed.unwrap_or_default();
-    read.backlog.start = end;
-    read.backlog.end = end;
+    let mut backlog = Stretch::default();
     for ((seq, _), part) in marks.segments.iter().zip(parts) {
         read.seen.extend(part.seen);
         read.live.insert(*seq, part.live);
         read.checked.extend(part.checked);
-        if let Some(first) = part.backlog.0 {
-            read.backlog.start = read.backlog.start.min(first);
-        }
-        read.backlog.waiting += part.backlog.1;
-        if let Some((from, to)) = part.after.span {
-            let span = read.after.span.get_or_insert((from, to));
-            span.1 = to;
-        }
-        read.after.waiting += part.after.waiting;
+        backlog.extend(part.backlog);
+        read.after.extend(part.after);
     }
+    // Events before the watermark are filed: dispatch reads them back from the queue.
+    let end = marks.filed.unwrap_or_default();
+    read.backlog.start = backlog.span.map_or(end, |(first, _)| first);
+    read.backlog.end = end;
+    read.backlog.waiting = backlog.waiting;
     read.passed.done = std::mem::take(&mut marks.done);
     read.passed.copies = copies;
     Ok(read)
@@ -561,18 +570,12 @@ fn read_segment(
         }
         let (started, rerun) = (marks.started.contains(id), marks.rerun.contains(id));
         if location.start() >= end {
-            let span = read
-                .after
-                .span
-                .get_or_insert((location.start(), location.end()));
-            span.1 = location.end();
-            read.after.waiting += 1;
+            read.after.add(location.start(), location.end(), 1);
         }
         if !started && !rerun {
             read.live += 1;
             if location.start() < end {
-                read.backlog.0.get_or_insert(location.start());
-                read.backlog.1 += 1;
+                read.backlog.add(location.start(), location.end(), 1);
             }
             return;
         }

@@ -72,16 +72,8 @@ pub(super) enum Command {
     /// Accepted events, in queue order: their messages go into their sessions, then
     /// their jobs to dispatch.
     File(Vec<Accepted>),
-    /// Accepted events left in the queue, from `from` up to `to` (the `accepted` records
-    /// of one batch, or those after the `filed` watermark at start-up): the session
-    /// writer reads them back when it comes to them. With `check` (start-up's), the
-    /// reading passes over those records, and each event's session is read first, as
-    /// its message may be there already.
-    OnDisk {
-        from: Position,
-        to: Position,
-        check: Option<Arc<Passed>>,
-    },
+    /// Accepted events left in the queue, read back when the writer comes to them.
+    OnDisk(OnDisk),
     /// A run's lines, for its session; with `sync`, the file and the sessions folder are
     /// synced before the reply.
     Append {
@@ -92,14 +84,20 @@ pub(super) enum Command {
     },
 }
 
+/// Accepted events left in the queue, from `from` up to `to` (the `accepted` records of
+/// one batch, or those after the `filed` watermark at start-up). With `check`
+/// (start-up's), the reading passes over those records, and each event's session is
+/// read first, as its message may be there already.
+pub(super) struct OnDisk {
+    pub(super) from: Position,
+    pub(super) to: Position,
+    pub(super) check: Option<Arc<Passed>>,
+}
+
 /// What waits for the session writer, in queue order.
 enum Waiting {
     Held(Accepted),
-    OnDisk {
-        from: Position,
-        to: Position,
-        check: Option<Arc<Passed>>,
-    },
+    OnDisk(OnDisk),
 }
 
 /// An accepted event on its way to dispatch.
@@ -121,17 +119,20 @@ pub(super) enum Message {
 
 /// The bytes of bodies, and the events, on their way to the session writer.
 #[derive(Clone, Default)]
-pub(super) struct Budget(Arc<AtomicUsize>, Arc<AtomicUsize>);
+pub(super) struct Budget {
+    bytes: Arc<AtomicUsize>,
+    events: Arc<AtomicUsize>,
+}
 
 impl Budget {
     /// Whether `n` more events may be held for the session writer (`HELD_MAX`).
     pub(super) fn has_room(&self, n: usize) -> bool {
-        self.1.load(Ordering::Acquire) + n <= HELD_MAX
+        self.events.load(Ordering::Acquire) + n <= HELD_MAX
     }
 
     /// `n` events are on their way to the session writer, or read back by it.
     pub(super) fn hold(&self, n: usize) {
-        self.1.fetch_add(n, Ordering::AcqRel);
+        self.events.fetch_add(n, Ordering::AcqRel);
     }
 
     /// How an event goes to the session writer: with its body while the budget allows,
@@ -139,7 +140,7 @@ impl Budget {
     pub(super) fn message(&self, event: Box<Event>) -> Message {
         let n = event.body.len();
         let taken = self
-            .0
+            .bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 (used + n <= BODY_BUDGET).then_some(used + n)
             });
@@ -152,9 +153,9 @@ impl Budget {
     /// An event held has gone on to dispatch.
     fn give_back(&self, message: &Message) {
         if let Message::Write(event) = message {
-            self.0.fetch_sub(event.body.len(), Ordering::AcqRel);
+            self.bytes.fetch_sub(event.body.len(), Ordering::AcqRel);
         }
-        self.1.fetch_sub(1, Ordering::AcqRel);
+        self.events.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -273,20 +274,22 @@ impl SessionWriter {
                 }
                 self.waiting.extend(accepted.into_iter().map(Waiting::Held));
             }
-            Command::OnDisk { from, to, check } => {
-                self.seen = self.seen.max(Some(to));
-                if check.is_some() {
-                    self.passed.clone_from(&check);
+            Command::OnDisk(span) => {
+                self.seen = self.seen.max(Some(span.to));
+                if span.check.is_some() {
+                    self.passed.clone_from(&span.check);
                 }
                 // Two batches in a row, in one segment, read back as one: nothing but
                 // their marks and the zeros between batches lies between them.
                 match self.waiting.back_mut() {
-                    Some(Waiting::OnDisk {
-                        to: end,
-                        check: None,
-                        ..
-                    }) if check.is_none() && end.seq == to.seq => *end = to,
-                    _ => self.waiting.push_back(Waiting::OnDisk { from, to, check }),
+                    Some(Waiting::OnDisk(last))
+                        if last.check.is_none()
+                            && span.check.is_none()
+                            && last.to.seq == span.to.seq =>
+                    {
+                        last.to = span.to;
+                    }
+                    _ => self.waiting.push_back(Waiting::OnDisk(span)),
                 }
             }
             Command::Append {
@@ -509,7 +512,7 @@ impl SessionWriter {
     fn filed_upto(&self) -> Option<Position> {
         match self.waiting.front() {
             Some(Waiting::Held(accepted)) => Some(accepted.job.location.start()),
-            Some(Waiting::OnDisk { from, .. }) => Some(*from),
+            Some(Waiting::OnDisk(span)) => Some(span.from),
             None => self.seen,
         }
     }
@@ -531,6 +534,10 @@ impl SessionWriter {
     /// What the sessions show of the events a round can take (`READ_BACK`) that
     /// start-up left to check: each session is read once.
     fn shown(&self) -> HashMap<String, Marks> {
+        // Only start-up hands events to check (and leaves `passed` with them).
+        if self.passed.is_none() {
+            return HashMap::new();
+        }
         let mut check: HashMap<&str, HashSet<&str>> = HashMap::new();
         for waiting in self.waiting.iter().take(READ_BACK) {
             match waiting {
@@ -541,7 +548,7 @@ impl SessionWriter {
                         .insert(&a.job.event);
                 }
                 Waiting::Held(_) => {}
-                Waiting::OnDisk { .. } => break,
+                Waiting::OnDisk(_) => break,
             }
         }
         check
@@ -554,33 +561,31 @@ impl SessionWriter {
     /// back (their ids, sessions and agents; each body is read when its message is
     /// written).
     fn read_back(&mut self) -> Result<(), StoreError> {
-        let Some(Waiting::OnDisk { from, to, check }) = self.waiting.front() else {
+        let Some(Waiting::OnDisk(span)) = self.waiting.front() else {
             return Ok(());
         };
-        let (from, to, check) = (*from, *to, check.clone());
         let refill = Refill {
             cursor: Cursor::Global,
-            from,
-            to,
+            from: span.from,
+            to: span.to,
             limit: READ_BACK,
         };
+        let check = span.check.clone();
         let none = Passed::default();
         let passed = check.as_deref().unwrap_or(&none);
         let (jobs, stopped) = scan::scan(&self.home.queue(), &refill, passed)?;
-        self.waiting.pop_front();
-        if stopped < to {
-            let check = check.clone();
-            self.waiting.push_front(Waiting::OnDisk {
-                from: stopped,
-                to,
-                check,
-            });
+        match self.waiting.front_mut() {
+            Some(Waiting::OnDisk(span)) if stopped < span.to => span.from = stopped,
+            _ => {
+                self.waiting.pop_front();
+            }
         }
         self.budget.hold(jobs.len());
         for job in jobs.into_iter().rev() {
-            let message = match check {
-                Some(_) => Message::Check,
-                None => Message::ReadBack,
+            let message = if check.is_some() {
+                Message::Check
+            } else {
+                Message::ReadBack
             };
             self.waiting
                 .push_front(Waiting::Held(Accepted { job, message }));
@@ -752,11 +757,7 @@ mod tests {
         assert!(
             matches!(
                 handed[..],
-                [
-                    Command::File(_),
-                    Command::OnDisk { .. },
-                    Command::OnDisk { .. }
-                ]
+                [Command::File(_), Command::OnDisk(_), Command::OnDisk(_)]
             ),
             "one batch held, two left on disk"
         );

@@ -293,11 +293,11 @@ impl Writer {
             return;
         };
         if !self.budget.has_room(locations.len()) {
-            let on_disk = sessions::Command::OnDisk {
+            let on_disk = sessions::Command::OnDisk(sessions::OnDisk {
                 from: first.start(),
                 to: last.end(),
                 check: None,
-            };
+            });
             self.send_sessions(on_disk);
             return;
         }
