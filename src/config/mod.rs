@@ -34,7 +34,7 @@ mod tests;
 
 pub use agents::{Lookup, UNITS_PATH};
 pub use parse::{ConfigError, Loaded, Problem, Severity, load, parse};
-pub use template::Template;
+pub use template::{FieldPath, Template};
 pub use types::{
     Agent, Auth, Config, DEFAULT_DEDUP_HOURS, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_SEC, DEFAULT_TOLERANCE_SEC, MAX_SOURCE_LEN,

@@ -11,12 +11,41 @@
 use crate::session::{MAX_SESSION_ID_LEN, is_id_char, is_path_safe_id};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Literal(String),
-    /// A JSON path: object keys, or array indices where the value is an array.
-    Field(Vec<String>),
+    Field(FieldPath),
+}
+
+/// A dotted path into a JSON payload, such as `pull_request.number` or `items.0.id`:
+/// object keys, or array indices where the value is an array. Templates and filters
+/// name fields this way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath(Vec<String>);
+
+impl FieldPath {
+    /// Parses `a.b.0.c` (spaces around it are ignored); `None` for an empty segment.
+    pub fn parse(text: &str) -> Option<FieldPath> {
+        let keys: Vec<String> = text.trim().split('.').map(str::to_owned).collect();
+        (!keys.iter().any(String::is_empty)).then_some(FieldPath(keys))
+    }
+
+    /// The value at this path, or `None` where the payload has nothing there.
+    pub fn lookup<'a>(&self, payload: &'a Value) -> Option<&'a Value> {
+        self.0.iter().try_fold(payload, |v, key| match v {
+            Value::Object(map) => map.get(key),
+            Value::Array(items) => items.get(key.parse::<usize>().ok()?),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("."))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,13 +70,12 @@ impl Template {
                 .find("}}")
                 .ok_or_else(|| format!("\"{text}\" has a `{{{{` without its `}}}}`"))?;
             let path = after[..close].trim();
-            let keys: Vec<String> = path.split('.').map(str::to_owned).collect();
-            if keys.iter().any(String::is_empty) {
+            let Some(field) = FieldPath::parse(path) else {
                 return Err(format!(
                     "\"{{{{{path}}}}}\" is not a field path; write e.g. {{{{pull_request.number}}}}"
                 ));
-            }
-            parts.push(Part::Field(keys));
+            };
+            parts.push(Part::Field(field));
             rest = &after[close + 2..];
         }
         if rest.contains("}}") {
@@ -81,11 +109,7 @@ impl Template {
             match part {
                 Part::Literal(l) => id.push_str(l),
                 Part::Field(path) => {
-                    let value = path.iter().try_fold(payload, |v, key| match v {
-                        Value::Object(map) => map.get(key),
-                        Value::Array(items) => items.get(key.parse::<usize>().ok()?),
-                        _ => None,
-                    })?;
+                    let value = path.lookup(payload)?;
                     let text: Cow<str> = match value {
                         Value::String(s) => s.into(),
                         Value::Number(n) => n.to_string().into(),
