@@ -520,6 +520,7 @@ mod tests {
             project: "/".into(),
             at: session::now(),
             body: "{}".into(),
+            message: None,
             delivery: None,
             dedup_until: None,
             fresh,

@@ -154,14 +154,25 @@ const MESSAGE_CHARS: usize = 2000;
 /// Builds the agent's message: `Webhook from <source>: <payload>`, with the payload cut
 /// after `MESSAGE_CHARS` characters (never inside one) and a visible note when cut.
 pub fn webhook_message(source: &str, body: &str) -> (String, bool) {
-    match body.char_indices().nth(MESSAGE_CHARS) {
-        None => (format!("Webhook from {source}: {body}"), false),
+    cut(&format!("Webhook from {source}: "), body, "payload")
+}
+
+/// A message filled in from a source's `message` template, cut as the default one is.
+pub fn templated_message(text: &str) -> (String, bool) {
+    cut("", text, "message")
+}
+
+/// `prefix` then `text`, with `text` cut after `MESSAGE_CHARS` characters and a note
+/// naming `what` was cut.
+fn cut(prefix: &str, text: &str, what: &str) -> (String, bool) {
+    match text.char_indices().nth(MESSAGE_CHARS) {
+        None => (format!("{prefix}{text}"), false),
         Some((cut, _)) => {
-            let total = body.chars().count();
+            let total = text.chars().count();
             (
                 format!(
-                    "Webhook from {source}: {}\n[payload trimmed: showing the first {MESSAGE_CHARS} of {total} characters; the full body is in the session file]",
-                    &body[..cut]
+                    "{prefix}{}\n[{what} trimmed: showing the first {MESSAGE_CHARS} of {total} characters; the full body is in the session file]",
+                    &text[..cut]
                 ),
                 true,
             )

@@ -243,6 +243,7 @@ async fn store(
         project: source.project.clone(),
         at: session::now(),
         body: text,
+        message: None,
         dedup_until: delivery
             .as_ref()
             .map(|_| session::unix_now() + source.dedup.as_secs()),

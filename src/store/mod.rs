@@ -89,8 +89,13 @@ pub struct Event {
     pub agent: String,
     pub project: PathBuf,
     pub at: String,
-    /// The body exactly as received; the agent's message is made from it (`text`).
+    /// The body exactly as received; the agent's message is made from it (`text`)
+    /// unless `message` says otherwise.
     pub body: String,
+    /// The agent's message when it is not the default `Webhook from <source>: <payload>`
+    /// (a source's `message` template, filled in when the event was accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// The sender's delivery id, when it sent one; repeats within `dedup_until` are
     /// answered as duplicates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,10 +179,13 @@ impl Event {
         }
     }
 
-    /// `Webhook from <source>: <payload>`, the message handed to the agent, and
-    /// whether the payload in it was trimmed.
+    /// The message handed to the agent (`message`, or `Webhook from <source>:
+    /// <payload>`), and whether it was trimmed.
     pub fn text(&self) -> (String, bool) {
-        session::webhook_message(&self.source, &self.body)
+        match &self.message {
+            Some(text) => session::templated_message(text),
+            None => session::webhook_message(&self.source, &self.body),
+        }
     }
 
     /// The event's message line in its session.

@@ -113,6 +113,8 @@ pub(super) struct Head<'a> {
     _at: Text,
     #[serde(rename = "body")]
     _body: Text,
+    #[serde(rename = "message", default)]
+    _message: Option<Text>,
     #[serde(borrow, default)]
     pub(super) delivery: Option<Cow<'a, str>>,
     #[serde(default)]

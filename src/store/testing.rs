@@ -22,6 +22,7 @@ pub(super) fn event(id: &str) -> Event {
         project: "/".into(),
         at: session::now(),
         body: "{}".into(),
+        message: None,
         delivery: None,
         dedup_until: None,
         fresh: false,
