@@ -285,6 +285,15 @@ mod tests {
     }
 
     #[test]
+    fn a_long_templated_message_is_cut_with_its_own_note() {
+        let (text, trimmed) = templated_message(&"x".repeat(MESSAGE_CHARS + 5));
+        assert!(trimmed);
+        assert!(text.starts_with(&"x".repeat(MESSAGE_CHARS)));
+        assert!(text.ends_with("\n[message trimmed: showing the first 2000 of 2005 characters; the full body is in the session file]"));
+        assert_eq!(templated_message("short"), ("short".to_owned(), false));
+    }
+
+    #[test]
     fn exactly_the_limit_is_not_trimmed() {
         let body = "🦀".repeat(MESSAGE_CHARS);
         let (text, trimmed) = webhook_message("s", &body);

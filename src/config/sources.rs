@@ -1,5 +1,5 @@
-//! `webhooks`: each source's project, agent, target, dedup window, rate limit and
-//! `enabled`. Its `auth`, `verify` and secrets are checked in `security.rs`.
+//! `webhooks`: each source's project, agent, target, message, dedup window, rate limit
+//! and `enabled`. Its `auth`, `verify` and secrets are checked in `security.rs`.
 
 use super::agents::agent_hint;
 use super::security::scheme_names;
@@ -19,6 +19,7 @@ pub(super) const SOURCE_KEYS: &[&str] = &[
     "project",
     "agent",
     "target",
+    "message",
     "auth",
     "verify",
     "secret",
@@ -38,6 +39,7 @@ pub(super) struct RawSource {
     project: Option<String>,
     agent: Option<String>,
     target: Option<String>,
+    message: Option<String>,
     pub(super) auth: Option<String>,
     pub(super) verify: Option<String>,
     pub(super) tolerance_sec: Option<u64>,
@@ -115,6 +117,11 @@ impl Validator {
             "target",
             "\"new_session\", a session id, or a template such as \"gh-pr-{{pull_request.number}}\"",
         );
+        let message = text(
+            self,
+            "message",
+            "the agent's message, such as \"Stripe: {{type}} for {{data.object.amount}}\"",
+        );
         let auth = text(self, "auth", "\"key\" or \"signature\"");
         let verify = text(
             self,
@@ -144,6 +151,7 @@ impl Validator {
             project: project?,
             agent: agent?,
             target: target?,
+            message: message?,
             auth: auth?,
             verify: verify?,
             tolerance_sec: tolerance_sec?,
@@ -289,6 +297,23 @@ impl Validator {
                     }
                 },
             };
+            let message = match raw.message.as_deref() {
+                None => Some(None),
+                Some(text) if text.trim().is_empty() => {
+                    self.error(
+                        format!("{key}.message"),
+                        "an empty message; remove the key for the default one (\"Webhook from <source>: <payload>\")",
+                    );
+                    None
+                }
+                Some(text) => match Template::message(text) {
+                    Ok(template) => Some(Some(template)),
+                    Err(e) => {
+                        self.error(format!("{key}.message"), e);
+                        None
+                    }
+                },
+            };
             let security = self.security(&key, fields, &raw, name);
             let dedup = self.dedup(&key, raw.dedup_hours);
             let rate_limit = match raw.rate_limit {
@@ -300,17 +325,20 @@ impl Validator {
                 Some(project),
                 Some(agent),
                 Some(target),
+                Some(message),
                 Some((auth, verify)),
                 Some(dedup),
                 Some(rate_limit),
-            ) = (ok, project, agent, target, security, dedup, rate_limit)
-            {
+            ) = (
+                ok, project, agent, target, message, security, dedup, rate_limit,
+            ) {
                 sources.insert(
                     name.clone(),
                     Source {
                         project,
                         agent,
                         target,
+                        message,
                         auth,
                         verify,
                         dedup,

@@ -1,12 +1,14 @@
-//! Session routing templates: a `target` such as `gh-pr-{{pull_request.number}}` keeps
-//! every event about one PR or ticket in one session.
+//! Templates filled from the payload: a `target` such as `gh-pr-{{pull_request.number}}`
+//! keeps every event about one PR or ticket in one session, and a `message` such as
+//! `Stripe: {{type}} for {{data.object.amount}}` is what the agent reads.
 //!
-//! The rule for payloads that do not fit: a placeholder whose field is missing, `null`,
-//! an object or an array makes the event start a new session of its own (as
-//! `new_session` would), so no event is refused for its shape. Other values (strings,
-//! numbers, booleans) are inserted with every character outside `A-Z a-z 0-9 . _ -`
-//! replaced by `-`; a result that is still not a valid session id also starts a new
-//! session.
+//! The rule for payloads that do not fit, the same for both: a placeholder whose field
+//! is missing, `null`, an object or an array does not fill, and then the event gets
+//! what it would have had without the template (a new session of its own, or the
+//! default message), so no event is refused for its shape. Other values (strings,
+//! numbers, booleans) are inserted as text; in a `target`, with every character outside
+//! `A-Z a-z 0-9 . _ -` replaced by `-`, and a result that is still not a valid session id
+//! also starts a new session.
 
 use crate::session::{MAX_SESSION_ID_LEN, is_id_char, is_path_safe_id};
 use serde_json::Value;
@@ -59,6 +61,27 @@ impl Template {
         if !text.contains("{{") && !text.contains("}}") {
             return Ok(None);
         }
+        let template = Template::message(text)?;
+        // The literals must fit the session-id rule wherever the placeholders land;
+        // checked with a digit, which fits anywhere, in each placeholder's place.
+        let skeleton: String = template
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(l) => l.as_str(),
+                Part::Field(_) => "0",
+            })
+            .collect();
+        if !is_path_safe_id(&skeleton, usize::MAX) {
+            return Err(format!(
+                "\"{text}\": outside the placeholders use only letters, digits, '-', '_' and '.' (not first)"
+            ));
+        }
+        Ok(Some(template))
+    }
+
+    /// Parses a message: any text, with `{{path}}` placeholders or none.
+    pub fn message(text: &str) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find("{{") {
@@ -84,43 +107,41 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_owned()));
         }
-        // The literals must fit the session-id rule wherever the placeholders land;
-        // checked with a digit, which fits anywhere, in each placeholder's place.
-        let skeleton: String = parts
-            .iter()
-            .map(|p| match p {
-                Part::Literal(l) => l.as_str(),
-                Part::Field(_) => "0",
-            })
-            .collect();
-        if !is_path_safe_id(&skeleton, usize::MAX) {
-            return Err(format!(
-                "\"{text}\": outside the placeholders use only letters, digits, '-', '_' and '.' (not first)"
-            ));
-        }
-        Ok(Some(Template { parts }))
+        Ok(Template { parts })
     }
 
     /// The session id for this payload, or `None` when the payload does not fit (see
     /// the module's rule).
     pub fn render(&self, payload: &Value) -> Option<String> {
-        let mut id = String::new();
+        let id = self.fill_with(payload, |text, id| {
+            id.extend(text.chars().map(|c| if is_id_char(c) { c } else { '-' }));
+        })?;
+        is_path_safe_id(&id, MAX_SESSION_ID_LEN).then_some(id)
+    }
+
+    /// The message for this payload, or `None` when the payload does not fit.
+    pub fn fill(&self, payload: &Value) -> Option<String> {
+        self.fill_with(payload, |text, message| message.push_str(text))
+    }
+
+    /// The literals, and each field's value as text put in by `insert`.
+    fn fill_with(&self, payload: &Value, insert: impl Fn(&str, &mut String)) -> Option<String> {
+        let mut out = String::new();
         for part in &self.parts {
             match part {
-                Part::Literal(l) => id.push_str(l),
+                Part::Literal(l) => out.push_str(l),
                 Part::Field(path) => {
-                    let value = path.lookup(payload)?;
-                    let text: Cow<str> = match value {
+                    let text: Cow<str> = match path.lookup(payload)? {
                         Value::String(s) => s.into(),
                         Value::Number(n) => n.to_string().into(),
                         Value::Bool(b) => b.to_string().into(),
                         Value::Null | Value::Object(_) | Value::Array(_) => return None,
                     };
-                    id.extend(text.chars().map(|c| if is_id_char(c) { c } else { '-' }));
+                    insert(&text, &mut out);
                 }
             }
         }
-        is_path_safe_id(&id, MAX_SESSION_ID_LEN).then_some(id)
+        Some(out)
     }
 }
 
@@ -151,6 +172,22 @@ mod tests {
         assert_eq!(t("x-{{a}}").render(&p), None);
         assert_eq!(t("x-{{o}}").render(&p), None);
         assert_eq!(t("{{s}}").render(&p), None);
+    }
+
+    #[test]
+    fn fills_messages_with_text_as_it_is() {
+        let p = json!({"type": "invoice.paid", "data": {"object": {"amount": 1999, "currency": "eur", "note": "a/b c"}}});
+        let m = Template::message("Stripe: {{type}} for {{data.object.amount}} {{data.object.currency}} ({{data.object.note}})").unwrap();
+        assert_eq!(
+            m.fill(&p).as_deref(),
+            Some("Stripe: invoice.paid for 1999 eur (a/b c)")
+        );
+        assert_eq!(Template::message("x {{data}}").unwrap().fill(&p), None);
+        assert_eq!(Template::message("x {{nope}}").unwrap().fill(&p), None);
+        let fixed = Template::message("Check the dashboard").unwrap();
+        assert_eq!(fixed.fill(&p).as_deref(), Some("Check the dashboard"));
+        assert!(Template::message("a {{b").is_err());
+        assert!(Template::message("a }} b").is_err());
     }
 
     #[test]

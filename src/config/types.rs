@@ -55,6 +55,8 @@ pub struct Source {
     /// Resolved agent name (the source's own, or `defaultAgent`); always in `agents`.
     pub agent: String,
     pub target: Target,
+    /// The agent's message, filled from the payload; `None` for the default one.
+    pub message: Option<Template>,
     /// Whether the API key is required; a configured signature is always required.
     pub auth: Auth,
     pub verify: Option<Verify>,

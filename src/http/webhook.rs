@@ -163,10 +163,11 @@ fn utf8(bytes: Vec<u8>) -> Result<String, Reject> {
 }
 
 /// Checks that the body is JSON. The parsed tree is built only for sources that read
-/// the payload (Slack and Stripe ids, target templates); every other body is only
-/// checked.
+/// the payload (Slack and Stripe ids, target and message templates); every other body
+/// is only checked.
 fn payload(source: &Source, text: &str) -> Result<serde_json::Value, Reject> {
     let reads_payload = matches!(source.target, Target::Template(_))
+        || source.message.is_some()
         || source
             .verify
             .as_ref()
@@ -234,6 +235,13 @@ async fn store(
             }
         },
     };
+    let message = source.message.as_ref().and_then(|template| {
+        let message = template.fill(payload);
+        if message.is_none() {
+            tracing::info!(webhook_source = %source_name, "the payload does not fill the message template; the agent gets the default message");
+        }
+        message
+    });
     let size = text.len();
     let event = Event {
         id: event_id.clone(),
@@ -243,7 +251,7 @@ async fn store(
         project: source.project.clone(),
         at: session::now(),
         body: text,
-        message: None,
+        message,
         dedup_until: delivery
             .as_ref()
             .map(|_| session::unix_now() + source.dedup.as_secs()),

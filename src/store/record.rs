@@ -271,6 +271,7 @@ mod tests {
             Event {
                 fresh: true,
                 body: r#"{"id":"x","dedupUntil":1,"fresh":true}"#.into(),
+                message: Some("Stripe: \"x\"".into()),
                 ..delivered("01ALL", "evt_\"1", 7)
             },
         ];
@@ -292,6 +293,7 @@ mod tests {
             let damaged = [
                 text.replace(r#""body":"#, r#""body":1,"x":"#),
                 text.replace(r#""project":"/""#, r#""project":null"#),
+                text.replace(r#""message":"#, r#""message":2,"y":"#),
                 text.replace(r#","at":"#, r#","at":["#),
                 text.replace(r#""session":"s","#, ""),
                 text.replacen('}', "", 1),

@@ -2,8 +2,10 @@
 //! payload. The rule (src/config/template.rs): a missing, null, object or array field starts a
 //! new session; other values are inserted with every character outside
 //! `A-Z a-z 0-9 . _ -` replaced by `-`, and a result that is still not a session id
-//! starts a new session.
+//! starts a new session. A `message` template fills the agent's message by the same
+//! rule, with values as text and the default message where the payload does not fit.
 
+use crate::helpers::of_type;
 use crate::senders::*;
 use serde_json::{Value, json};
 
@@ -156,4 +158,56 @@ fn template_values_are_sanitised_or_start_a_new_session() {
     assert_eq!(files, expected_files);
     assert!(!zoo.home.dir.path().join("etc").exists());
     assert!(!zoo.home.root().join("x.jsonl").exists());
+}
+
+/// A source's `message`: the agent reads the filled template on stdin, the session keeps
+/// it as the message's text and the whole body beside it, and a payload that does not
+/// fill the template gets the default message.
+#[test]
+fn a_message_template_is_what_the_agent_reads_and_the_body_stays_whole() {
+    let zoo = Zoo::start_with(
+        |config, home| {
+            // The agent answers with what it read, so its reply shows its stdin.
+            let echo = home.script("echo.sh", "cat");
+            config["agents"]["echo"] = json!({ "command": [echo] });
+            config["webhooks"]["billing"] = json!({
+                "project": home.project("proj"),
+                "agent": "echo",
+                "message": "Stripe: {{type}} for {{data.object.amount}} {{data.object.currency}}",
+            });
+        },
+        &[],
+    );
+    let filled = json!({
+        "type": "invoice.paid",
+        "data": { "object": { "amount": 1999, "currency": "eur", "lines": ["a"] } },
+    })
+    .to_string();
+    let unfit = json!({ "type": "ping" }).to_string();
+    for (body, want) in [
+        (&filled, "Stripe: invoice.paid for 1999 eur".to_owned()),
+        (&unfit, format!("Webhook from billing: {unfit}")),
+    ] {
+        let (session, event) = zoo.accept("billing", &Delivery::unsigned(body.clone()).with_key());
+        zoo.daemon.wait_run_end(&event);
+        let lines = zoo.home.session(&session);
+        let user = of_type(&lines, "message")
+            .into_iter()
+            .find(|l| l["role"] == "user")
+            .unwrap();
+        assert_eq!(user["text"], want.as_str());
+        assert_eq!(
+            user["body"],
+            body.as_str(),
+            "the full body stays in the session"
+        );
+        let reply = of_type(&lines, "message")
+            .into_iter()
+            .find(|l| l["role"] == "agent")
+            .unwrap();
+        assert_eq!(reply["text"].as_str().unwrap().trim_end(), want);
+    }
+    zoo.daemon.wait_log("the fallback logged", |l| {
+        l.contains("does not fill the message template")
+    });
 }
