@@ -249,6 +249,7 @@ async fn store(
             .map(|_| session::unix_now() + source.dedup.as_secs()),
         delivery,
         fresh,
+        rerun_of: None,
     };
     match app.store.ingest(event).await {
         Ok(Ingested::Accepted) => {}

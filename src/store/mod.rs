@@ -108,6 +108,9 @@ pub struct Event {
     /// `false`, which only costs them that freedom.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fresh: bool,
+    /// The event this one runs again (`lowkey rerun`): same session, source and body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
 }
 
 /// What became of an ingested event.
@@ -199,6 +202,7 @@ impl Event {
             at: self.at.clone(),
             body: Some(self.body.clone()),
             trimmed,
+            rerun_of: self.rerun_of.clone(),
         })
     }
 }
