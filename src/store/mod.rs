@@ -369,6 +369,11 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Where its files are.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
     /// Returns once the event is on disk (only then may the sender get a 2xx), or at
     /// once when it repeats a delivery already accepted. Every ingest passes through
     /// one thread, so of two racing copies of a delivery exactly one is accepted.
