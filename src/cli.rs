@@ -559,14 +559,20 @@ fn rerun(home: &Home, config_path: &std::path::Path, wanted: &str, url: Option<&
             let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
             let new = v["event"].as_str().unwrap_or("?");
             let session = v["session"].as_str().unwrap_or(&row.session);
-            println!("rerun of {} queued as event {new} in session {session}", row.event);
+            println!(
+                "rerun of {} queued as event {new} in session {session}",
+                row.event
+            );
             println!("follow it with: lowkey sessions show {session}");
             exit::OK
         }
         Ok(answer) => {
             let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
             let text = v["error"].as_str().unwrap_or(answer.body.trim());
-            eprintln!("lowkey rerun: the daemon answered {}: {text}", answer.status);
+            eprintln!(
+                "lowkey rerun: the daemon answered {}: {text}",
+                answer.status
+            );
             exit::UNAVAILABLE
         }
         Err(e) => {

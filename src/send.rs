@@ -26,7 +26,9 @@ pub enum SendError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the config's apiKey holds characters an HTTP header cannot carry; use letters and digits")]
+    #[error(
+        "the config's apiKey holds characters an HTTP header cannot carry; use letters and digits"
+    )]
     Key,
     #[error("cannot sign: {0}")]
     Sign(#[from] signature::SignError),
@@ -68,7 +70,14 @@ pub async fn send(
             &message_id,
         )?);
     }
-    post(config, url, &format!("/api/webhook/{source}"), headers, body).await
+    post(
+        config,
+        url,
+        &format!("/api/webhook/{source}"),
+        headers,
+        body,
+    )
+    .await
 }
 
 /// Asks the daemon to run `event` (of `session`) again: `lowkey rerun`.
@@ -78,10 +87,17 @@ pub async fn rerun(
     session: &str,
     url: Option<&str>,
 ) -> Result<Answer, SendError> {
-    let body = serde_json::to_vec(&serde_json::json!({ "session": session }))
-        .expect("JSON serializes");
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "session": session })).expect("JSON serializes");
     let headers = vec![(header::AUTHORIZATION, bearer(config)?)];
-    post(config, url, &format!("/api/events/{event}/rerun"), headers, body).await
+    post(
+        config,
+        url,
+        &format!("/api/events/{event}/rerun"),
+        headers,
+        body,
+    )
+    .await
 }
 
 fn bearer(config: &Config) -> Result<HeaderValue, SendError> {

@@ -414,7 +414,8 @@ pub fn find_event(home: &Home, wanted: &str) -> io::Result<FoundEvent> {
 
 pub fn render_events(rows: &[EventRow]) -> String {
     let mut out = String::new();
-    let width = |f: fn(&EventRow) -> usize, min: usize| rows.iter().map(f).max().unwrap_or(min).max(min);
+    let width =
+        |f: fn(&EventRow) -> usize, min: usize| rows.iter().map(f).max().unwrap_or(min).max(min);
     let event_w = width(|r| r.event.len(), 5);
     let source_w = width(|r| r.source.len(), 6);
     let at_w = width(|r| r.at.len(), 8);

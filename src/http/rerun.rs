@@ -84,7 +84,11 @@ impl From<Reject> for Refused {
     }
 }
 
-async fn accept(request: &Webhook<'_>, body: &mut Unread, event: &str) -> Result<HttpResponse, Refused> {
+async fn accept(
+    request: &Webhook<'_>,
+    body: &mut Unread,
+    event: &str,
+) -> Result<HttpResponse, Refused> {
     let config = request.config;
     if config.unusable {
         return Err(Reject::Unusable.into());
@@ -115,11 +119,9 @@ async fn accept(request: &Webhook<'_>, body: &mut Unread, event: &str) -> Result
     let app = request.app;
     let home = app.store.home().clone();
     let (event_id, session_id) = (event.to_owned(), session.clone());
-    let original = tokio::task::spawn_blocking(move || {
-        original(&home, &session_id, &event_id)
-    })
-    .await
-    .map_err(|_| Reject::NotStored)?;
+    let original = tokio::task::spawn_blocking(move || original(&home, &session_id, &event_id))
+        .await
+        .map_err(|_| Reject::NotStored)?;
     let original = original?;
     let rerun = again(app, config, original)?;
     let (new_id, source, agent) = (rerun.id.clone(), rerun.source.clone(), rerun.agent.clone());
@@ -202,7 +204,9 @@ fn original(home: &Home, session: &str, event: &str) -> Result<Original, Refused
     let Some(body) = message.body else {
         return Err(Refused::Answer(
             StatusCode::CONFLICT,
-            format!("event \"{event}\" in session \"{session}\" has no body on its message line to run again"),
+            format!(
+                "event \"{event}\" in session \"{session}\" has no body on its message line to run again"
+            ),
         ));
     };
     let (default, _) = session::webhook_message(&source, &body);
