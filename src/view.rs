@@ -301,7 +301,7 @@ pub fn events(
             Err(e) => return Err(e),
         }
     }
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|(modified, ..)| std::cmp::Reverse(*modified));
     let mut rows = Vec::new();
     for (modified, id, path) in files {
         if let Some(limit) = limit {
