@@ -291,8 +291,24 @@ pub fn events(
     wanted: impl Fn(&EventRow) -> bool,
     limit: Option<usize>,
 ) -> io::Result<Vec<EventRow>> {
-    // The queue before the files, as in `transcript`.
-    let mut queued = queued_by_session(home)?;
+    // The queue before the files, as in `transcript`. Of a long backlog only the
+    // newest `limit` events it takes can be listed, so only those are kept.
+    let mut kept = Vec::new();
+    store::each_queued(home, |event| {
+        let mut row = Vec::new();
+        event_rows(&event.session, &[event.message()], &wanted, &mut row);
+        if row.is_empty() {
+            return;
+        }
+        kept.push(event);
+        if let Some(limit) = limit.filter(|limit| kept.len() >= limit.saturating_mul(2)) {
+            keep_newest(&mut kept, limit, |e| (&e.at, &e.id));
+        }
+    })?;
+    let mut queued: BTreeMap<String, Vec<Event>> = BTreeMap::new();
+    for event in kept {
+        queued.entry(event.session.clone()).or_default().push(event);
+    }
     let mut files = Vec::new();
     for (id, path) in session_files(home)? {
         match std::fs::metadata(&path).and_then(|m| m.modified()) {
@@ -302,10 +318,10 @@ pub fn events(
         }
     }
     files.sort_by_key(|(modified, ..)| std::cmp::Reverse(*modified));
-    let mut rows = Vec::new();
+    let mut rows: Vec<EventRow> = Vec::new();
     for (modified, id, path) in files {
         if let Some(limit) = limit {
-            newest_first(&mut rows, limit);
+            keep_newest(&mut rows, limit, |r| (&r.at, &r.event));
             let oldest_kept = rows
                 .get(limit.wrapping_sub(1))
                 .and_then(|row| humantime::parse_rfc3339(&row.at).ok());
@@ -324,13 +340,17 @@ pub fn events(
     for (id, events) in queued {
         event_rows(&id, &merge(Vec::new(), events), &wanted, &mut rows);
     }
-    newest_first(&mut rows, limit.unwrap_or(usize::MAX));
+    keep_newest(&mut rows, limit.unwrap_or(usize::MAX), |r| {
+        (&r.at, &r.event)
+    });
     Ok(rows)
 }
 
-fn newest_first(rows: &mut Vec<EventRow>, limit: usize) {
-    rows.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.event.cmp(&a.event)));
-    rows.truncate(limit);
+/// Sorts `items` newest first by `at`, then id (ULIDs grow with time), and keeps the
+/// first `limit`.
+fn keep_newest<T>(items: &mut Vec<T>, limit: usize, at_and_id: impl Fn(&T) -> (&str, &str)) {
+    items.sort_by(|a, b| at_and_id(b).cmp(&at_and_id(a)));
+    items.truncate(limit);
 }
 
 /// The rows of one session's events that `wanted` takes.

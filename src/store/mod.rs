@@ -61,7 +61,7 @@ mod testing;
 mod writer;
 
 pub use home::Home;
-pub use recovery::queued;
+pub use recovery::{each_queued, queued};
 
 use crate::session::{self, Header, Line, Message, Role, Run, RunStatus};
 use crate::window::{Position, Refill, Waiting};
