@@ -322,8 +322,9 @@ pub fn events(
     for (modified, id, path) in files {
         if let Some(limit) = limit {
             keep_newest(&mut rows, limit, |r| (&r.at, &r.event));
-            let oldest_kept = rows
-                .get(limit.wrapping_sub(1))
+            let oldest_kept = limit
+                .checked_sub(1)
+                .and_then(|last| rows.get(last))
                 .and_then(|row| humantime::parse_rfc3339(&row.at).ok());
             if oldest_kept.is_some_and(|at| modified + MTIME_SLACK < at) {
                 break;
