@@ -110,7 +110,9 @@ pub enum Command {
         /// How many events to show.
         #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
-        /// Print a JSON array instead of a table.
+        /// Print a JSON array instead of a table: objects with `event`, `source`, `at`,
+        /// `outcome` (`queued`, `running`, `ok`, `failed`, `timed_out`, `interrupted`),
+        /// `session`, and when they apply `exitCode`, `signal` and `rerunOf`.
         #[arg(long)]
         json: bool,
     },
