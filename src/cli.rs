@@ -6,7 +6,7 @@ use crate::init::{self, InitError};
 use crate::log;
 use crate::session;
 use crate::store::Home;
-use crate::view::{self, Found};
+use crate::view::{self, Found, FoundEvent};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -20,10 +20,10 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Bad arguments (clap's own code).
     pub const USAGE: u8 = 2;
-    /// `sessions show`: no session, or more than one, matches; `send`: the payload
-    /// cannot be read.
+    /// `sessions show`, `rerun`: no session (event), or more than one, matches; `send`:
+    /// the payload cannot be read.
     pub const NO_INPUT: u8 = 66;
-    /// `send`: the daemon is unreachable or answered other than 2xx.
+    /// `send`, `rerun`: the daemon is unreachable or answered other than 2xx.
     pub const UNAVAILABLE: u8 = 69;
     /// `init`: a config already exists.
     pub const CANT_CREATE: u8 = 73;
@@ -38,9 +38,9 @@ Exit codes:
   0   success
   1   runtime failure (e.g. the listen address is taken)
   2   bad command-line arguments
-  66  sessions show: no session matches (or a prefix matches several, which it lists);
-      send: the payload file cannot be read
-  69  send: the daemon cannot be reached, or it did not answer 2xx
+  66  sessions show, rerun: no session (event) matches, or a prefix matches several,
+      which it lists; send: the payload file cannot be read
+  69  send, rerun: the daemon cannot be reached, or it did not answer 2xx
   73  init: a config already exists (never overwritten)
   74  the state folder cannot be read or written
   78  the config is missing or invalid (lowkey check lists every problem)
@@ -97,6 +97,39 @@ pub enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// List the most recent events, newest first: full event id, source, when lowkey
+    /// accepted it, what became of its run, and its full session id.
+    ///
+    /// Outcomes: queued (accepted, no run yet), running, ok, failed (exit N), timed out,
+    /// interrupted (lowkey stopped mid-run; it runs again). A rerun names the event it
+    /// runs again.
+    Events {
+        /// Only the events of this source.
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        /// How many events to show.
+        #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// Print a JSON array instead of a table: objects with `event`, `source`, `at`,
+        /// `outcome` (`queued`, `running`, `ok`, `failed`, `timed_out`, `interrupted`),
+        /// `session`, and when they apply `exitCode`, `signal` and `rerunOf`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run an event's agent again, on the same payload in the same session.
+    ///
+    /// Asks the running daemon (with the API key, as `lowkey send` reaches it), which
+    /// queues a new event with the original's source and body that names the original
+    /// as `rerunOf`, and prints the new event's id and session.
+    Rerun {
+        /// The event: its id as `lowkey events` prints it, or a unique prefix of that id
+        /// (in any case).
+        #[arg(value_name = "EVENT")]
+        event: String,
+        /// The daemon's base URL [default: http://<config listen>].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +168,12 @@ pub fn main() -> ExitCode {
         Command::Check => check(&config_path),
         Command::Send { source, file, url } => send(&config_path, &source, file, url.as_deref()),
         Command::Sessions { command } => sessions(&home, command),
+        Command::Events {
+            source,
+            limit,
+            json,
+        } => events(&home, source.as_deref(), limit as usize, json),
+        Command::Rerun { event, url } => rerun(&home, &config_path, &event, url.as_deref()),
     };
     ExitCode::from(code)
 }
@@ -434,6 +473,113 @@ fn sessions(home: &Home, command: SessionsCommand) -> u8 {
                     exit::IO
                 }
             }
+        }
+    }
+}
+
+fn events(home: &Home, source: Option<&str>, limit: usize, json: bool) -> u8 {
+    let rows = match view::events(
+        home,
+        |row| source.is_none_or(|s| row.source == s),
+        Some(limit),
+    ) {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("lowkey: cannot read {}: {e}", home.root.display());
+            return exit::IO;
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialize")
+        );
+    } else if rows.is_empty() {
+        match source {
+            Some(source) => println!("no events from source \"{source}\" yet"),
+            None => println!("no events yet in {}", home.sessions().display()),
+        }
+    } else {
+        print!("{}", view::render_events(&rows));
+    }
+    exit::OK
+}
+
+fn rerun(home: &Home, config_path: &std::path::Path, wanted: &str, url: Option<&str>) -> u8 {
+    let config = match config::load(config_path, Lookup::Own) {
+        Ok(loaded) => loaded.config,
+        Err(e) => {
+            eprintln!("lowkey rerun: {e}");
+            return exit::CONFIG;
+        }
+    };
+    // Event ids go into the request's path.
+    let is_id = |id: &str| session::is_path_safe_id(id, session::MAX_SESSION_ID_LEN);
+    if !is_id(wanted) {
+        eprintln!("lowkey rerun: \"{wanted}\" is not an event id; `lowkey events` prints them");
+        return exit::NO_INPUT;
+    }
+    let row = match view::find_event(home, wanted) {
+        Ok(FoundEvent::Event(row)) if is_id(&row.event) => row,
+        Ok(FoundEvent::Event(row)) => {
+            eprintln!(
+                "lowkey rerun: event \"{}\" in session {} has an id lowkey never makes, so it cannot be named to the daemon",
+                row.event, row.session
+            );
+            return exit::NO_INPUT;
+        }
+        Ok(FoundEvent::Nothing) => {
+            eprintln!(
+                "lowkey rerun: no event \"{wanted}\", and no event id starts with it, in {}; `lowkey events` prints the ids",
+                home.root.display()
+            );
+            return exit::NO_INPUT;
+        }
+        Ok(FoundEvent::Ambiguous(rows)) => {
+            eprintln!(
+                "lowkey rerun: \"{wanted}\" starts the ids of {} events; give more of the one you mean:",
+                rows.len()
+            );
+            let shown = &rows[..rows.len().min(AMBIGUOUS_SHOWN)];
+            eprint!("{}", view::render_events(shown));
+            if rows.len() > shown.len() {
+                eprintln!("... and {} more", rows.len() - shown.len());
+            }
+            return exit::NO_INPUT;
+        }
+        Err(e) => {
+            eprintln!("lowkey rerun: cannot read {}: {e}", home.root.display());
+            return exit::IO;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    match runtime.block_on(crate::send::rerun(&config, &row.event, &row.session, url)) {
+        Ok(answer) if (200..300).contains(&answer.status) => {
+            let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+            let new = v["event"].as_str().unwrap_or("?");
+            let session = v["session"].as_str().unwrap_or(&row.session);
+            println!(
+                "rerun of {} queued as event {new} in session {session}",
+                row.event
+            );
+            println!("follow it with: lowkey sessions show {session}");
+            exit::OK
+        }
+        Ok(answer) => {
+            let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+            let text = v["error"].as_str().unwrap_or(answer.body.trim());
+            eprintln!(
+                "lowkey rerun: the daemon answered {}: {text}",
+                answer.status
+            );
+            exit::UNAVAILABLE
+        }
+        Err(e) => {
+            eprintln!("lowkey rerun: {e}");
+            exit::UNAVAILABLE
         }
     }
 }

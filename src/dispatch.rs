@@ -524,6 +524,7 @@ mod tests {
             delivery: None,
             dedup_until: None,
             fresh,
+            rerun_of: None,
         }
     }
 

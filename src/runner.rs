@@ -82,6 +82,7 @@ impl Outcome {
                 at: run.at.clone(),
                 body: None,
                 trimmed: false,
+                rerun_of: None,
             }));
         }
         lines.push(Line::Run(run));

@@ -1,9 +1,11 @@
 //! `lowkey send`: posts a payload to the running daemon, signed the way the source's
-//! scheme expects, so a user can test a source end to end.
+//! scheme expects, so a user can test a source end to end; and `lowkey rerun`'s
+//! request, which reaches the daemon the same way.
 
 use crate::config::{Auth, Config};
 use crate::signature;
 use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -24,6 +26,10 @@ pub enum SendError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the config's apiKey holds characters an HTTP header cannot carry; use letters and digits"
+    )]
+    Key,
     #[error("cannot sign: {0}")]
     Sign(#[from] signature::SignError),
     #[error("HTTP: {0}")]
@@ -49,8 +55,68 @@ pub async fn send(
         .sources
         .get(source)
         .ok_or_else(|| SendError::NoSource(source.to_owned()))?;
+    let mut headers = Vec::new();
+    if src.auth == Auth::Key {
+        headers.push((header::AUTHORIZATION, bearer(config)?));
+    }
+    if let Some(verify) = &src.verify {
+        let now = crate::session::unix_now() as i64;
+        let message_id = format!("msg_{}", ulid::Ulid::new());
+        headers.extend(signature::sign(
+            &verify.scheme,
+            &verify.keys[0],
+            &body,
+            now,
+            &message_id,
+        )?);
+    }
+    post(
+        config,
+        url,
+        &format!("/api/webhook/{source}"),
+        headers,
+        body,
+    )
+    .await
+}
+
+/// Asks the daemon to run `event` (of `session`) again: `lowkey rerun`.
+pub async fn rerun(
+    config: &Config,
+    event: &str,
+    session: &str,
+    url: Option<&str>,
+) -> Result<Answer, SendError> {
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "session": session })).expect("JSON serializes");
+    let headers = vec![(header::AUTHORIZATION, bearer(config)?)];
+    post(
+        config,
+        url,
+        &format!("/api/events/{event}/rerun"),
+        headers,
+        body,
+    )
+    .await
+}
+
+fn bearer(config: &Config) -> Result<HeaderValue, SendError> {
+    let mut value = HeaderValue::try_from(format!("Bearer {}", config.api_key.expose()))
+        .map_err(|_| SendError::Key)?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// Posts a JSON `body` to `path` on the daemon, at `url` or the config's `listen`.
+async fn post(
+    config: &Config,
+    url: Option<&str>,
+    path: &str,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Vec<u8>,
+) -> Result<Answer, SendError> {
     let base = url.map_or_else(|| format!("http://{}", config.listen), str::to_owned);
-    let uri: http::Uri = format!("{}/api/webhook/{source}", base.trim_end_matches('/'))
+    let uri: http::Uri = format!("{}{path}", base.trim_end_matches('/'))
         .parse()
         .map_err(|_| SendError::BadUrl(base.clone()))?;
     let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
@@ -68,20 +134,8 @@ pub async fn send(
             header::USER_AGENT,
             concat!("lowkey-send/", env!("CARGO_PKG_VERSION")),
         );
-    if src.auth == Auth::Key {
-        req = req.header(
-            header::AUTHORIZATION,
-            format!("Bearer {}", config.api_key.expose()),
-        );
-    }
-    if let Some(verify) = &src.verify {
-        let now = crate::session::unix_now() as i64;
-        let message_id = format!("msg_{}", ulid::Ulid::new());
-        for (name, value) in
-            signature::sign(&verify.scheme, &verify.keys[0], &body, now, &message_id)?
-        {
-            req = req.header(name, value);
-        }
+    for (name, value) in headers {
+        req = req.header(name, value);
     }
     let req = req
         .body(Full::new(Bytes::from(body)))

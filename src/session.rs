@@ -56,6 +56,9 @@ pub struct Message {
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub trimmed: bool,
+    /// The event a rerun's message runs again (user messages of `lowkey rerun` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
-//! The HTTP surface: `POST /api/webhook/<source>` and `GET /api/health`, and the
-//! server that accepts their connections.
+//! The HTTP surface: `POST /api/webhook/<source>`, `POST /api/events/<event>/rerun`
+//! and `GET /api/health`, and the server that accepts their connections.
 //!
 //! A webhook is checked in this order: method, API key, body size (the body is read
 //! whole, for every caller, before anything about the source is answered), source,
@@ -10,7 +10,8 @@
 //! - `server.rs`: the accept loops, with the connection cap and the graceful stop.
 //! - this file: routing, and the JSON answers.
 //! - `webhook.rs`: the pipeline a webhook passes through, one function per check.
-//! - `reject.rs`: answering a refused webhook. A caller without valid auth learns
+//! - `rerun.rs`: running an event again (`lowkey rerun`), as a new event of its session.
+//! - `reject.rs`: answering a refused webhook (or rerun request). A caller without valid auth learns
 //!   nothing about which sources exist: every failed authentication gets the same 401
 //!   at the same time after its body was read.
 //! - `auth.rs`: the client's address, the API key, the throttle on failing addresses.
@@ -21,6 +22,7 @@ mod auth;
 mod body;
 mod rate;
 mod reject;
+mod rerun;
 pub mod server;
 mod webhook;
 
@@ -133,6 +135,23 @@ async fn route(app: &App, req: Request<Incoming>, peer: Peer) -> HttpResponse {
                 )
             }
         };
+    }
+    if let Some(event) = path
+        .strip_prefix("/api/events/")
+        .and_then(|rest| rest.strip_suffix("/rerun"))
+    {
+        if parts.method != Method::POST {
+            body.drain().await;
+            return with_header(
+                json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "use POST on /api/events/<event>/rerun",
+                ),
+                header::ALLOW,
+                "POST",
+            );
+        }
+        return rerun::rerun(app, &parts, body, event, peer).await;
     }
     let Some(source) = path.strip_prefix("/api/webhook/") else {
         body.drain().await;

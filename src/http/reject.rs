@@ -180,15 +180,26 @@ impl Reject {
             ),
         };
         let reason = Outside(&self);
-        tracing::warn!(
-            message_id = id::REJECTED,
-            webhook_source = %Outside(webhook.source),
-            http_status = answer.status().as_u16(),
-            reason = %reason,
-            remote_addr = %webhook.peer,
-            duration_ms = webhook.started.elapsed().as_millis() as u64,
-            "webhook rejected: {reason}"
-        );
+        match webhook.rerun {
+            None => tracing::warn!(
+                message_id = id::REJECTED,
+                webhook_source = %Outside(webhook.source),
+                http_status = answer.status().as_u16(),
+                reason = %reason,
+                remote_addr = %webhook.peer,
+                duration_ms = webhook.started.elapsed().as_millis() as u64,
+                "webhook rejected: {reason}"
+            ),
+            Some(event) => tracing::warn!(
+                message_id = id::REJECTED,
+                event_id = %Outside(event),
+                http_status = answer.status().as_u16(),
+                reason = %reason,
+                remote_addr = %webhook.peer,
+                duration_ms = webhook.started.elapsed().as_millis() as u64,
+                "rerun request rejected: {reason}"
+            ),
+        }
         answer
     }
 }

@@ -22,8 +22,11 @@ pub(super) struct Webhook<'a> {
     /// One config for the whole request, even if a reload swaps it meanwhile.
     pub(super) config: &'a Config,
     pub(super) headers: &'a HeaderMap,
-    /// The source named in the path, as sent.
+    /// The source named in the path, as sent ("" for a rerun request, which names none).
     pub(super) source: &'a str,
+    /// The event a rerun request names (`rerun.rs`), which shares the key check, the
+    /// 401 and the throttle with webhooks; `None` for a webhook.
+    pub(super) rerun: Option<&'a str>,
     pub(super) peer: Peer,
     /// When it was routed here, for the log's `duration_ms`.
     pub(super) started: Instant,
@@ -44,6 +47,7 @@ pub(super) async fn webhook(
         config: &config,
         headers: &parts.headers,
         source,
+        rerun: None,
         peer,
         started,
     };
@@ -257,6 +261,7 @@ async fn store(
             .map(|_| session::unix_now() + source.dedup.as_secs()),
         delivery,
         fresh,
+        rerun_of: None,
     };
     match app.store.ingest(event).await {
         Ok(Ingested::Accepted) => {}

@@ -61,7 +61,7 @@ mod testing;
 mod writer;
 
 pub use home::Home;
-pub use recovery::queued;
+pub use recovery::{each_queued, queued};
 
 use crate::session::{self, Header, Line, Message, Role, Run, RunStatus};
 use crate::window::{Position, Refill, Waiting};
@@ -108,6 +108,9 @@ pub struct Event {
     /// `false`, which only costs them that freedom.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fresh: bool,
+    /// The event this one runs again (`lowkey rerun`): same session, source and body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
 }
 
 /// What became of an ingested event.
@@ -199,6 +202,7 @@ impl Event {
             at: self.at.clone(),
             body: Some(self.body.clone()),
             trimmed,
+            rerun_of: self.rerun_of.clone(),
         })
     }
 }
@@ -363,6 +367,11 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Where its files are.
+    pub fn home(&self) -> &Home {
+        &self.home
     }
 
     /// Returns once the event is on disk (only then may the sender get a 2xx), or at

@@ -121,6 +121,8 @@ pub(super) struct Head<'a> {
     pub(super) dedup_until: Option<u64>,
     #[serde(default)]
     pub(super) fresh: bool,
+    #[serde(rename = "rerunOf", default)]
+    _rerun_of: Option<Text>,
 }
 
 /// `Head` of an `accepted` record; `None` for a mark, or a record that does not parse
@@ -272,6 +274,7 @@ mod tests {
                 fresh: true,
                 body: r#"{"id":"x","dedupUntil":1,"fresh":true}"#.into(),
                 message: Some("Stripe: \"x\"".into()),
+                rerun_of: Some("01PLAIN".into()),
                 ..delivered("01ALL", "evt_\"1", 7)
             },
         ];
@@ -299,6 +302,8 @@ mod tests {
                 text.replacen('}', "", 1),
                 text[..text.len() / 2].to_owned(),
                 text.replace(r#""source":"hook""#, r#""source":"hook","source":"x""#),
+                text.replace(r#""rerunOf":"01PLAIN""#, r#""rerunOf":7"#),
+                text.replace(r#","at":"#, r#","rerunOf":{},"at":"#),
             ];
             for bad in damaged {
                 let whole = serde_json::from_str::<Record>(&bad).is_ok();

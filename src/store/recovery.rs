@@ -594,24 +594,31 @@ fn read_segment(
 /// Accepted events whose runs have not finished, in acceptance order, read from the
 /// queue while the daemon may be writing it (for `lowkey sessions`).
 pub fn queued(home: &Home) -> io::Result<Vec<Event>> {
+    let mut events = Vec::new();
+    each_queued(home, |event| events.push(event))?;
+    Ok(events)
+}
+
+/// Hands each of [`queued`]'s events to `f` as it is read, so a reader that keeps only
+/// some (`lowkey events`) holds no more than those, however long the backlog.
+pub fn each_queued(home: &Home, mut f: impl FnMut(Event)) -> io::Result<()> {
     let marks = match QueueMarks::read(&home.queue()) {
         Ok(marks) => marks,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     let copies = copies_in(&marks)?;
-    let mut events = Vec::new();
     for (seq, path) in &marks.segments {
         each_accepted(*seq, path, &copies, |_, head, record| {
             if marks.done.contains(head.id.as_ref()) {
                 return;
             }
             if let Ok(Record::Accepted(event)) = serde_json::from_slice(record) {
-                events.push(*event);
+                f(*event);
             }
         })?;
     }
-    Ok(events)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub(super) fn event(id: &str) -> Event {
         delivery: None,
         dedup_until: None,
         fresh: false,
+        rerun_of: None,
     }
 }
 

@@ -22,6 +22,7 @@ const CONFIG_RELOADED: &str = "c2289f244615408ab838bfbc419b6ba2";
 const RELOAD_FAILED: &str = "939826ba95024687ad7e9427fec1ca33";
 const STARTED: &str = "acc440a9d0364a34963633ad6b51e167";
 const STOPPING: &str = "ef99f7cfc2904fc192ab92f30f5680c9";
+const RERUN: &str = "7f3a87c862044a2ba873ff8c53558664";
 
 const SOURCE_SECRET: &str = "gh_source_secret_do_not_log";
 const WRONG_KEY: &str = "lk_wrong_key_do_not_log_either";
@@ -225,6 +226,27 @@ fn journald_gets_structured_fields_and_never_a_secret() {
         assert_eq!(field(&finished, name), value, "{finished:#}");
     }
     assert!(field(&finished, "DURATION_MS").parse::<u64>().is_ok());
+
+    // A rerun (`lowkey rerun`) has its own line, naming the new event and the original.
+    let rerun = request(
+        "POST",
+        &format!("{base}/api/events/{event}/rerun"),
+        &[("Authorization", &format!("Bearer {KEY}"))],
+        json!({ "session": session }).to_string().as_bytes(),
+    );
+    assert_eq!(rerun.status, 202, "{rerun:?}");
+    let again = rerun.json()["event"].as_str().unwrap().to_owned();
+    let rerun_line =
+        journal.wait_for(&[&format!("MESSAGE_ID={RERUN}"), &format!("EVENT_ID={again}")]);
+    for (name, value) in [
+        ("RERUN_OF", event.as_str()),
+        ("SESSION_ID", session.as_str()),
+        ("WEBHOOK_SOURCE", "hook"),
+        ("AGENT", "bot"),
+        ("HTTP_STATUS", "202"),
+    ] {
+        assert_eq!(field(&rerun_line, name), value, "{rerun_line:#}");
+    }
 
     // `journalctl WEBHOOK_SOURCE=hook` finds the accepted line with its fields.
     let by_source = journal.entries(&["WEBHOOK_SOURCE=hook"]);

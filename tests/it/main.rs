@@ -19,6 +19,7 @@ mod agents;
 mod auth;
 mod config;
 mod crash;
+mod events;
 mod files;
 mod filing;
 mod fuzz;
