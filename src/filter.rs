@@ -242,6 +242,49 @@ pub fn clashes(rules: &[Rule]) -> Vec<(usize, &str)> {
     found
 }
 
+/// The `match` rules that can never pass together with `events` read from a payload
+/// field: a rule on that very field that no listed event name satisfies, or a rule
+/// needing a value inside it (an event name is a string, which has no fields). Only
+/// events read from one field are judged; where there is a fallback (Slack's), the
+/// other field may hold the name. Returns that field and the rules.
+pub fn clashes_with_events<'a>(
+    events: &'a Events,
+    rules: &'a [Rule],
+) -> Option<(&'a FieldPath, Vec<&'a Rule>)> {
+    let EventAt::Fields(paths) = &events.at else {
+        return None;
+    };
+    let [event_field] = paths.as_slice() else {
+        return None;
+    };
+    let field = event_field.to_string();
+    let named = |name: &str| !name.is_empty() && events.names.iter().any(|p| p.matches(name));
+    let clashing = rules
+        .iter()
+        .filter(|rule| {
+            let path = rule.path.to_string();
+            if path != field {
+                return rule.condition.needs_a_value()
+                    && path
+                        .strip_prefix(field.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'));
+            }
+            !match &rule.condition {
+                Condition::Equals(want) => want.as_str().is_some_and(named),
+                Condition::OneOf(values) => values.iter().filter_map(Value::as_str).any(named),
+                Condition::Prefix(prefix) => events.names.iter().any(|p| match p {
+                    Pattern::Exact(name) => name.starts_with(prefix.as_str()),
+                    Pattern::Prefix(other) => {
+                        other.starts_with(prefix.as_str()) || prefix.starts_with(other.as_str())
+                    }
+                }),
+                Condition::Present(present) => *present,
+            }
+        })
+        .collect();
+    Some((event_field, clashing))
+}
+
 impl Filters {
     pub fn is_empty(&self) -> bool {
         self.events.is_none() && self.rules.is_empty()
@@ -583,6 +626,47 @@ mod tests {
             let message = Condition::parse(&value).unwrap_err();
             assert!(message.contains(says), "{value}: {message}");
         }
+    }
+
+    #[test]
+    fn a_rule_on_the_field_events_are_read_from_must_let_a_listed_event_through() {
+        let stripe = events(
+            &["invoice.paid", "customer.subscription.*"],
+            event_at(SchemeKind::Stripe).unwrap(),
+        );
+        let stripe = stripe.events.as_ref().unwrap();
+        for (condition, clashes) in [
+            (json!("invoice.paid"), false),
+            (json!("customer.subscription.deleted"), false),
+            (json!("charge.failed"), true),
+            (json!(["charge.failed", "invoice.paid"]), false),
+            (json!(["charge.failed", null]), true),
+            (json!(null), true),
+            (json!({ "prefix": "invoice." }), false),
+            (json!({ "prefix": "customer." }), false),
+            (json!({ "prefix": "customer.subscription.updated" }), false),
+            (json!({ "prefix": "charge." }), true),
+            (json!({ "present": true }), false),
+            (json!({ "present": false }), true),
+        ] {
+            let rules = vec![rule("type", condition.clone())];
+            let (field, found) = clashes_with_events(stripe, &rules).unwrap();
+            assert_eq!(field.to_string(), "type");
+            assert_eq!(found.len(), usize::from(clashes), "{condition}");
+        }
+        let inside = vec![rule("type.name", json!("x")), rule("data.type", json!("x"))];
+        let found: Vec<&str> = clashes_with_events(stripe, &inside)
+            .unwrap()
+            .1
+            .iter()
+            .map(|r| r.key.as_str())
+            .collect();
+        assert_eq!(found, ["type.name"]);
+        // Slack falls back to the outer `type`, so a rule on one field alone decides
+        // nothing.
+        let slack = events(&["app_mention"], event_at(SchemeKind::Slack).unwrap());
+        let rules = vec![rule("type", json!("event_callback"))];
+        assert!(clashes_with_events(slack.events.as_ref().unwrap(), &rules).is_none());
     }
 
     #[test]

@@ -117,10 +117,27 @@ impl Validator {
             Some(value) => self.events(key, value, header, verify).map(Some),
         };
         let rules = self.rules(key, fields.get("match"));
-        Some(Filters {
-            events: events?,
-            rules: rules?,
-        })
+        let (events, rules) = (events?, rules?);
+        if let Some((field, clashing)) = events
+            .as_ref()
+            .and_then(|e| filter::clashes_with_events(e, &rules))
+        {
+            for rule in &clashing {
+                let why = if rule.path == *field {
+                    "no event listed there passes this condition; change one to agree with the other"
+                } else {
+                    "an event name is a string, with no field inside it; remove this rule"
+                };
+                self.error(
+                    format!("{key}.match.{}", rule.key),
+                    format!("can never match together with `{key}.events`, which reads the event name from `{field}`: {why}"),
+                );
+            }
+            if !clashing.is_empty() {
+                return None;
+            }
+        }
+        Some(Filters { events, rules })
     }
 
     /// `eventHeader`: `Some(None)` when absent.
