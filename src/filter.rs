@@ -175,7 +175,7 @@ impl Condition {
             Condition::Equals(want) => same(got, want),
             Condition::OneOf(values) => values.iter().any(|want| same(got, want)),
             Condition::Prefix(prefix) => got.as_str().is_some_and(|s| s.starts_with(prefix)),
-            Condition::Present(present) => !got.is_null() == *present,
+            Condition::Present(present) => got.is_null() != *present,
         }
     }
 }
