@@ -17,7 +17,7 @@
 //! - numbers compare by value (`1` and `1.0` are equal); a string never equals a
 //!   number (`"7"` is not `7`).
 
-use crate::config::FieldPath;
+use crate::config::{FieldPath, kind};
 use crate::signature::SchemeKind;
 use http::{HeaderMap, HeaderName};
 use serde_json::Value;
@@ -286,10 +286,6 @@ pub fn clashes_with_events<'a>(
 }
 
 impl Filters {
-    pub fn is_empty(&self) -> bool {
-        self.events.is_none() && self.rules.is_empty()
-    }
-
     /// Whether evaluating these needs the parsed payload.
     pub fn reads_payload(&self) -> bool {
         !self.rules.is_empty()
@@ -367,17 +363,6 @@ fn shown(value: &Value) -> String {
 
 /// The longest text from a delivery a reason shows.
 const SHOWN: usize = 64;
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -43,6 +43,7 @@ pub use types::{
     DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_SEC, DEFAULT_TOLERANCE_SEC, MAX_SOURCE_LEN,
     NEW_SESSION, RateLimit, Source, Target, Verify,
 };
+pub(crate) use validate::kind;
 
 use std::path::PathBuf;
 

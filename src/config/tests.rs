@@ -801,7 +801,7 @@ fn filters_that_can_match_are_accepted() {
     let sources = &loaded.config.sources;
     assert!(sources["gh"].filters.events.is_some());
     assert_eq!(sources["gh"].filters.rules.len(), 5);
-    assert!(!sources["hook"].filters.is_empty());
+    assert!(sources["hook"].filters.events.is_some());
     assert!(sources["pay"].filters.reads_payload());
 }
 
