@@ -151,6 +151,33 @@ fn stripe_events_are_taken_by_type_and_by_prefix() {
 }
 
 #[test]
+fn slack_events_are_read_inside_the_callback_and_its_url_check_is_still_answered() {
+    let zoo = Zoo::start_with(
+        |config, _| config["webhooks"]["slack-sig"]["events"] = json!(["app_mention"]),
+        &[],
+    );
+    let slack = |body: Value| {
+        let id = unique_id("Ev");
+        let secret = Scheme::Slack.secret(1);
+        Delivery::signed(Scheme::Slack, &secret, body.to_string(), now(), &id)
+    };
+    let callback = |inner: &str| json!({ "type": "event_callback", "event_id": unique_id("Ev"), "event": { "type": inner } });
+    let (_, event) = zoo.accept("slack-sig", &slack(callback("app_mention")));
+    zoo.daemon.wait_run_end(&event);
+    assert_ignored(
+        &zoo.post("slack-sig", &slack(callback("message"))),
+        "event \"message\" is not in webhooks.slack-sig.events",
+    );
+    // Slack's check that the URL is its own is no event; it is answered before filters.
+    let check = zoo.post(
+        "slack-sig",
+        &slack(json!({ "type": "url_verification", "challenge": "3eZbrw1aB" })),
+    );
+    assert_eq!(check.status, 200, "{check:?}");
+    assert_eq!(check.json(), json!({ "challenge": "3eZbrw1aB" }));
+}
+
+#[test]
 fn match_takes_one_of_prefix_and_presence_and_an_event_header() {
     let zoo = Zoo::start_with(
         |config, home| {
