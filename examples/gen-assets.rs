@@ -381,7 +381,9 @@ fn continues(line: &str) -> bool {
     let text = line.trim_start();
     !text.is_empty()
         && !line.starts_with("    ")
-        && !["- ", "|", "```"].iter().any(|p| text.starts_with(p))
+        && !["- ", "|", "```", "### "]
+            .iter()
+            .any(|p| text.starts_with(p))
 }
 
 /// `| a | b |` into its cells; a `|` inside backticks is text.

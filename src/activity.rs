@@ -13,6 +13,8 @@ pub struct Activity {
     pub queued: AtomicUsize,
     /// Agent runs in flight.
     pub running: AtomicUsize,
+    /// Deliveries the sources' filters left out, since start-up.
+    pub ignored: AtomicUsize,
     /// The source and time of the last accepted event.
     last_event: Mutex<Option<(String, Instant)>>,
     /// Something changed since the watcher last looked (`take_changed`).
@@ -53,6 +55,12 @@ impl Activity {
 
     pub fn event_accepted(&self, source: &str) {
         *self.last_event.lock().expect("activity lock") = Some((source.to_owned(), Instant::now()));
+        self.touch();
+    }
+
+    /// A delivery was answered 200 and dropped by its source's filters.
+    pub fn event_ignored(&self) {
+        self.ignored.fetch_add(1, Ordering::SeqCst);
         self.touch();
     }
 

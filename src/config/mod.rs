@@ -15,12 +15,15 @@
 //!   - `agents.rs`: `agents`: commands (looked up on the PATH they will run with), env,
 //!     timeouts and `maxConcurrent`;
 //!   - `sources.rs`: `webhooks`: project, agent, target, dedup and rate limit;
+//!   - `filters.rs`: a source's `events`, `eventHeader` and `match`, and the filters
+//!     that could never match;
 //!   - `security.rs`: `apiKey`, placeholders copied from the example, a readable config
 //!     file, `trustedProxies`, and a source's `auth`, `verify` and secrets;
 //!   - `secrets.rs`: where a secret is read from: inline, a file, or a systemd credential.
 //! - `template.rs`: `target` templates, which fill a session id from the payload.
 
 mod agents;
+mod filters;
 mod parse;
 mod secrets;
 mod security;
@@ -40,6 +43,7 @@ pub use types::{
     DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_SEC, DEFAULT_TOLERANCE_SEC, MAX_SOURCE_LEN,
     NEW_SESSION, RateLimit, Source, Target, Verify,
 };
+pub(crate) use validate::kind;
 
 use std::path::PathBuf;
 

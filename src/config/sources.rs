@@ -1,5 +1,6 @@
 //! `webhooks`: each source's project, agent, target, message, dedup window, rate limit
-//! and `enabled`. Its `auth`, `verify` and secrets are checked in `security.rs`.
+//! and `enabled`. Its `auth`, `verify` and secrets are checked in `security.rs`, its
+//! `events`, `eventHeader` and `match` in `filters.rs`.
 
 use super::agents::agent_hint;
 use super::security::scheme_names;
@@ -28,6 +29,9 @@ pub(super) const SOURCE_KEYS: &[&str] = &[
     "dedupHours",
     "rateLimit",
     "enabled",
+    "events",
+    "eventHeader",
+    "match",
     "signatureHeader",
     "signatureEncoding",
     "signaturePrefix",
@@ -315,6 +319,7 @@ impl Validator {
                 },
             };
             let security = self.security(&key, fields, &raw, name);
+            let filters = self.filters(&key, fields, raw.verify.as_deref());
             let dedup = self.dedup(&key, raw.dedup_hours);
             let rate_limit = match raw.rate_limit {
                 None => Some(None),
@@ -329,8 +334,9 @@ impl Validator {
                 Some((auth, verify)),
                 Some(dedup),
                 Some(rate_limit),
+                Some(filters),
             ) = (
-                ok, project, agent, target, message, security, dedup, rate_limit,
+                ok, project, agent, target, message, security, dedup, rate_limit, filters,
             ) {
                 sources.insert(
                     name.clone(),
@@ -344,6 +350,7 @@ impl Validator {
                         dedup,
                         rate_limit,
                         enabled: raw.enabled.unwrap_or(true),
+                        filters,
                     },
                 );
             }

@@ -494,9 +494,253 @@ const REFUSED: &[Refused] = &[
     },
 ];
 
+/// A source `gh` signed by GitHub and a source `pay` signed by Stripe, each with the
+/// filters `filters` gives them (an object of keys to set).
+fn with_filtered(c: &mut Value, gh: Value, pay: Value) {
+    let mut github = json!({ "project": "/", "agent": "bot", "auth": "signature", "verify": "github", "secret": "gh-webhook-secret-0123" });
+    let mut stripe = json!({ "project": "/", "agent": "bot", "auth": "signature", "verify": "stripe", "secret": "whsec_stripe_0123456789" });
+    github
+        .as_object_mut()
+        .unwrap()
+        .extend(gh.as_object().unwrap().clone());
+    stripe
+        .as_object_mut()
+        .unwrap()
+        .extend(pay.as_object().unwrap().clone());
+    c["webhooks"]["gh"] = github;
+    c["webhooks"]["pay"] = stripe;
+}
+
+/// Filters that can never match, or are not filters at all: each refused at its key.
+const REFUSED_FILTERS: &[Refused] = &[
+    Refused {
+        name: "an empty events list",
+        change: |c| with_filtered(c, json!({ "events": [] }), json!({})),
+        problems: &[(
+            "webhooks.gh.events",
+            &["an empty list lets no event through"],
+        )],
+        errors: Some(1),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "an empty event name and a misplaced `*`",
+        change: |c| {
+            with_filtered(
+                c,
+                json!({}),
+                json!({ "events": ["", "*.paid", "invoice.*.x", "invoice.*", 7] }),
+            )
+        },
+        problems: &[
+            (
+                "webhooks.pay.events[0]",
+                &["an empty event name never matches"],
+            ),
+            (
+                "webhooks.pay.events[1]",
+                &["\"*.paid\"", "`*` may only end a name"],
+            ),
+            ("webhooks.pay.events[2]", &["`*` may only end a name"]),
+            (
+                "webhooks.pay.events[4]",
+                &["expected an event name", "got the number 7"],
+            ),
+        ],
+        errors: Some(4),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        // `*` and prefixes of GitHub's names are fine; names GitHub never sends are not.
+        name: "GitHub event names GitHub never sends",
+        change: |c| {
+            let events = json!(["pull_requests", "isues", "workflow_*", "*", "zzz*"]);
+            with_filtered(c, json!({ "events": events }), json!({}))
+        },
+        problems: &[
+            (
+                "webhooks.gh.events[0]",
+                &[
+                    "\"pull_requests\" is not a GitHub webhook event",
+                    "did you mean \"pull_request\"?",
+                ],
+            ),
+            ("webhooks.gh.events[1]", &["did you mean \"issues\"?"]),
+            (
+                "webhooks.gh.events[4]",
+                &[
+                    "no GitHub webhook event starts with \"zzz\"",
+                    "GitHub's events include pull_request",
+                ],
+            ),
+        ],
+        errors: Some(3),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "events on a source that cannot tell its events apart",
+        change: |c| c["webhooks"]["hook"]["events"] = json!(["push"]),
+        problems: &[(
+            "webhooks.hook.events",
+            &[
+                "cannot tell which event a delivery is",
+                "set \"eventHeader\"",
+                "use `match`",
+            ],
+        )],
+        errors: Some(1),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "an eventHeader that is no header, or without events",
+        change: |c| {
+            c["webhooks"]["hook"]["eventHeader"] = json!("X-Gitlab-Event");
+            with_filtered(
+                c,
+                json!({ "events": ["push"], "eventHeader": "X Event" }),
+                json!({}),
+            );
+        },
+        problems: &[
+            ("webhooks.hook.eventHeader", &["only applies with `events`"]),
+            (
+                "webhooks.gh.eventHeader",
+                &["\"X Event\" is not a header name"],
+            ),
+        ],
+        errors: Some(2),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "match conditions of a shape lowkey does not know",
+        change: |c| {
+            c["webhooks"]["hook"]["match"] = json!({
+                "action": [],
+                "state": { "equals": "open" },
+                "ref": { "prefix": "refs/", "present": true },
+                "number": { "prefix": 7 },
+                "draft": { "present": "no" },
+                "labels": ["bug", { "name": "bug" }],
+                "a..b": 1,
+            });
+        },
+        problems: &[
+            (
+                "webhooks.hook.match.action",
+                &["an empty list matches nothing"],
+            ),
+            (
+                "webhooks.hook.match.state",
+                &["\"equals\" is not a condition", "{\"prefix\": \"...\"}"],
+            ),
+            ("webhooks.hook.match.ref", &["exactly one key"]),
+            ("webhooks.hook.match.number", &["\"prefix\" takes a string"]),
+            (
+                "webhooks.hook.match.draft",
+                &["\"present\" takes true or false"],
+            ),
+            (
+                "webhooks.hook.match.labels",
+                &["item 1 of the list is an object"],
+            ),
+            ("webhooks.hook.match.a..b", &["not a field path"]),
+        ],
+        errors: Some(7),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "a match that is not an object, and a field named twice",
+        change: |c| {
+            c["webhooks"]["hook"]["match"] = json!(["action"]);
+            with_filtered(
+                c,
+                json!({ "match": { "action": "opened", " action": "closed" } }),
+                json!({}),
+            );
+        },
+        problems: &[
+            (
+                "webhooks.hook.match",
+                &["expected an object of field path → condition"],
+            ),
+            // Keys are read in sorted order, so the second is the one without a space.
+            (
+                "webhooks.gh.match.action",
+                &["the same field as `webhooks.gh.match. action`"],
+            ),
+        ],
+        errors: Some(2),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "a match rule inside a field another rule makes absent or plain",
+        change: |c| {
+            c["webhooks"]["hook"]["match"] = json!({
+                "pull_request": { "present": false },
+                "pull_request.merged": true,
+                "ref": { "prefix": "refs/tags/" },
+                "ref.name": { "present": true },
+            });
+        },
+        problems: &[
+            (
+                "webhooks.hook.match.pull_request.merged",
+                &[
+                    "can never match",
+                    "`webhooks.hook.match.pull_request`",
+                    "{\"present\": true}",
+                ],
+            ),
+            (
+                "webhooks.hook.match.ref.name",
+                &["`webhooks.hook.match.ref`"],
+            ),
+        ],
+        errors: Some(2),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "a match on Stripe's type that no listed event passes",
+        change: |c| {
+            let events = json!(["invoice.paid", "customer.subscription.*"]);
+            let filters = json!({
+                "events": events,
+                "match": { "type": ["charge.failed", "invoice.voided"] }
+            });
+            with_filtered(c, json!({}), filters);
+            c["webhooks"]["pay2"] = c["webhooks"]["pay"].clone();
+            c["webhooks"]["pay2"]["match"] = json!({ "type.id": { "present": true } });
+        },
+        problems: &[
+            (
+                "webhooks.pay.match.type",
+                &[
+                    "can never match together with `webhooks.pay.events`",
+                    "from `type`",
+                ],
+            ),
+            (
+                "webhooks.pay2.match.type.id",
+                &["an event name is a string"],
+            ),
+        ],
+        errors: Some(2),
+        said: &[],
+        not_said: &[],
+    },
+];
+
 #[test]
 fn a_config_that_cannot_work_is_refused_naming_each_key_and_its_fix() {
-    for case in REFUSED {
+    for case in REFUSED.iter().chain(REFUSED_FILTERS) {
         let name = case.name;
         let mut config = base();
         (case.change)(&mut config);
@@ -535,6 +779,52 @@ fn a_config_that_cannot_work_is_refused_naming_each_key_and_its_fix() {
             assert!(!said.contains(text), "{name} says {text:?}:\n{said}");
         }
     }
+}
+
+#[test]
+fn filters_that_can_match_are_accepted() {
+    let mut config = base();
+    with_filtered(
+        &mut config,
+        json!({
+            "events": ["pull_request", "issue*", "*"],
+            "match": {
+                "action": ["opened", "reopened", null],
+                "pull_request.merged_at": { "present": false },
+                "pull_request.merged_at.x": null,
+                "pull_request.head.ref": { "prefix": "" },
+                "sender.id": 1.0,
+            }
+        }),
+        json!({
+            "events": ["invoice.paid", "customer.subscription.*"],
+            "match": { "type": { "prefix": "customer." }, "data.object.livemode": true }
+        }),
+    );
+    set(
+        &mut config,
+        "/webhooks/hook/events",
+        json!(["Push Hook", "merge_request*"]),
+    );
+    set(
+        &mut config,
+        "/webhooks/hook/eventHeader",
+        json!("X-Gitlab-Event"),
+    );
+    set(&mut config, "/webhooks/hook/match", json!({}));
+    config["webhooks"]["chat"] = json!({
+        "project": "/", "agent": "bot", "auth": "signature", "verify": "slack", "secret": "slack-signing-secret-0123",
+        "events": ["app_mention"], "match": { "type": "event_callback" }
+    });
+    assert_eq!(check(&config), vec![]);
+    let loaded = Validator::new(Lookup::Units)
+        .parse(Path::new("config.json"), &config.to_string())
+        .unwrap();
+    let sources = &loaded.config.sources;
+    assert!(sources["gh"].filters.events.is_some());
+    assert_eq!(sources["gh"].filters.rules.len(), 5);
+    assert!(sources["hook"].filters.events.is_some());
+    assert!(sources["pay"].filters.reads_payload());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! What a validated config holds, and the defaults of the keys a config may leave out.
 
 use super::Template;
+use crate::filter::Filters;
 use crate::secret::Secret;
 use crate::signature::Scheme;
 use std::collections::BTreeMap;
@@ -65,6 +66,8 @@ pub struct Source {
     pub rate_limit: Option<RateLimit>,
     /// `enabled: false` answers 410 and stores nothing.
     pub enabled: bool,
+    /// `events` and `match`: a delivery they leave out is answered 200 and dropped.
+    pub filters: Filters,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

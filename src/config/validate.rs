@@ -265,8 +265,8 @@ pub(super) fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
-/// What a JSON value is, for "got ..." in a message.
-pub(super) fn kind(value: &Value) -> &'static str {
+/// What a JSON value is, for "got ..." in a message (and in a filter's reason).
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

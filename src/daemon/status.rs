@@ -137,6 +137,10 @@ impl Status {
         if queued > 0 {
             line.push_str(&format!(" · {queued} queued"));
         }
+        let ignored = activity.ignored.load(Ordering::SeqCst);
+        if ignored > 0 {
+            line.push_str(&format!(" · {ignored} ignored"));
+        }
         match activity.last_event() {
             Some((source, at)) => line.push_str(&format!(
                 " · last: {source} {}s ago",

@@ -8,7 +8,7 @@ use super::body::{Body, Read, Unread};
 use super::reject::{Reject, Unauthenticated};
 use super::{App, HttpResponse, json};
 use crate::config::{Auth, Config, Source, Target};
-use crate::log::id;
+use crate::log::{Outside, id};
 use crate::session;
 use crate::signature;
 use crate::store::{Event, Ingested};
@@ -69,6 +69,9 @@ async fn accept(webhook: &Webhook<'_>, body: &mut Unread) -> Result<HttpResponse
     let text = utf8(body.bytes)?;
     let payload = payload(source, &text)?;
     if let Some(answer) = challenge(source, &payload) {
+        return Ok(answer);
+    }
+    if let Some(answer) = ignored(webhook, source, &payload) {
         return Ok(answer);
     }
     rate_limit(webhook, source)?;
@@ -167,11 +170,12 @@ fn utf8(bytes: Vec<u8>) -> Result<String, Reject> {
 }
 
 /// Checks that the body is JSON. The parsed tree is built only for sources that read
-/// the payload (Slack and Stripe ids, target and message templates); every other body
-/// is only checked.
+/// the payload (Slack and Stripe ids, target and message templates, filters); every
+/// other body is only checked.
 fn payload(source: &Source, text: &str) -> Result<serde_json::Value, Reject> {
     let reads_payload = matches!(source.target, Target::Template(_))
         || source.message.is_some()
+        || source.filters.reads_payload()
         || source
             .verify
             .as_ref()
@@ -189,6 +193,34 @@ fn payload(source: &Source, text: &str) -> Result<serde_json::Value, Reject> {
 fn challenge(source: &Source, payload: &serde_json::Value) -> Option<HttpResponse> {
     let verify = source.verify.as_ref()?;
     signature::challenge(&verify.scheme, payload).map(|answer| json(StatusCode::OK, &answer))
+}
+
+/// A delivery the source's `events` or `match` leave out: answered 200, so the sender
+/// does not retry it, and dropped. It is not stored (no queue record, session line or
+/// dedup entry) and does not count against the source's rate; the log line keeps why.
+fn ignored(
+    webhook: &Webhook<'_>,
+    source: &Source,
+    payload: &serde_json::Value,
+) -> Option<HttpResponse> {
+    let reason = source
+        .filters
+        .admit(webhook.source, webhook.headers, payload)
+        .err()?;
+    webhook.app.activity.event_ignored();
+    tracing::info!(
+        message_id = id::IGNORED,
+        webhook_source = %webhook.source,
+        http_status = 200u16,
+        reason = %Outside(&reason),
+        remote_addr = %webhook.peer,
+        "webhook ignored: {}",
+        Outside(&reason)
+    );
+    Some(json(
+        StatusCode::OK,
+        &serde_json::json!({ "ignored": true, "reason": reason }),
+    ))
 }
 
 fn rate_limit(webhook: &Webhook<'_>, source: &Source) -> Result<(), Reject> {

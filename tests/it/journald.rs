@@ -23,6 +23,7 @@ const RELOAD_FAILED: &str = "939826ba95024687ad7e9427fec1ca33";
 const STARTED: &str = "acc440a9d0364a34963633ad6b51e167";
 const STOPPING: &str = "ef99f7cfc2904fc192ab92f30f5680c9";
 const RERUN: &str = "7f3a87c862044a2ba873ff8c53558664";
+const IGNORED: &str = "7d65efd79b094851b19d5f8055a64748";
 
 const SOURCE_SECRET: &str = "gh_source_secret_do_not_log";
 const WRONG_KEY: &str = "lk_wrong_key_do_not_log_either";
@@ -179,7 +180,8 @@ fn journald_gets_structured_fields_and_never_a_secret() {
         "agents": { "bot": { "command": [agent] } },
         "webhooks": {
             "hook": { "project": project, "agent": "bot" },
-            "gh": { "project": project, "agent": "bot", "verify": "github", "secret": SOURCE_SECRET, "auth": "signature" }
+            "gh": { "project": project, "agent": "bot", "verify": "github", "secret": SOURCE_SECRET, "auth": "signature" },
+            "opened": { "project": project, "agent": "bot", "match": { "action": "opened" } }
         }
     }));
     let journal = Journal::start(&home);
@@ -278,6 +280,23 @@ fn journald_gets_structured_fields_and_never_a_secret() {
         }),
         "{rejected:#?}"
     );
+
+    // A delivery the filters leave out: its own MESSAGE_ID, with the reason.
+    let left_out = request(
+        "POST",
+        &format!("{base}/api/webhook/opened"),
+        &[("Authorization", &format!("Bearer {KEY}"))],
+        b"{\"action\":\"closed\"}",
+    );
+    assert_eq!(left_out.status, 200);
+    let ignored = journal.wait_for(&[&format!("MESSAGE_ID={IGNORED}")]);
+    assert_eq!(field(&ignored, "WEBHOOK_SOURCE"), "opened");
+    assert_eq!(field(&ignored, "HTTP_STATUS"), "200");
+    assert_eq!(
+        field(&ignored, "REASON"),
+        "action is \"closed\", not \"opened\" (webhooks.opened.match.action)"
+    );
+    assert_eq!(field(&ignored, "PRIORITY"), "5");
 
     // The agent's stderr is in the journal, tagged with its session.
     let agent_lines = journal.entries(&[&format!("SESSION_ID={session}")]);

@@ -22,6 +22,7 @@ mod crash;
 mod events;
 mod files;
 mod filing;
+mod filters;
 mod fuzz;
 mod http;
 mod logging;

@@ -122,6 +122,8 @@ fn the_man_page_has_every_section_an_operator_looks_for() {
         );
     }
     assert!(man_section(&text, "CONFIGURATION").contains("webhooks.<source>.verify"));
+    // The README's `###` subsections are the page's subsections.
+    assert!(man_section(&text, "CONFIGURATION").contains("\n   Filters\n"));
     assert!(man_section(&text, "HTTP").contains("WWW-Authenticate: Bearer"));
     assert!(man_section(&text, "SIGNALS").contains("SIGHUP"));
     assert!(man_section(&text, "SYSTEMD UNITS").contains("lowkey@USER.socket"));

@@ -69,13 +69,13 @@ fn spawn_activated(home: &Home, listeners: &[(&dyn AsFd, &str)], env: &[(&str, S
 }
 
 /// A datagram socket standing in for systemd's notify socket.
-struct Notify {
+pub struct Notify {
     path: std::path::PathBuf,
     messages: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 impl Notify {
-    fn new(home: &Home) -> Notify {
+    pub fn new(home: &Home) -> Notify {
         let path = home.dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&path).unwrap();
         let messages = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
@@ -93,12 +93,12 @@ impl Notify {
         Notify { path, messages }
     }
 
-    fn env(&self) -> (&'static str, String) {
+    pub fn env(&self) -> (&'static str, String) {
         ("NOTIFY_SOCKET", self.path.to_string_lossy().into_owned())
     }
 
     /// Waits until `n` messages satisfy `pred`.
-    fn wait(&self, what: &str, n: usize, pred: impl Fn(&str) -> bool) {
+    pub fn wait(&self, what: &str, n: usize, pred: impl Fn(&str) -> bool) {
         let (lock, cond) = &*self.messages;
         let guard = lock.lock().unwrap();
         let (guard, _) = cond
