@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod finish;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;

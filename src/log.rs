@@ -34,6 +34,7 @@ pub mod id {
     pub const RELOAD_FAILED: &str = "939826ba95024687ad7e9427fec1ca33";
     pub const STARTED: &str = "acc440a9d0364a34963633ad6b51e167";
     pub const STOPPING: &str = "ef99f7cfc2904fc192ab92f30f5680c9";
+    pub const FINISH_FAILED: &str = "3b699a9c1f62445d98776f54e7c38a50";
 }
 
 /// Text from outside lowkey (a request's path or headers, a payload, an agent's output, a
