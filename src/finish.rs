@@ -363,11 +363,19 @@ mod tests {
 
     #[test]
     fn retries_only_what_may_pass_later() {
-        let again = |code: u16| matches!(judge(StatusCode::from_u16(code).unwrap()), Err(Failure::Again(_)));
+        let again = |code: u16| {
+            matches!(
+                judge(StatusCode::from_u16(code).unwrap()),
+                Err(Failure::Again(_))
+            )
+        };
         assert!(judge(StatusCode::OK).is_ok() && judge(StatusCode::NO_CONTENT).is_ok());
         assert!(again(429) && again(500) && again(503));
         assert!(!again(400) && !again(401) && !again(404) && !again(410));
-        assert!(matches!(judge(StatusCode::NOT_FOUND), Err(Failure::Final(_))));
+        assert!(matches!(
+            judge(StatusCode::NOT_FOUND),
+            Err(Failure::Final(_))
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! environment, timeout, `maxConcurrent` and `onFinish` (checked in `finish.rs`).
 
 use super::validate::{Validator, describe, kind, suggest};
-use super::{Agent, DEFAULT_MAX_CONCURRENT, OnFinish, DEFAULT_TIMEOUT_SEC, MAX_SOURCE_LEN};
+use super::{Agent, DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_SEC, MAX_SOURCE_LEN, OnFinish};
 use crate::session::is_path_safe_id;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -18,7 +18,8 @@ use std::time::Duration;
 /// `systemctl --user set-environment` changes it.
 pub const UNITS_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub(super) const AGENT_KEYS: &[&str] = &["command", "timeoutSec", "maxConcurrent", "env", "onFinish"];
+pub(super) const AGENT_KEYS: &[&str] =
+    &["command", "timeoutSec", "maxConcurrent", "env", "onFinish"];
 
 /// Where agent commands are looked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,10 +277,7 @@ impl Validator {
     ) -> bool {
         match argv.first() {
             None => {
-                self.error(
-                    format!("{key}.command"),
-                    format!("is empty; give {what}"),
-                );
+                self.error(format!("{key}.command"), format!("is empty; give {what}"));
                 false
             }
             Some(program) if program.contains('/') && !program.starts_with('/') => {

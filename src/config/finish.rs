@@ -65,9 +65,7 @@ impl Validator {
                 .map(|argv| {
                     Some(FinishCommand {
                         argv,
-                        timeout: Duration::from_secs(
-                            timeout.unwrap_or(DEFAULT_FINISH_COMMAND_SEC),
-                        ),
+                        timeout: Duration::from_secs(timeout.unwrap_or(DEFAULT_FINISH_COMMAND_SEC)),
                     })
                 }),
         };
@@ -140,8 +138,9 @@ impl Validator {
     /// rest of a chat webhook's URL is its token.
     fn finish_url(&mut self, key: &str, text: &str) -> Option<http::Uri> {
         let fix = "give the whole address to POST to, such as \"https://ntfy.sh/your-topic\"";
+        let not_a_url = format!("is not an http:// or https:// URL; {fix}");
         let Ok(url) = text.parse::<http::Uri>() else {
-            self.error(key, format!("is not a URL; {fix}"));
+            self.error(key, not_a_url);
             return None;
         };
         match (url.scheme_str(), url.host()) {
@@ -161,7 +160,7 @@ impl Validator {
                 None
             }
             (None, _) => {
-                self.error(key, format!("has no http:// or https://; {fix}"));
+                self.error(key, not_a_url);
                 None
             }
         }

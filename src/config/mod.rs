@@ -39,9 +39,9 @@ pub use parse::{ConfigError, Loaded, Problem, Severity, load, parse};
 pub use template::{FieldPath, Template};
 pub use types::{
     Agent, Auth, Config, DEFAULT_DEDUP_HOURS, DEFAULT_FINISH_COMMAND_SEC, DEFAULT_FINISH_POST_SEC,
-    FinishCommand, FinishPost, OnFinish, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_SEC, DEFAULT_TOLERANCE_SEC, MAX_SOURCE_LEN,
-    NEW_SESSION, RateLimit, Source, Target, Verify,
+    DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_SEC,
+    DEFAULT_TOLERANCE_SEC, FinishCommand, FinishPost, MAX_SOURCE_LEN, NEW_SESSION, OnFinish,
+    RateLimit, Source, Target, Verify,
 };
 
 use std::path::PathBuf;

@@ -5,7 +5,8 @@ use super::agents::agent_hint;
 use super::security::scheme_names;
 use super::validate::Validator;
 use super::{
-    DEFAULT_DEDUP_HOURS, MAX_SOURCE_LEN, NEW_SESSION, OnFinish, RateLimit, Source, Target, Template, home_dir,
+    DEFAULT_DEDUP_HOURS, MAX_SOURCE_LEN, NEW_SESSION, OnFinish, RateLimit, Source, Target,
+    Template, home_dir,
 };
 use crate::session::{MAX_SESSION_ID_LEN, is_path_safe_id};
 use serde_json::{Map, Value};

@@ -21,6 +21,7 @@ mod config;
 mod crash;
 mod files;
 mod filing;
+mod finish;
 mod fuzz;
 mod http;
 mod logging;
