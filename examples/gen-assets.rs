@@ -314,14 +314,17 @@ fn first_paragraph(readme: &str) -> &str {
     body.split("\n\n").next().unwrap_or(body)
 }
 
-/// The markdown the README uses (paragraphs, `-` lists, two-column tables, fenced or
-/// indented code, inline code, bold and links) in roff.
+/// The markdown the README uses (`###` subsections, paragraphs, `-` lists, two-column
+/// tables, fenced or indented code, inline code, bold and links) in roff.
 fn markdown(text: &str) -> String {
     let mut roff = String::new();
     let mut lines = text.lines().peekable();
     let mut paragraph_open = false;
     while let Some(line) = lines.next() {
         if line.trim().is_empty() {
+            paragraph_open = false;
+        } else if let Some(title) = line.strip_prefix("### ") {
+            writeln!(roff, ".SS {}", inline(title)).unwrap();
             paragraph_open = false;
         } else if line.starts_with("```") {
             roff.push_str(".PP\n.RS 4\n.nf\n");
@@ -378,7 +381,9 @@ fn continues(line: &str) -> bool {
     let text = line.trim_start();
     !text.is_empty()
         && !line.starts_with("    ")
-        && !["- ", "|", "```"].iter().any(|p| text.starts_with(p))
+        && !["- ", "|", "```", "### "]
+            .iter()
+            .any(|p| text.starts_with(p))
 }
 
 /// `| a | b |` into its cells; a `|` inside backticks is text.

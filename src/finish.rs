@@ -291,7 +291,7 @@ impl Notifier {
             );
             if !short.is_empty() {
                 text.push_str(": ");
-                text.push_str(short);
+                text.extend(short.chars().map(|c| if c.is_control() { ' ' } else { c }));
                 if trimmed {
                     text.push('…');
                 }
