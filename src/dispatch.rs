@@ -312,7 +312,7 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Recei
             ..runner::Outcome::new(RunStatus::Failed)
         },
         Some(agent) => match runner::spawn(&ctx.home, &agent, event) {
-            Err(e) => runner::spawn_failed(&agent, &e),
+            Err(e) => runner::spawn_failed(&agent.command[0], &e),
             Ok(started) => {
                 let record = Line::Run(Run {
                     pid: Some(started.pid()),

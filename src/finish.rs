@@ -6,7 +6,8 @@
 //! the agent's `maxConcurrent`, delays the session's next run, or touches the event's
 //! records. Whatever goes wrong is logged (`FINISH_FAILED`) and that is all. POSTs are
 //! tried a few times on connection errors, 429 and 5xx, in memory only: a stop drops
-//! what is still in flight after [`DRAIN`], with a line for each.
+//! what is still in flight after [`DRAIN`], with a line for each, and past
+//! [`MAX_IN_FLIGHT`] a new one is dropped at once.
 
 use crate::config::{Config, FinishCommand, FinishPost, OnFinish};
 use crate::log::id;
@@ -32,6 +33,9 @@ use tokio::task::JoinSet;
 pub const DRAIN: Duration = Duration::from_secs(3);
 /// Attempts of one POST, and the wait before each retry.
 const RETRIES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(5)];
+/// The most notifications in flight at once: each holds its run's reply (up to 1 MiB),
+/// so a flood of runs towards a receiver that hangs must not hold them all.
+const MAX_IN_FLIGHT: usize = 64;
 /// The most of the reply a POST carries, in characters: chat services cut or refuse
 /// long messages, and the whole reply is in the session file.
 const POST_REPLY_CHARS: usize = 4000;
@@ -82,8 +86,28 @@ impl Notifier {
         let Some(on_finish) = on_finish else {
             return;
         };
+        let mut tasks = self.tasks.lock().expect("notifier lock");
+        // Reap the ended ones, so the set holds only what is in flight.
+        while tasks.try_join_next().is_some() {}
+        if tasks.len() >= MAX_IN_FLIGHT {
+            tracing::warn!(
+                message_id = id::FINISH_FAILED,
+                webhook_source = %event.source,
+                session_id = %event.session,
+                event_id = %event.id,
+                agent = %event.agent,
+                "onFinish dropped: {MAX_IN_FLIGHT} notifications are in flight already"
+            );
+            return;
+        }
+        // What a notification keeps of its event: not the body, which may be large.
+        let event = Event {
+            body: String::new(),
+            message: None,
+            ..event.clone()
+        };
         let notice = Notice {
-            event: event.clone(),
+            event,
             status: match outcome.status {
                 RunStatus::Finished => "ok",
                 RunStatus::TimedOut => "timed_out",
@@ -95,9 +119,6 @@ impl Notifier {
             at: crate::session::now(),
         };
         let this = self.clone();
-        let mut tasks = self.tasks.lock().expect("notifier lock");
-        // Reap the ended ones, so the set holds only what is in flight.
-        while tasks.try_join_next().is_some() {}
         tasks.spawn(async move { this.send(&on_finish, &notice).await });
     }
 
@@ -138,10 +159,7 @@ impl Notifier {
             )
             .env("LOWKEY_DURATION_MS", notice.duration_ms.to_string());
         let outcome = match runner::start(cmd, command.timeout, Kind::OnFinish) {
-            Err(e) => runner::Outcome {
-                error: Some(format!("cannot start {:?}: {e}", command.argv[0])),
-                ..Outcome::new(RunStatus::Failed)
-            },
+            Err(e) => runner::spawn_failed(&command.argv[0], &e),
             Ok(started) => {
                 runner::wait(started, event, notice.reply.clone(), self.stop.subscribe()).await
             }
@@ -360,6 +378,46 @@ fn cut(text: &str, chars: usize) -> (&str, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_flood_of_notifications_holds_at_most_so_many_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = serde_json::json!({
+            "apiKey": "lk_right",
+            "agents": { "bot": {
+                "command": ["cat"],
+                "onFinish": { "command": ["sleep", "60"] },
+            } },
+            "webhooks": { "hook": { "project": "/tmp", "agent": "bot" } },
+        });
+        let config = crate::config::parse(
+            std::path::Path::new("config.json"),
+            &config.to_string(),
+            crate::config::Lookup::Own,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
+        let notifier = Notifier::new(Home::new(dir.path()));
+        for n in 0..MAX_IN_FLIGHT + 3 {
+            let event = Event {
+                id: format!("e{n}"),
+                session: format!("s{n}"),
+                source: "hook".into(),
+                agent: "bot".into(),
+                project: "/tmp".into(),
+                at: crate::session::now(),
+                body: "{}".into(),
+                message: None,
+                delivery: None,
+                dedup_until: None,
+                fresh: true,
+            };
+            notifier.notify(&config, &event, &Outcome::new(RunStatus::Finished));
+        }
+        assert_eq!(notifier.tasks.lock().unwrap().len(), MAX_IN_FLIGHT);
+        // As a stop does: the commands would sleep a minute; this ends them.
+        notifier.drain().await;
+    }
 
     #[test]
     fn retries_only_what_may_pass_later() {

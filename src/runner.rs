@@ -361,10 +361,10 @@ fn reply_text(bytes: Vec<u8>) -> String {
     text.trim_end_matches(['\n', '\r']).to_owned()
 }
 
-/// The outcome of a run that could not even start.
-pub fn spawn_failed(agent: &Agent, error: &std::io::Error) -> Outcome {
+/// The outcome of a run of `program` that could not even start.
+pub fn spawn_failed(program: &str, error: &std::io::Error) -> Outcome {
     Outcome {
-        error: Some(format!("cannot start {:?}: {error}", agent.command[0])),
+        error: Some(format!("cannot start {program:?}: {error}")),
         ..Outcome::new(RunStatus::Failed)
     }
 }

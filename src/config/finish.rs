@@ -33,7 +33,7 @@ impl Validator {
                 return None;
             }
         };
-        self.unknown_keys(key, fields, ON_FINISH_KEYS);
+        let suggested = self.unknown_keys(key, fields, ON_FINISH_KEYS);
         let timeout = self.optional(
             key,
             fields,
@@ -71,11 +71,15 @@ impl Validator {
         };
         let post = self.finish_post(key, fields, timeout);
         let (command, post) = (command?, post?);
+        // A misspelt `command` or `url` was reported with its suggestion already.
+        let misspelt = suggested.iter().any(|s| s == "command" || s == "url");
         if command.is_none() && post.is_none() {
-            self.error(
-                key,
-                "has neither `command` nor `url`; give a command to run, or a URL to POST to with its `secret`, or remove `onFinish`",
-            );
+            if !misspelt {
+                self.error(
+                    key,
+                    "has neither `command` nor `url`; give a command to run, or a URL to POST to with its `secret`, or remove `onFinish`",
+                );
+            }
             return None;
         }
         Some(Some(Arc::new(OnFinish { command, post })))

@@ -497,7 +497,8 @@ const REFUSED: &[Refused] = &[
         not_said: &["T0K3N"],
     },
     Refused {
-        // The secret's own text is not quoted back either.
+        // The secret's own text is not quoted back either; a misspelt `command` is one
+        // error, not two.
         name: "an onFinish that says nothing, a bad secret, timeout or command",
         change: |c| {
             c["agents"]["bot"]["onFinish"] = json!({ "timeoutSec": 0 });
@@ -512,6 +513,11 @@ const REFUSED: &[Refused] = &[
                 "agent": "bot",
                 "onFinish": { "comand": ["/bin/true"] },
             });
+            c["webhooks"]["three"] = json!({
+                "project": "/",
+                "agent": "bot",
+                "onFinish": { "timeoutSec": 5 },
+            });
         },
         problems: &[
             ("agents.bot.onFinish.timeoutSec", &["at least 1 second"]),
@@ -524,9 +530,9 @@ const REFUSED: &[Refused] = &[
                 &["`whsec_` followed by base64"],
             ),
             ("webhooks.two.onFinish.comand", &["did you mean `command`"]),
-            ("webhooks.two.onFinish", &["neither `command` nor `url`"]),
+            ("webhooks.three.onFinish", &["neither `command` nor `url`"]),
         ],
-        errors: None,
+        errors: Some(5),
         said: &[],
         not_said: &["n0t-base64"],
     },

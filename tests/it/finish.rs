@@ -203,6 +203,34 @@ fn a_failing_or_hanging_on_finish_is_logged_and_changes_nothing_else() {
     );
 }
 
+#[test]
+fn a_stop_gives_an_on_finish_in_flight_a_short_while_then_ends_it() {
+    let home = Home::with_agent("cat >/dev/null; echo done");
+    let mut config: Value = serde_json::from_str(&read_text(&home.config_path())).unwrap();
+    let hangs = recorder(&home, "hangs", "echo $$ > \"$f.pid\"; exec sleep 60");
+    config["agents"]["bot"]["onFinish"] = json!({ "command": [hangs] });
+    home.write_config(&config);
+    let daemon = home.serve();
+    let (_, event) = accept(&daemon, "hook", "{}");
+    recorded(&home, "hangs", &event);
+    let pid_file = out_dir(&home).join(format!("hangs-{event}.pid"));
+    let pid: i32 = wait_for("the onFinish's pid", || {
+        read_text(&pid_file).trim().parse().ok()
+    });
+    let _reap = Reap(vec![pid]);
+
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0));
+    let tag = format!("event_id={event}");
+    assert_eq!(
+        daemon.count_log(|l| l.contains(&tag) && l.contains("dropped: lowkey is stopping")),
+        1,
+        "{}",
+        daemon.log_text()
+    );
+    assert!(!is_alive(pid), "the onFinish command outlived lowkey");
+}
+
 /// `finish_receiver.py`, running until dropped; it answers the first `fail` POSTs 503.
 struct Receiver {
     _process: Killed,
