@@ -170,7 +170,7 @@ if [ "$mode" != units ]; then
             printf '%s\n' "$listed" | grep -q "^$id lowkey: " || { echo "missing $id"; return 1; }
         done
     }
-    check "journal catalog lists all nine lowkey MESSAGE_IDs (updated on install)" catalog_complete
+    check "journal catalog lists all ten lowkey MESSAGE_IDs (updated on install)" catalog_complete
     if [ "$mode" = deb ]; then zsh_dir=/usr/share/zsh/vendor-completions; else zsh_dir=/usr/share/zsh/site-functions; fi
     check "completions, example config and README installed" test -s /usr/share/bash-completion/completions/lowkey \
         -a -s "$zsh_dir/_lowkey" -a -s /usr/share/fish/vendor_completions.d/lowkey.fish \
