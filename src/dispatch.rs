@@ -12,6 +12,7 @@
 
 use crate::activity::Activity;
 use crate::config::Config;
+use crate::finish::Notifier;
 use crate::log::id;
 use crate::runner;
 use crate::session::{Line, Run, RunStatus};
@@ -39,6 +40,8 @@ pub struct Context {
     pub activity: Arc<Activity>,
     /// How many runs dispatch holds in memory (`Limits::DEFAULT`; tests lower it).
     pub limits: Limits,
+    /// Runs each final result's `onFinish`, outside the runs' slots.
+    pub notifier: Arc<Notifier>,
 }
 
 /// The runs the window admitted: waiting, or in flight.
@@ -124,7 +127,8 @@ fn make_ready(ready: &mut HashMap<String, VecDeque<String>>, agent: &str, sessio
 
 /// Runs events from `jobs` (the store's, in acceptance order) and from `backlog` until
 /// `stop` turns true; then waits for the runs in flight, which end themselves (TERM,
-/// then KILL) and stay pending for the next start.
+/// then KILL) and stay pending for the next start, and gives the `onFinish`
+/// notifications in flight their short while (`finish::DRAIN`).
 pub async fn run(
     ctx: Context,
     mut jobs: mpsc::UnboundedReceiver<Vec<Job>>,
@@ -194,6 +198,7 @@ pub async fn run(
         }
     }
     while tasks.join_next().await.is_some() {}
+    ctx.notifier.drain().await;
 }
 
 /// Makes a read of waiting events from the queue, trying again while the queue cannot
@@ -307,7 +312,7 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Recei
             ..runner::Outcome::new(RunStatus::Failed)
         },
         Some(agent) => match runner::spawn(&ctx.home, &agent, event) {
-            Err(e) => runner::spawn_failed(&agent, &e),
+            Err(e) => runner::spawn_failed(&agent.command[0], &e),
             Ok(started) => {
                 let record = Line::Run(Run {
                     pid: Some(started.pid()),
@@ -326,7 +331,7 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Recei
                     pid = started.pid(),
                     "run started"
                 );
-                runner::wait(started, &agent, event, message, stop).await
+                runner::wait(started, event, message, stop).await
             }
         },
     };
@@ -342,8 +347,16 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Recei
     } else {
         ctx.store.finish(job, event, lines).await
     };
-    if let Err(e) = stored {
-        tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot record the run's result; it runs again at the next start");
+    match stored {
+        // A run cut short, or one whose result is not on disk, runs again and tells
+        // its onFinish then.
+        Ok(()) if outcome.status.is_final() => {
+            ctx.notifier.notify(&ctx.config.load(), event, &outcome);
+        }
+        Ok(()) => {}
+        Err(e) => {
+            tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot record the run's result; it runs again at the next start");
+        }
     }
     let duration_ms = outcome.duration.as_millis() as u64;
     if outcome.status == RunStatus::Finished {
@@ -446,6 +459,7 @@ mod tests {
                 store,
                 activity: Arc::new(Activity::default()),
                 limits,
+                notifier: Notifier::new(home.clone()),
             };
             let (stop, stopped) = watch::channel(false);
             let (reload, reloads) = watch::channel(());

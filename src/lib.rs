@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod filter;
+pub mod finish;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;

@@ -36,6 +36,7 @@ pub mod id {
     pub const STOPPING: &str = "ef99f7cfc2904fc192ab92f30f5680c9";
     pub const RERUN: &str = "7f3a87c862044a2ba873ff8c53558664";
     pub const IGNORED: &str = "7d65efd79b094851b19d5f8055a64748";
+    pub const FINISH_FAILED: &str = "3b699a9c1f62445d98776f54e7c38a50";
 }
 
 /// Text from outside lowkey (a request's path or headers, a payload, an agent's output, a

@@ -1,4 +1,5 @@
 //! One agent run: a child process in its own process group, fed the message on stdin.
+//! `onFinish` commands (`finish.rs`) run the same way.
 
 use crate::config::Agent;
 use crate::log::escape;
@@ -90,11 +91,29 @@ impl Outcome {
     }
 }
 
-/// A started agent process.
+/// What a process is, for its stderr lines in the log.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Agent,
+    OnFinish,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Agent => "agent",
+            Kind::OnFinish => "onFinish",
+        }
+    }
+}
+
+/// A started process: an agent, or an `onFinish` command.
 pub struct Started {
     child: Child,
     pid: u32,
     started: Instant,
+    timeout: Duration,
+    kind: Kind,
 }
 
 impl Started {
@@ -103,11 +122,19 @@ impl Started {
     }
 }
 
-/// Starts the agent: argv without a shell, cwd the project, the `LOWKEY_*` environment
-/// plus the agent's own, in a new process group so a timeout can end its children too.
+/// Starts the agent, with its own environment on top of [`command`]'s.
 pub fn spawn(home: &Home, agent: &Agent, event: &Event) -> std::io::Result<Started> {
-    let mut cmd = Command::new(&agent.command[0]);
-    cmd.args(&agent.command[1..])
+    let mut cmd = command(&agent.command, home, event);
+    cmd.envs(&agent.env);
+    start(cmd, agent.timeout, Kind::Agent)
+}
+
+/// A process for `event`: argv without a shell, cwd the project, the `LOWKEY_*`
+/// environment, piped stdio, in a new process group so a timeout can end its children
+/// too.
+pub fn command(argv: &[String], home: &Home, event: &Event) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .current_dir(&event.project)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -121,8 +148,12 @@ pub fn spawn(home: &Home, agent: &Agent, event: &Event) -> std::io::Result<Start
         .env("LOWKEY_SOURCE", &event.source)
         .env("LOWKEY_EVENT_ID", &event.id)
         .env("LOWKEY_PROJECT", &event.project)
-        .env("LOWKEY_AGENT", &agent.name)
-        .envs(&agent.env);
+        .env("LOWKEY_AGENT", &event.agent);
+    cmd
+}
+
+/// Spawns `cmd` (from [`command`]), to be ended after `timeout`.
+pub fn start(mut cmd: Command, timeout: Duration, kind: Kind) -> std::io::Result<Started> {
     let started = Instant::now();
     let child = cmd.spawn()?;
     let pid = child.id().expect("a child that was just spawned has a pid");
@@ -130,15 +161,16 @@ pub fn spawn(home: &Home, agent: &Agent, event: &Event) -> std::io::Result<Start
         child,
         pid,
         started,
+        timeout,
+        kind,
     })
 }
 
-/// Feeds `message` (the event's `text()`) to stdin, collects the reply, logs stderr,
-/// and waits for the end, the timeout, or lowkey's shutdown (`stop` turning true),
-/// whichever comes first.
+/// Feeds `message` (the event's `text()`, or an `onFinish` command's reply) to stdin,
+/// collects the reply, logs stderr, and waits for the end, the timeout, or lowkey's
+/// shutdown (`stop` turning true), whichever comes first.
 pub async fn wait(
     mut run: Started,
-    agent: &Agent,
     event: &Event,
     message: String,
     mut stop: watch::Receiver<bool>,
@@ -151,14 +183,15 @@ pub async fn wait(
         let _ = stdin.write_all(message.as_bytes()).await;
     });
     let (session_id, event_id, agent_name) =
-        (event.session.clone(), event.id.clone(), agent.name.clone());
+        (event.session.clone(), event.id.clone(), event.agent.clone());
+    let kind = run.kind.name();
     let mut log_stderr = tokio::spawn(async move {
         let log = |line: String| {
             tracing::info!(
                 session_id = %session_id,
                 event_id = %event_id,
                 agent = %agent_name,
-                "agent stderr: {line}"
+                "{kind} stderr: {line}"
             );
         };
         let mut line = StderrLine::default();
@@ -203,7 +236,7 @@ pub async fn wait(
     let end = {
         tokio::select! {
             status = run.child.wait() => End::Exited(status),
-            () = tokio::time::sleep(agent.timeout) => End::TimedOut,
+            () = tokio::time::sleep(run.timeout) => End::TimedOut,
             () = stopped => End::Stopped,
         }
     };
@@ -214,7 +247,7 @@ pub async fn wait(
             Outcome {
                 error: Some(format!(
                     "ran past timeoutSec ({}s); its process group was ended",
-                    agent.timeout.as_secs()
+                    run.timeout.as_secs()
                 )),
                 ..Outcome::new(RunStatus::TimedOut)
             }
@@ -329,10 +362,10 @@ fn reply_text(bytes: Vec<u8>) -> String {
     text.trim_end_matches(['\n', '\r']).to_owned()
 }
 
-/// The outcome of a run that could not even start.
-pub fn spawn_failed(agent: &Agent, error: &std::io::Error) -> Outcome {
+/// The outcome of a run of `program` that could not even start.
+pub fn spawn_failed(program: &str, error: &std::io::Error) -> Outcome {
     Outcome {
-        error: Some(format!("cannot start {:?}: {error}", agent.command[0])),
+        error: Some(format!("cannot start {program:?}: {error}")),
         ..Outcome::new(RunStatus::Failed)
     }
 }

@@ -1,8 +1,8 @@
 //! `agents`: each agent's command (and whether it will start where lowkey runs it), its
-//! environment, timeout and `maxConcurrent`.
+//! environment, timeout, `maxConcurrent` and `onFinish` (checked in `finish.rs`).
 
 use super::validate::{Validator, describe, kind, suggest};
-use super::{Agent, DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_SEC, MAX_SOURCE_LEN};
+use super::{Agent, DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_SEC, MAX_SOURCE_LEN, OnFinish};
 use crate::session::is_path_safe_id;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -18,7 +18,8 @@ use std::time::Duration;
 /// `systemctl --user set-environment` changes it.
 pub const UNITS_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub(super) const AGENT_KEYS: &[&str] = &["command", "timeoutSec", "maxConcurrent", "env"];
+pub(super) const AGENT_KEYS: &[&str] =
+    &["command", "timeoutSec", "maxConcurrent", "env", "onFinish"];
 
 /// Where agent commands are looked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,7 @@ struct RawAgent {
     timeout_sec: Option<u64>,
     max_concurrent: Option<u64>,
     env: BTreeMap<String, String>,
+    on_finish: Option<Arc<OnFinish>>,
 }
 
 /// What a search for an agent's program found.
@@ -108,11 +110,13 @@ impl Validator {
             Value::as_u64,
         );
         let env = self.env(&format!("{key}.env"), fields.get("env"));
+        let on_finish = self.on_finish(key, fields.get("onFinish"));
         Some(RawAgent {
             command: command?,
             timeout_sec: timeout_sec?,
             max_concurrent: max_concurrent?,
             env: env?,
+            on_finish: on_finish?,
         })
     }
 
@@ -123,8 +127,6 @@ impl Validator {
         fields: &Map<String, Value>,
         suggested: &[String],
     ) -> Option<Vec<String>> {
-        const NEEDS: &str = "the agent's argv, a list of strings such as [\"claude\", \"-p\"]";
-        let key = &format!("{agent}.command");
         match fields.get("command") {
             None | Some(Value::Null) => {
                 self.missing(
@@ -135,7 +137,18 @@ impl Validator {
                 );
                 None
             }
-            Some(Value::Array(items)) => {
+            Some(value) => self.argv(
+                &format!("{agent}.command"),
+                value,
+                "the agent's argv, a list of strings such as [\"claude\", \"-p\"]",
+            ),
+        }
+    }
+
+    /// An argv at `key`, which `needs` describes: a list of strings, not a command line.
+    pub(super) fn argv(&mut self, key: &str, value: &Value, needs: &str) -> Option<Vec<String>> {
+        match value {
+            Value::Array(items) => {
                 let mut argv = Vec::new();
                 for (i, item) in items.iter().enumerate() {
                     match item {
@@ -150,7 +163,7 @@ impl Validator {
                 (argv.len() == items.len()).then_some(argv)
             }
             // A command line written as one string: lowkey runs no shell to split it.
-            Some(Value::String(line)) => {
+            Value::String(line) => {
                 let argv: Vec<String> = line
                     .split_whitespace()
                     .map(|arg| Value::from(arg).to_string())
@@ -158,15 +171,15 @@ impl Validator {
                 self.error(
                     key,
                     format!(
-                        "expected {NEEDS}; got {}: no shell splits it, so write [{}]",
-                        describe(&Value::String(line.clone())),
+                        "expected {needs}; got {}: no shell splits it, so write [{}]",
+                        describe(value),
                         argv.join(", ")
                     ),
                 );
                 None
             }
-            Some(other) => {
-                self.expected(key, NEEDS, other);
+            other => {
+                self.expected(key, needs, other);
                 None
             }
         }
@@ -209,24 +222,12 @@ impl Validator {
     }
 
     fn agent(&mut self, key: &str, name: &str, raw: RawAgent) -> Option<Agent> {
-        let mut ok = true;
-        match raw.command.first() {
-            None => {
-                self.error(
-                    format!("{key}.command"),
-                    "is empty; give the agent's argv, e.g. [\"claude\", \"-p\"]",
-                );
-                ok = false;
-            }
-            Some(program) if program.contains('/') && !program.starts_with('/') => {
-                self.error(
-                    format!("{key}.command"),
-                    format!("\"{program}\" is a relative path; give an absolute path or a program name found on PATH"),
-                );
-                ok = false;
-            }
-            Some(program) => self.program(key, program, &raw.env),
-        }
+        let mut ok = self.runnable(
+            key,
+            &raw.command,
+            &raw.env,
+            "the agent's argv, e.g. [\"claude\", \"-p\"]",
+        );
         let timeout = raw.timeout_sec.unwrap_or(DEFAULT_TIMEOUT_SEC);
         if timeout == 0 {
             self.error(format!("{key}.timeoutSec"), "must be at least 1 second");
@@ -259,7 +260,38 @@ impl Validator {
             timeout: Duration::from_secs(timeout),
             max_concurrent: max_concurrent as usize,
             env,
+            on_finish: raw.on_finish,
         })
+    }
+
+    /// Checks the `command` of `key` (an agent, or an `onFinish`): an error when it
+    /// cannot be run at all, a warning when it will not be found where lowkey runs it.
+    /// `env` is what it runs with (its `PATH`, if set, is where it is looked for); `what`
+    /// says what the command should be, for an empty one.
+    pub(super) fn runnable(
+        &mut self,
+        key: &str,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        what: &str,
+    ) -> bool {
+        match argv.first() {
+            None => {
+                self.error(format!("{key}.command"), format!("is empty; give {what}"));
+                false
+            }
+            Some(program) if program.contains('/') && !program.starts_with('/') => {
+                self.error(
+                    format!("{key}.command"),
+                    format!("\"{program}\" is a relative path; give an absolute path or a program name found on PATH"),
+                );
+                false
+            }
+            Some(program) => {
+                self.program(key, program, env);
+                true
+            }
+        }
     }
 
     /// Warns when an agent's program will not start where lowkey runs it. Only a

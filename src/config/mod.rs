@@ -19,11 +19,13 @@
 //!     that could never match;
 //!   - `security.rs`: `apiKey`, placeholders copied from the example, a readable config
 //!     file, `trustedProxies`, and a source's `auth`, `verify` and secrets;
-//!   - `secrets.rs`: where a secret is read from: inline, a file, or a systemd credential.
+//!   - `secrets.rs`: where a secret is read from: inline, a file, or a systemd credential;
+//!   - `finish.rs`: `onFinish`, an agent's or a source's: its command and its signed POST.
 //! - `template.rs`: `target` templates, which fill a session id from the payload.
 
 mod agents;
 mod filters;
+mod finish;
 mod parse;
 mod secrets;
 mod security;
@@ -39,9 +41,10 @@ pub use agents::{Lookup, UNITS_PATH};
 pub use parse::{ConfigError, Loaded, Problem, Severity, load, parse};
 pub use template::{FieldPath, Template};
 pub use types::{
-    Agent, Auth, Config, DEFAULT_DEDUP_HOURS, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_SEC, DEFAULT_TOLERANCE_SEC, MAX_SOURCE_LEN,
-    NEW_SESSION, RateLimit, Source, Target, Verify,
+    Agent, Auth, Config, DEFAULT_DEDUP_HOURS, DEFAULT_FINISH_COMMAND_SEC, DEFAULT_FINISH_POST_SEC,
+    DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONCURRENT, DEFAULT_TIMEOUT_SEC,
+    DEFAULT_TOLERANCE_SEC, FinishCommand, FinishPost, MAX_SOURCE_LEN, NEW_SESSION, OnFinish,
+    RateLimit, Source, Target, Verify,
 };
 pub(crate) use validate::kind;
 

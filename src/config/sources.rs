@@ -1,17 +1,19 @@
-//! `webhooks`: each source's project, agent, target, message, dedup window, rate limit
-//! and `enabled`. Its `auth`, `verify` and secrets are checked in `security.rs`, its
-//! `events`, `eventHeader` and `match` in `filters.rs`.
+//! `webhooks`: each source's project, agent, target, message, dedup window, rate limit,
+//! `enabled` and `onFinish` (checked in `finish.rs`). Its `auth`, `verify` and secrets
+//! are checked in `security.rs`, its `events`, `eventHeader` and `match` in `filters.rs`.
 
 use super::agents::agent_hint;
 use super::security::scheme_names;
 use super::validate::Validator;
 use super::{
-    DEFAULT_DEDUP_HOURS, MAX_SOURCE_LEN, NEW_SESSION, RateLimit, Source, Target, Template, home_dir,
+    DEFAULT_DEDUP_HOURS, MAX_SOURCE_LEN, NEW_SESSION, OnFinish, RateLimit, Source, Target,
+    Template, home_dir,
 };
 use crate::session::{MAX_SESSION_ID_LEN, is_path_safe_id};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Ten years; more would overflow the time a delivery id is remembered until.
@@ -32,6 +34,7 @@ pub(super) const SOURCE_KEYS: &[&str] = &[
     "events",
     "eventHeader",
     "match",
+    "onFinish",
     "signatureHeader",
     "signatureEncoding",
     "signaturePrefix",
@@ -50,6 +53,7 @@ pub(super) struct RawSource {
     dedup_hours: Option<u64>,
     rate_limit: Option<RawRateLimit>,
     enabled: Option<bool>,
+    on_finish: Option<Arc<OnFinish>>,
     pub(super) signature_header: Option<String>,
     pub(super) signature_encoding: Option<String>,
     pub(super) signature_prefix: Option<String>,
@@ -151,6 +155,7 @@ impl Validator {
         let dedup_hours = number(self, "dedupHours", "a whole number of hours, such as 72");
         let rate_limit = self.raw_rate_limit(&format!("{key}.rateLimit"), fields.get("rateLimit"));
         let enabled = self.optional(key, fields, "enabled", "true or false", Value::as_bool);
+        let on_finish = self.on_finish(key, fields.get("onFinish"));
         Some(RawSource {
             project: project?,
             agent: agent?,
@@ -162,6 +167,7 @@ impl Validator {
             dedup_hours: dedup_hours?,
             rate_limit: rate_limit?,
             enabled: enabled?,
+            on_finish: on_finish?,
             signature_header: signature_header?,
             signature_encoding: signature_encoding?,
             signature_prefix: signature_prefix?,
@@ -351,6 +357,7 @@ impl Validator {
                         rate_limit,
                         enabled: raw.enabled.unwrap_or(true),
                         filters,
+                        on_finish: raw.on_finish,
                     },
                 );
             }

@@ -478,6 +478,87 @@ const REFUSED: &[Refused] = &[
         not_said: &[],
     },
     Refused {
+        // A POST is signed, so a URL without its secret cannot be sent; nor a secret
+        // without a URL be used.
+        name: "an onFinish url without a secret, or a secret without a url",
+        change: |c| {
+            c["agents"]["bot"]["onFinish"] = json!({ "url": "https://ntfy.sh/topic" });
+            c["webhooks"]["hook"]["onFinish"] =
+                json!({ "command": ["/bin/true"], "secret": "whsec_c2VjcmV0" });
+        },
+        problems: &[
+            ("agents.bot.onFinish.secret", &["missing", "whsec_"]),
+            ("webhooks.hook.onFinish.secret", &["add the `url`"]),
+        ],
+        errors: Some(2),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        // Only the scheme is quoted back: a chat webhook's URL holds its token.
+        name: "an onFinish url that lowkey cannot POST to",
+        change: |c| {
+            let secret = json!("whsec_c2VjcmV0");
+            c["agents"]["bot"]["onFinish"] =
+                json!({ "url": "ftp://files.example/T0K3N", "secret": secret });
+            c["webhooks"]["hook"]["onFinish"] =
+                json!({ "url": "hooks.slack.com/services/T0K3N", "secret": secret });
+        },
+        problems: &[
+            (
+                "agents.bot.onFinish.url",
+                &["\"ftp://\"", "use http:// or https://"],
+            ),
+            (
+                "webhooks.hook.onFinish.url",
+                &["is not an http:// or https:// URL"],
+            ),
+        ],
+        errors: Some(2),
+        said: &[],
+        not_said: &["T0K3N"],
+    },
+    Refused {
+        // The secret's own text is not quoted back either; a misspelt `command` is one
+        // error, not two.
+        name: "an onFinish that says nothing, a bad secret, timeout or command",
+        change: |c| {
+            c["agents"]["bot"]["onFinish"] = json!({ "timeoutSec": 0 });
+            c["agents"]["other"] = json!({
+                "command": ["/bin/sh"],
+                "onFinish": { "command": "notify --all" },
+            });
+            c["webhooks"]["hook"]["onFinish"] =
+                json!({ "url": "http://127.0.0.1:9/", "secret": "whsec_!!n0t-base64" });
+            c["webhooks"]["two"] = json!({
+                "project": "/",
+                "agent": "bot",
+                "onFinish": { "comand": ["/bin/true"] },
+            });
+            c["webhooks"]["three"] = json!({
+                "project": "/",
+                "agent": "bot",
+                "onFinish": { "timeoutSec": 5 },
+            });
+        },
+        problems: &[
+            ("agents.bot.onFinish.timeoutSec", &["at least 1 second"]),
+            (
+                "agents.other.onFinish.command",
+                &["no shell splits it", "[\"notify\", \"--all\"]"],
+            ),
+            (
+                "webhooks.hook.onFinish.secret",
+                &["`whsec_` followed by base64"],
+            ),
+            ("webhooks.two.onFinish.comand", &["did you mean `command`"]),
+            ("webhooks.three.onFinish", &["neither `command` nor `url`"]),
+        ],
+        errors: Some(5),
+        said: &[],
+        not_said: &["n0t-base64"],
+    },
+    Refused {
         // The placeholder is not quoted back.
         name: "the example's API key",
         change: |c| c["apiKey"] = json!("lk_replace_me_with_the_key_from_lowkey_init"),
@@ -1135,4 +1216,35 @@ fn a_readable_config_or_secret_file_holding_a_secret_is_a_warning() {
     );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(warnings(&by_file), vec![]);
+}
+
+#[test]
+fn on_finish_is_a_command_a_signed_url_or_both_with_its_defaults() {
+    let mut config = base();
+    config["agents"]["bot"]["onFinish"] = json!({ "command": ["/bin/true", "-x"] });
+    config["webhooks"]["hook"]["onFinish"] = json!({
+        "command": ["/bin/true"],
+        "url": "https://hooks.example/services/T0K3N",
+        "secret": "whsec_c2VjcmV0",
+        "timeoutSec": 5,
+    });
+    let loaded = Validator::new(Lookup::Own)
+        .parse(Path::new("config.json"), &config.to_string())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let agent = loaded.config.agents["bot"].on_finish.as_ref().unwrap();
+    let command = agent.command.as_ref().unwrap();
+    assert_eq!(command.argv, ["/bin/true", "-x"]);
+    assert_eq!(command.timeout.as_secs(), DEFAULT_FINISH_COMMAND_SEC);
+    assert!(agent.post.is_none());
+    let source = loaded.config.sources["hook"].on_finish.as_ref().unwrap();
+    let post = source.post.as_ref().unwrap();
+    assert_eq!(post.key, b"secret");
+    assert_eq!(post.timeout.as_secs(), 5);
+    assert_eq!(source.command.as_ref().unwrap().timeout.as_secs(), 5);
+    // Neither the key nor the URL's token shows in a debug print.
+    let printed = format!("{source:?}");
+    assert!(
+        !printed.contains("T0K3N") && !printed.contains("secret\""),
+        "{printed}"
+    );
 }

@@ -15,6 +15,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7433";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_TIMEOUT_SEC: u64 = 1800;
 pub const DEFAULT_MAX_CONCURRENT: usize = 1;
+/// How long an `onFinish` command may run, and how long each attempt of its POST may take.
+pub const DEFAULT_FINISH_COMMAND_SEC: u64 = 30;
+pub const DEFAULT_FINISH_POST_SEC: u64 = 10;
 pub const DEFAULT_TOLERANCE_SEC: u64 = 300;
 pub const DEFAULT_DEDUP_HOURS: u64 = 72;
 /// The `target` that makes a fresh session per event.
@@ -48,6 +51,43 @@ pub struct Agent {
     /// How many runs of this agent may be in flight at once, across all sessions.
     pub max_concurrent: usize,
     pub env: BTreeMap<String, String>,
+    /// What runs after each of its runs, unless the event's source has its own.
+    pub on_finish: Option<Arc<OnFinish>>,
+}
+
+/// `onFinish`: what tells the owner a run finished. Either or both.
+#[derive(Debug)]
+pub struct OnFinish {
+    pub command: Option<FinishCommand>,
+    pub post: Option<FinishPost>,
+}
+
+#[derive(Debug)]
+pub struct FinishCommand {
+    /// argv; run without a shell.
+    pub argv: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// A POST signed with Standard Webhooks.
+pub struct FinishPost {
+    /// `http` or `https`, with a host. Slack's and Discord's carry their token in the
+    /// path, so only its host is ever logged.
+    pub url: http::Uri,
+    /// The key bytes of the `whsec_` secret.
+    pub key: Vec<u8>,
+    /// For each attempt.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for FinishPost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FinishPost")
+            .field("host", &self.url.host())
+            .field("key", &"[redacted]")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -68,6 +108,8 @@ pub struct Source {
     pub enabled: bool,
     /// `events` and `match`: a delivery they leave out is answered 200 and dropped.
     pub filters: Filters,
+    /// What runs after each run of its events; it wins over the agent's.
+    pub on_finish: Option<Arc<OnFinish>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,8 @@
 //! atomically, keeping the old one when the new one is broken (`reload.rs`); the
 //! `STATUS=` line and the idle exit are kept by `Status` (`status.rs`). The ordered
 //! stop (below): stop accepting, finish requests in flight, `STOPPING=1`, end running
-//! agents, leave unfinished runs queued for the next start, exit 0.
+//! agents, leave unfinished runs queued for the next start, give `onFinish`
+//! notifications in flight a short while (`finish::DRAIN`), exit 0.
 
 mod reload;
 mod start;
@@ -123,7 +124,9 @@ struct Daemon {
 
 impl Daemon {
     /// The ordered stop: no new connections, requests in flight finish (up to
-    /// REQUEST_DRAIN), `STOPPING=1`, running agents end, the store's writer finishes.
+    /// REQUEST_DRAIN), `STOPPING=1`, running agents end, `onFinish` notifications in
+    /// flight get `finish::DRAIN` (dispatch waits for them), the store's writer
+    /// finishes. All of it fits the units' `TimeoutStopSec=30s`.
     async fn stop(self) {
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         let _ = self.http_stop.send(true);

@@ -88,6 +88,7 @@ impl Daemon {
             store: store.clone(),
             activity: activity.clone(),
             limits,
+            notifier: crate::finish::Notifier::new(opts.home.clone()),
         };
         let dispatcher = tokio::spawn(dispatch::run(
             ctx,

@@ -93,9 +93,11 @@ msgid_reload_failed=939826ba95024687ad7e9427fec1ca33
 msgid_started=acc440a9d0364a34963633ad6b51e167
 msgid_stopping=ef99f7cfc2904fc192ab92f30f5680c9
 msgid_ignored=7d65efd79b094851b19d5f8055a64748
+msgid_finish_failed=3b699a9c1f62445d98776f54e7c38a50
+msgid_rerun=7f3a87c862044a2ba873ff8c53558664
 all_msgids="$msgid_accepted $msgid_rejected $msgid_run_started $msgid_run_finished
     37b77799b2b24964bd9a2d6effdff155 $msgid_reloaded $msgid_reload_failed $msgid_started $msgid_stopping
-    $msgid_ignored"
+    $msgid_ignored $msgid_finish_failed $msgid_rerun"
 
 # ---------------------------------------------------------------------------------
 echo "# install ($mode)"

@@ -24,9 +24,33 @@ const STARTED: &str = "acc440a9d0364a34963633ad6b51e167";
 const STOPPING: &str = "ef99f7cfc2904fc192ab92f30f5680c9";
 const RERUN: &str = "7f3a87c862044a2ba873ff8c53558664";
 const IGNORED: &str = "7d65efd79b094851b19d5f8055a64748";
+const FINISH_FAILED: &str = "3b699a9c1f62445d98776f54e7c38a50";
 
 const SOURCE_SECRET: &str = "gh_source_secret_do_not_log";
 const WRONG_KEY: &str = "lk_wrong_key_do_not_log_either";
+/// An onFinish URL's path (a chat webhook's token) and its secret.
+const URL_TOKEN: &str = "T0K3N_url_path_do_not_log";
+const FINISH_SECRET: &str = "whsec_ZG9fbm90X2xvZ190aGlzX29uZV9laXRoZXI";
+
+/// A one-shot HTTP server on loopback that answers its one request 404, as a chat
+/// service answers a webhook URL it does not know.
+fn answers_404() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        let _ = std::io::Write::write_all(
+            &mut conn,
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
+    });
+    format!("http://{addr}")
+}
 
 /// The namespace holder: journald runs inside it until this is dropped.
 struct Journal {
@@ -179,7 +203,12 @@ fn journald_gets_structured_fields_and_never_a_secret() {
         "apiKey": KEY,
         "agents": { "bot": { "command": [agent] } },
         "webhooks": {
-            "hook": { "project": project, "agent": "bot" },
+            "hook": { "project": project, "agent": "bot", "onFinish": {
+                "command": [home.script("notify.sh", "exit 5")],
+                "url": format!("{}/services/{URL_TOKEN}", answers_404()),
+                "secret": FINISH_SECRET,
+            } },
+            "gh": { "project": project, "agent": "bot", "verify": "github", "secret": SOURCE_SECRET, "auth": "signature" },
             "gh": { "project": project, "agent": "bot", "verify": "github", "secret": SOURCE_SECRET, "auth": "signature" },
             "opened": { "project": project, "agent": "bot", "match": { "action": "opened" } }
         }
@@ -249,6 +278,23 @@ fn journald_gets_structured_fields_and_never_a_secret() {
     ] {
         assert_eq!(field(&rerun_line, name), value, "{rerun_line:#}");
     }
+    // A failed onFinish is a warning with the event's fields, its URL's host only.
+    let failed = |kind: &str| {
+        journal.wait_for(&[
+            &format!("MESSAGE_ID={FINISH_FAILED}"),
+            &format!("ON_FINISH={kind}"),
+        ])
+    };
+    let (command, post) = (failed("command"), failed("url"));
+    for entry in [&command, &post] {
+        assert_eq!(field(entry, "EVENT_ID"), event);
+        assert_eq!(field(entry, "SESSION_ID"), session);
+        assert_eq!(field(entry, "WEBHOOK_SOURCE"), "hook");
+        assert_eq!(field(entry, "PRIORITY"), "4");
+    }
+    assert!(field(&command, "MESSAGE").contains("exited with status 5"));
+    assert_eq!(field(&post, "HOST"), "127.0.0.1");
+    assert!(field(&post, "MESSAGE").contains("404"), "{post:#}");
 
     // `journalctl WEBHOOK_SOURCE=hook` finds the accepted line with its fields.
     let by_source = journal.entries(&["WEBHOOK_SOURCE=hook"]);
@@ -348,7 +394,14 @@ fn journald_gets_structured_fields_and_never_a_secret() {
         everything.contains("WEBHOOK_SOURCE=hook"),
         "the export is not empty"
     );
-    for secret in [KEY, WRONG_KEY, SOURCE_SECRET, "Bearer"] {
+    for secret in [
+        KEY,
+        WRONG_KEY,
+        SOURCE_SECRET,
+        "Bearer",
+        URL_TOKEN,
+        FINISH_SECRET,
+    ] {
         assert!(!everything.contains(secret), "{secret} reached the journal");
     }
     // Under the journal, nothing goes to stderr.

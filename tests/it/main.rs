@@ -23,6 +23,7 @@ mod events;
 mod files;
 mod filing;
 mod filters;
+mod finish;
 mod fuzz;
 mod http;
 mod logging;

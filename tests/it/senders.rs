@@ -146,14 +146,14 @@ fn start_signer(scheme: Scheme) -> Signer {
     }
 }
 
-const SIGNERS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/signers");
+pub const SIGNERS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/signers");
 
 const INSTALL: &str = "install the signing libraries with `tests/setup` (as root; it puts the Python ones in tests/signers/.venv and runs `npm ci` in tests/signers)";
 
 /// The Python the signing libraries were installed for: `LOWKEY_TEST_PYTHON` when set,
 /// else the virtual environment `tests/setup` makes, else `python3` from PATH (for
 /// libraries installed by other means).
-fn python() -> String {
+pub fn python() -> String {
     if let Ok(python) = std::env::var("LOWKEY_TEST_PYTHON") {
         return python;
     }

@@ -15,6 +15,11 @@ fn the_example_config_in_the_packages_passes_check() {
     ] {
         std::fs::create_dir_all(you.join(dir)).unwrap();
     }
+    // The onFinish POST's secret, in a file of the user's as the example has it.
+    std::fs::create_dir_all(you.join(".config/lowkey")).unwrap();
+    let secret = you.join(".config/lowkey/onfinish.secret");
+    std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let agent = you.join("bin/triage-agent");
     std::fs::write(&agent, "#!/bin/sh\ncat\n").unwrap();
     std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
