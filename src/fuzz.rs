@@ -10,7 +10,9 @@ use crate::activity::Activity;
 use crate::config::{self, Auth, ConfigError, Loaded, MAX_SOURCE_LEN, Problem, Severity};
 use crate::http::{self, App, Peer};
 use crate::session;
-use crate::signature::{self, Encoding, GenericHmac, Scheme, SchemeKind, VerifyError};
+use crate::signature::{
+    self, Encoding, GenericHmac, PublicUrl, Request, Scheme, SchemeKind, VerifyError,
+};
 use crate::store::{self, Event, Home, Job, Store, WriterThread};
 use crate::window::{Cursor, Refill};
 use arc_swap::ArcSwap;
@@ -150,6 +152,10 @@ fn schemes() -> Vec<Scheme> {
         Scheme::Stripe,
         Scheme::Github,
         Scheme::Slack,
+        Scheme::Twilio(
+            PublicUrl::parse("https://hooks.example.com/api/webhook/twilio").expect("a valid URL"),
+        ),
+        Scheme::Shopify,
         generic(Encoding::Hex, "sha256="),
         generic(Encoding::Hex, ""),
         generic(Encoding::Base64, ""),
@@ -196,7 +202,12 @@ pub fn signature_headers(data: &[u8]) {
             .expect("the fuzz secret suits every scheme");
         let keys = [key.clone()];
         let verify = |keys: &[Vec<u8>], body: &[u8]| {
-            signature::verify(&scheme, keys, &headers, body, NOW, TOLERANCE_SEC)
+            let request = Request {
+                headers: &headers,
+                query: None,
+                body,
+            };
+            signature::verify(&scheme, keys, request, NOW, TOLERANCE_SEC)
         };
         match verify(&keys, body) {
             Ok(verified) => {
@@ -231,8 +242,12 @@ pub fn signature_headers(data: &[u8]) {
 
         let signed = signature::sign(&scheme, &key, body, NOW, "msg_fuzz")
             .expect("signing with a fixed id and prefix works");
-        let signed: HeaderMap = signed.into_iter().collect();
-        let verified = signature::verify(&scheme, &keys, &signed, body, NOW, TOLERANCE_SEC);
+        let request = Request {
+            headers: &signed.headers.into_iter().collect(),
+            query: signed.query.as_deref(),
+            body,
+        };
+        let verified = signature::verify(&scheme, &keys, request, NOW, TOLERANCE_SEC);
         assert_eq!(
             verified.map(|v| v.key_index),
             Ok(0),

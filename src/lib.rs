@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod form;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;

@@ -1,5 +1,6 @@
 //! `lowkey send`: posts a payload to the running daemon, signed the way the source's
-//! scheme expects, so a user can test a source end to end.
+//! scheme expects, so a user can test a source end to end. The payload file may be JSON
+//! or a form (`application/x-www-form-urlencoded`).
 
 use crate::config::{Auth, Config};
 use crate::signature;
@@ -49,8 +50,21 @@ pub async fn send(
         .sources
         .get(source)
         .ok_or_else(|| SendError::NoSource(source.to_owned()))?;
+    let (body, content_type) = content(body);
+    let signed = match &src.verify {
+        Some(verify) => {
+            let now = crate::session::unix_now() as i64;
+            let message_id = format!("msg_{}", ulid::Ulid::new());
+            signature::sign(&verify.scheme, &verify.keys[0], &body, now, &message_id)?
+        }
+        None => signature::Signed {
+            headers: Vec::new(),
+            query: None,
+        },
+    };
     let base = url.map_or_else(|| format!("http://{}", config.listen), str::to_owned);
-    let uri: http::Uri = format!("{}/api/webhook/{source}", base.trim_end_matches('/'))
+    let query = signed.query.map(|q| format!("?{q}")).unwrap_or_default();
+    let uri: http::Uri = format!("{}/api/webhook/{source}{query}", base.trim_end_matches('/'))
         .parse()
         .map_err(|_| SendError::BadUrl(base.clone()))?;
     let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
@@ -63,7 +77,7 @@ pub async fn send(
 
     let mut req = Request::post(uri)
         .header(header::HOST, authority.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .header(
             header::USER_AGENT,
             concat!("lowkey-send/", env!("CARGO_PKG_VERSION")),
@@ -74,14 +88,8 @@ pub async fn send(
             format!("Bearer {}", config.api_key.expose()),
         );
     }
-    if let Some(verify) = &src.verify {
-        let now = crate::session::unix_now() as i64;
-        let message_id = format!("msg_{}", ulid::Ulid::new());
-        for (name, value) in
-            signature::sign(&verify.scheme, &verify.keys[0], &body, now, &message_id)?
-        {
-            req = req.header(name, value);
-        }
+    for (name, value) in signed.headers {
+        req = req.header(name, value);
     }
     let req = req
         .body(Full::new(Bytes::from(body)))
@@ -102,4 +110,26 @@ pub async fn send(
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// The body to send and its `Content-Type`: a form file (`form.rs` has the rule) goes as
+/// a form, without the line end an editor leaves after it, which no form holds; anything
+/// else goes as it is, labelled JSON (the daemon says if it is neither).
+fn content(body: Vec<u8>) -> (Vec<u8>, &'static str) {
+    const JSON: &str = "application/json";
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
+        return (body, JSON);
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return (body, JSON);
+    };
+    let form = text.strip_suffix('\n').unwrap_or(text);
+    let form = form.strip_suffix('\r').unwrap_or(form);
+    if crate::form::parse(form).is_ok() {
+        let len = form.len();
+        let mut body = body;
+        body.truncate(len);
+        return (body, "application/x-www-form-urlencoded");
+    }
+    (body, JSON)
 }
