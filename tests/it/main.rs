@@ -2,6 +2,7 @@
 //! scripts and real files.
 
 mod dedup;
+mod forms;
 mod disk;
 mod journald;
 mod limits;
