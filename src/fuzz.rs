@@ -195,7 +195,14 @@ fn headers_and_body(data: &[u8]) -> (HeaderMap, &[u8]) {
 /// and what `sign` makes for the body must verify.
 pub fn signature_headers(data: &[u8]) {
     let (headers, body) = headers_and_body(data);
-    let payload: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    // The payload as the webhook pipeline reads it: JSON, else a form's object.
+    let payload: Value = serde_json::from_slice(body)
+        .ok()
+        .or_else(|| {
+            let fields = crate::form::parse(std::str::from_utf8(body).ok()?).ok()?;
+            Some(crate::form::to_object(fields))
+        })
+        .unwrap_or(Value::Null);
     for scheme in schemes() {
         let kind = scheme.kind();
         let key = signature::key_from_secret(&scheme, SIGNATURE_SECRET)

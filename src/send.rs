@@ -57,10 +57,7 @@ pub async fn send(
             let message_id = format!("msg_{}", ulid::Ulid::new());
             signature::sign(&verify.scheme, &verify.keys[0], &body, now, &message_id)?
         }
-        None => signature::Signed {
-            headers: Vec::new(),
-            query: None,
-        },
+        None => signature::Signed::default(),
     };
     let base = url.map_or_else(|| format!("http://{}", config.listen), str::to_owned);
     let query = signed.query.map(|q| format!("?{q}")).unwrap_or_default();

@@ -618,7 +618,7 @@ pub enum SignError {
 
 /// What a real sender would send along with a body: its headers, and the query it would
 /// add to the URL (Twilio's `bodySHA256` for a JSON body).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Signed {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub query: Option<String>,

@@ -613,7 +613,10 @@ fn twilio_and_shopify_sources_are_read_with_their_keys() {
         panic!("{:?}", sms.scheme);
     };
     assert_eq!(url.as_str(), "https://hooks.example.com/api/webhook/sms");
-    assert_eq!(sms.keys, [b"new auth token".to_vec(), b"old auth token".to_vec()]);
+    assert_eq!(
+        sms.keys,
+        [b"new auth token".to_vec(), b"old auth token".to_vec()]
+    );
     let shop = loaded.config.sources["shop"].verify.as_ref().unwrap();
     assert_eq!(shop.scheme, crate::signature::Scheme::Shopify);
 

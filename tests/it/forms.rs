@@ -133,7 +133,10 @@ fn twilio_form_deliveries_are_accepted_and_any_change_gets_the_one_401() {
     let (session, event) = accepted(&good.post(&zoo), "a Twilio form");
     let user = user_message(&zoo, &session, &event);
     assert_eq!(user["body"], body.as_str(), "the form is kept as received");
-    assert_eq!(user["text"], format!("Webhook from twilio-sig: {body}").as_str());
+    assert_eq!(
+        user["text"],
+        format!("Webhook from twilio-sig: {body}").as_str()
+    );
 
     let other_url = Twilio::signed_for(
         "https://hooks.example.com/elsewhere",
@@ -215,16 +218,16 @@ fn a_slack_slash_command_and_interactivity_are_forms_read_into_the_target() {
     let slack = Scheme::Slack;
     // Slack's own worked example of a slash command.
     let command = "token=gIkuvaNzQIHg97ATvDxqgjtO&team_id=T0001&team_domain=example&channel_id=C2147483705&channel_name=test&user_id=U2147483697&user_name=Steve&command=%2Fweather&text=94070&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2F1234%2F5678&trigger_id=13345224609.738474920.8088930838d88f008e0";
-    let d = Delivery::signed(slack, &slack.secret(1), command, now(), "")
-        .with("Content-Type", FORM);
+    let d =
+        Delivery::signed(slack, &slack.secret(1), command, now(), "").with("Content-Type", FORM);
     let (session, event) = accepted(&post_to(&zoo, "slack-ui", "", &d), "a slash command");
     // No `payload` in a slash command: the template cannot be filled.
     assert_eq!(session.len(), 26, "a session of its own: {session}");
     assert_eq!(user_message(&zoo, &session, &event)["body"], command);
 
     // The plain Slack source takes it too, signed over the raw bytes.
-    let d = Delivery::signed(slack, &slack.secret(1), command, now(), "")
-        .with("Content-Type", FORM);
+    let d =
+        Delivery::signed(slack, &slack.secret(1), command, now(), "").with("Content-Type", FORM);
     zoo.accept(&source_name(slack, Auth::Signature), &d);
 
     // Interactivity: `payload` holds JSON, which the template reaches into.
@@ -243,7 +246,10 @@ fn a_slack_slash_command_and_interactivity_are_forms_read_into_the_target() {
     assert_eq!(session, "slack-block_actions-C2147483705");
     let user = user_message(&zoo, &session, &event);
     assert_eq!(user["body"], body.as_str(), "the form is kept as received");
-    assert_eq!(user["text"], format!("Webhook from slack-ui: {body}").as_str());
+    assert_eq!(
+        user["text"],
+        format!("Webhook from slack-ui: {body}").as_str()
+    );
 
     // Signed with another secret, the same form is refused like any other.
     let reference = zoo.no_key_401();
@@ -267,7 +273,10 @@ fn a_form_fills_the_target_template_whatever_its_content_type() {
         assert_eq!(session, "ticket-OPS-42", "{content_type}");
         let user = user_message(&zoo, &session, &event);
         assert_eq!(user["body"], body);
-        assert_eq!(user["text"], format!("Webhook from tickets: {body}").as_str());
+        assert_eq!(
+            user["text"],
+            format!("Webhook from tickets: {body}").as_str()
+        );
     }
 }
 
@@ -287,9 +296,14 @@ fn a_body_neither_json_nor_a_form_gets_a_400_saying_why() {
             "ticket=100%",
             "the `%` at offset 10 is not followed by two hex digits",
         ),
-        (r#"{"ticket": "OPS-42""#, "as JSON, EOF while parsing an object"),
+        (
+            r#"{"ticket": "OPS-42""#,
+            "as JSON, EOF while parsing an object",
+        ),
     ] {
-        let d = Delivery::unsigned(body).with("Content-Type", FORM).with_key();
+        let d = Delivery::unsigned(body)
+            .with("Content-Type", FORM)
+            .with_key();
         let answer = zoo.post("tickets", &d);
         assert_eq!(answer.status, 400, "{body}: {answer:?}");
         let text = error_text(&answer);
@@ -307,7 +321,9 @@ fn a_repeated_shopify_event_is_a_duplicate_even_as_another_webhook() {
     let source = source_name(shopify, Auth::Signature);
     let (session, event) = zoo.accept(&source, &first);
     // A second subscription to the topic: its own webhook id, the same event id.
-    let again = first.clone().with("X-Shopify-Webhook-Id", "another-subscription");
+    let again = first
+        .clone()
+        .with("X-Shopify-Webhook-Id", "another-subscription");
     let answer = zoo.post(&source, &again);
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(
@@ -329,13 +345,9 @@ fn lowkey_send_posts_a_form_file_signed_for_twilio() {
     let json_body = r#"{"CallSid":"CA99","CallStatus":"ringing"}"#;
     std::fs::write(&json_file, json_body).unwrap();
     for (file, stored) in [(&file, form.as_str()), (&json_file, json_body)] {
-        let out = zoo.home.run(&[
-            "send",
-            "twilio-sig",
-            file.to_str().unwrap(),
-            "--url",
-            &url,
-        ]);
+        let out = zoo
+            .home
+            .run(&["send", "twilio-sig", file.to_str().unwrap(), "--url", &url]);
         assert_eq!(out.stdout.lines().next(), Some("202"), "{out:?}");
         let answer: Value = serde_json::from_str(out.stdout.lines().nth(1).unwrap()).unwrap();
         let session = answer["session"].as_str().unwrap();

@@ -2,8 +2,8 @@
 //! scripts and real files.
 
 mod dedup;
-mod forms;
 mod disk;
+mod forms;
 mod journald;
 mod limits;
 mod senders;
