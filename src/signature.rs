@@ -16,7 +16,9 @@
 //!
 //! Twilio's is HMAC-SHA1 over the URL it requested (`publicUrl` and the request's query)
 //! followed by each form field, sorted, as `namevalue`; a JSON body is signed instead
-//! through its SHA-256, which Twilio puts in the URL's query as `bodySHA256`.
+//! through its SHA-256, which Twilio puts in the URL's query as `bodySHA256`. Signed with
+//! a webhook SharedKey, the request says `algorithm=HMAC_SHA256` in
+//! `X-Twilio-Webhooks-Signature-Settings`, and the MAC is HMAC-SHA256.
 //!
 //! [`verify`] checks an incoming request, [`sign`] produces the headers a real sender
 //! would attach, and [`delivery_id`] finds the id the caller deduplicates on.
@@ -51,6 +53,8 @@ const SLACK_SIGNATURE: HeaderName = HeaderName::from_static("x-slack-signature")
 const SLACK_TIMESTAMP: HeaderName = HeaderName::from_static("x-slack-request-timestamp");
 const TWILIO_SIGNATURE: HeaderName = HeaderName::from_static("x-twilio-signature");
 const TWILIO_IDEMPOTENCY: HeaderName = HeaderName::from_static("i-twilio-idempotency-token");
+const TWILIO_SIGNATURE_SETTINGS: HeaderName =
+    HeaderName::from_static("x-twilio-webhooks-signature-settings");
 const SHOPIFY_HMAC: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
 const SHOPIFY_EVENT_ID: HeaderName = HeaderName::from_static("x-shopify-event-id");
 const SHOPIFY_WEBHOOK_ID: HeaderName = HeaderName::from_static("x-shopify-webhook-id");
@@ -745,8 +749,16 @@ struct Timestamp {
 enum Message {
     /// HMAC-SHA256 over this prefix, then the body.
     Body { prefix: String },
-    /// HMAC-SHA1 over this text alone (Twilio's URL and fields).
-    Twilio(String),
+    /// An HMAC over this text alone (Twilio's URL and fields).
+    Twilio { text: String, mac: TwilioMac },
+}
+
+/// The HMAC a Twilio request is signed with: SHA-1 under the account's Auth Token, or
+/// SHA-256 under a webhook SharedKey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TwilioMac {
+    Sha1,
+    Sha256,
 }
 
 impl Message {
@@ -755,12 +767,19 @@ impl Message {
             Message::Body { prefix } => {
                 any_candidate(keyed_mac(key, prefix.as_bytes(), body), candidates)
             }
-            Message::Twilio(text) => any_candidate(
+            Message::Twilio {
+                text,
+                mac: TwilioMac::Sha1,
+            } => any_candidate(
                 Sha1Hmac::new_from_slice(key)
                     .expect("HMAC accepts keys of any length")
                     .chain_update(text),
                 candidates,
             ),
+            Message::Twilio {
+                text,
+                mac: TwilioMac::Sha256,
+            } => any_candidate(keyed_mac(key, text.as_bytes(), b""), candidates),
         }
     }
 
@@ -904,6 +923,7 @@ fn parse_twilio(url: &PublicUrl, request: Request<'_>) -> Result<ParsedRequest, 
         ("", ""),
         (Encoding::Base64, "no base64 signature"),
     )?;
+    let mac = twilio_mac(request.headers)?;
     let query = request.query.filter(|q| !q.is_empty());
     // A JSON body is signed through the hash Twilio puts in the query, a form through
     // its fields; Twilio's `RequestValidator` tells them apart the same way.
@@ -920,12 +940,38 @@ fn parse_twilio(url: &PublicUrl, request: Request<'_>) -> Result<ParsedRequest, 
     Ok(ParsedRequest {
         messages: [&url.without_port, &url.with_port]
             .into_iter()
-            .map(|url| Message::Twilio(twilio_message(url, query, &fields)))
+            .map(|url| Message::Twilio {
+                text: twilio_message(url, query, &fields),
+                mac,
+            })
             .collect(),
         candidates,
         signature_header: TWILIO_SIGNATURE,
         timestamp: None,
     })
+}
+
+/// The MAC `X-Twilio-Webhooks-Signature-Settings` names (`key=…,algorithm=HMAC_SHA256`),
+/// read as Twilio's `get_signature_algorithm` does; without one, the Auth Token's SHA-1.
+fn twilio_mac(headers: &HeaderMap) -> Result<TwilioMac, VerifyError> {
+    if !headers.contains_key(TWILIO_SIGNATURE_SETTINGS) {
+        return Ok(TwilioMac::Sha1);
+    }
+    let settings = single_header(headers, &TWILIO_SIGNATURE_SETTINGS)?;
+    let algorithm = settings
+        .split(',')
+        .filter_map(|part| part.split_once('='))
+        .find(|(name, value)| name.trim() == "algorithm" && !value.trim().is_empty())
+        .map(|(_, value)| value.trim());
+    match algorithm {
+        None => Ok(TwilioMac::Sha1),
+        Some(name) if name.eq_ignore_ascii_case("HMAC_SHA1") => Ok(TwilioMac::Sha1),
+        Some(name) if name.eq_ignore_ascii_case("HMAC_SHA256") => Ok(TwilioMac::Sha256),
+        Some(_) => Err(malformed(
+            &TWILIO_SIGNATURE_SETTINGS,
+            "names an algorithm other than HMAC_SHA1 and HMAC_SHA256",
+        )),
+    }
 }
 
 /// The `bodySHA256` in a query, decoded, if there is one that is not empty.

@@ -273,6 +273,48 @@ fn twilio_published_vector() {
     );
 }
 
+/// Signed with a webhook SharedKey, the settings header names HMAC-SHA256; the vector is
+/// the worked example's, by `compute_signature(..., "HMAC_SHA256")` (twilio 9.13.0).
+#[test]
+fn twilio_shared_key_signatures_are_hmac_sha256() {
+    let scheme = twilio("https://mycompany.com/myapp.php");
+    let keys = [b"12345".to_vec()];
+    let body = b"To=%2B18005551212&From=%2B12349013030&CallSid=CA1234567890ABCDE&Caller=%2B12349013030&Digits=1234";
+    let signature = "Rmm4Vzj+Ky7JGoWXMCsZDZuHDszLr9xvdbvitrDr4/M=";
+    let verify_with = |settings: Option<&str>| {
+        let mut headers = header_map(&[("X-Twilio-Signature", signature)]);
+        if let Some(settings) = settings {
+            replace(&mut headers, TWILIO_SIGNATURE_SETTINGS, settings);
+        }
+        let request = Request {
+            headers: &headers,
+            query: Some("foo=1&bar=2"),
+            body,
+        };
+        verify(&scheme, &keys, request, 0, 0)
+    };
+    verify_with(Some("key=webhooks_sharedkey_123,algorithm=HMAC_SHA256")).unwrap();
+    verify_with(Some(" algorithm = hmac_sha256 ")).unwrap();
+    // Without the header, or naming SHA-1, it is the Auth Token's SHA-1: no match.
+    for settings in [
+        None,
+        Some("key=webhooks_sharedkey_123"),
+        Some("algorithm=HMAC_SHA1"),
+    ] {
+        assert_eq!(
+            verify_with(settings),
+            Err(VerifyError::NoMatch {
+                header: TWILIO_SIGNATURE
+            }),
+            "{settings:?}"
+        );
+    }
+    assert_malformed(
+        verify_with(Some("algorithm=HMAC_SHA512")),
+        &TWILIO_SIGNATURE_SETTINGS,
+    );
+}
+
 /// A JSON body, which Twilio signs through `bodySHA256` in the URL; the vector is its
 /// `RequestValidator`'s own test's body, signed by `compute_signature` (twilio 9.13.0).
 #[test]
