@@ -86,7 +86,8 @@ pub enum Command {
     Send {
         /// The source, as named under `webhooks` in the config.
         source: String,
-        /// The JSON payload file, or `-` for standard input [default: a small test payload].
+        /// The payload file, JSON or a form (`a=1&b=two+words`), or `-` for standard input
+        /// [default: a small test payload].
         file: Option<PathBuf>,
         /// The daemon's base URL [default: http://<config listen>].
         #[arg(long, value_name = "URL")]

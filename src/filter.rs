@@ -89,9 +89,11 @@ pub fn event_at(kind: SchemeKind) -> Option<EventAt> {
         SchemeKind::Github => Some(EventAt::Header(HeaderName::from_static("x-github-event"))),
         SchemeKind::Stripe | SchemeKind::StandardWebhooks => Some(fields(&["type"])),
         // The Events API names the event inside `event`; its envelope's `type` is
-        // `event_callback`. Other Slack payloads have only the outer `type`.
-        SchemeKind::Slack => Some(fields(&["event.type", "type"])),
-        SchemeKind::HmacSha256 => None,
+        // `event_callback`. Other JSON payloads have only the outer `type`; the forms
+        // name it in their JSON `payload` (interactivity) or are a slash `command`.
+        SchemeKind::Slack => Some(fields(&["event.type", "type", "payload.type", "command"])),
+        SchemeKind::Shopify => Some(EventAt::Header(HeaderName::from_static("x-shopify-topic"))),
+        SchemeKind::Twilio | SchemeKind::HmacSha256 => None,
     }
 }
 

@@ -281,7 +281,7 @@ impl Notifier {
                 header::USER_AGENT,
                 concat!("lowkey/", env!("CARGO_PKG_VERSION")),
             );
-        for (name, value) in signed {
+        for (name, value) in signed.headers {
             request = request.header(name, value);
         }
         Ok(request

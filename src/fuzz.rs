@@ -10,7 +10,9 @@ use crate::activity::Activity;
 use crate::config::{self, Auth, ConfigError, Loaded, MAX_SOURCE_LEN, Problem, Severity};
 use crate::http::{self, App, Peer};
 use crate::session;
-use crate::signature::{self, Encoding, GenericHmac, Scheme, SchemeKind, VerifyError};
+use crate::signature::{
+    self, Encoding, GenericHmac, PublicUrl, Request, Scheme, SchemeKind, VerifyError,
+};
 use crate::store::{self, Event, Home, Job, Store, WriterThread};
 use crate::window::{Cursor, Refill};
 use arc_swap::ArcSwap;
@@ -150,6 +152,10 @@ fn schemes() -> Vec<Scheme> {
         Scheme::Stripe,
         Scheme::Github,
         Scheme::Slack,
+        Scheme::Twilio(
+            PublicUrl::parse("https://hooks.example.com/api/webhook/twilio").expect("a valid URL"),
+        ),
+        Scheme::Shopify,
         generic(Encoding::Hex, "sha256="),
         generic(Encoding::Hex, ""),
         generic(Encoding::Base64, ""),
@@ -189,14 +195,26 @@ fn headers_and_body(data: &[u8]) -> (HeaderMap, &[u8]) {
 /// and what `sign` makes for the body must verify.
 pub fn signature_headers(data: &[u8]) {
     let (headers, body) = headers_and_body(data);
-    let payload: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    // The payload as the webhook pipeline reads it: JSON, else a form's object.
+    let payload: Value = serde_json::from_slice(body)
+        .ok()
+        .or_else(|| {
+            let fields = crate::form::parse(std::str::from_utf8(body).ok()?).ok()?;
+            Some(crate::form::to_object(fields))
+        })
+        .unwrap_or(Value::Null);
     for scheme in schemes() {
         let kind = scheme.kind();
         let key = signature::key_from_secret(&scheme, SIGNATURE_SECRET)
             .expect("the fuzz secret suits every scheme");
         let keys = [key.clone()];
         let verify = |keys: &[Vec<u8>], body: &[u8]| {
-            signature::verify(&scheme, keys, &headers, body, NOW, TOLERANCE_SEC)
+            let request = Request {
+                headers: &headers,
+                query: None,
+                body,
+            };
+            signature::verify(&scheme, keys, request, NOW, TOLERANCE_SEC)
         };
         match verify(&keys, body) {
             Ok(verified) => {
@@ -231,8 +249,12 @@ pub fn signature_headers(data: &[u8]) {
 
         let signed = signature::sign(&scheme, &key, body, NOW, "msg_fuzz")
             .expect("signing with a fixed id and prefix works");
-        let signed: HeaderMap = signed.into_iter().collect();
-        let verified = signature::verify(&scheme, &keys, &signed, body, NOW, TOLERANCE_SEC);
+        let request = Request {
+            headers: &signed.headers.into_iter().collect(),
+            query: signed.query.as_deref(),
+            body,
+        };
+        let verified = signature::verify(&scheme, &keys, request, NOW, TOLERANCE_SEC);
         assert_eq!(
             verified.map(|v| v.key_index),
             Ok(0),

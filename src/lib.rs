@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod filter;
 pub mod finish;
+pub mod form;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;

@@ -1,6 +1,7 @@
 //! `lowkey send`: posts a payload to the running daemon, signed the way the source's
-//! scheme expects, so a user can test a source end to end; and `lowkey rerun`'s
-//! request, which reaches the daemon the same way.
+//! scheme expects, so a user can test a source end to end (the payload file may be JSON
+//! or a form, `application/x-www-form-urlencoded`); and `lowkey rerun`'s request, which
+//! reaches the daemon the same way.
 
 use crate::config::{Auth, Config};
 use crate::signature;
@@ -55,29 +56,23 @@ pub async fn send(
         .sources
         .get(source)
         .ok_or_else(|| SendError::NoSource(source.to_owned()))?;
+    let (body, content_type) = content(body);
+    let signed = match &src.verify {
+        Some(verify) => {
+            let now = crate::session::unix_now() as i64;
+            let message_id = format!("msg_{}", ulid::Ulid::new());
+            signature::sign(&verify.scheme, &verify.keys[0], &body, now, &message_id)?
+        }
+        None => signature::Signed::default(),
+    };
     let mut headers = Vec::new();
     if src.auth == Auth::Key {
         headers.push((header::AUTHORIZATION, bearer(config)?));
     }
-    if let Some(verify) = &src.verify {
-        let now = crate::session::unix_now() as i64;
-        let message_id = format!("msg_{}", ulid::Ulid::new());
-        headers.extend(signature::sign(
-            &verify.scheme,
-            &verify.keys[0],
-            &body,
-            now,
-            &message_id,
-        )?);
-    }
-    post(
-        config,
-        url,
-        &format!("/api/webhook/{source}"),
-        headers,
-        body,
-    )
-    .await
+    headers.extend(signed.headers);
+    let query = signed.query.map(|q| format!("?{q}")).unwrap_or_default();
+    let path = format!("/api/webhook/{source}{query}");
+    post(config, url, &path, headers, content_type, body).await
 }
 
 /// Asks the daemon to run `event` (of `session`) again: `lowkey rerun`.
@@ -90,14 +85,8 @@ pub async fn rerun(
     let body =
         serde_json::to_vec(&serde_json::json!({ "session": session })).expect("JSON serializes");
     let headers = vec![(header::AUTHORIZATION, bearer(config)?)];
-    post(
-        config,
-        url,
-        &format!("/api/events/{event}/rerun"),
-        headers,
-        body,
-    )
-    .await
+    let path = format!("/api/events/{event}/rerun");
+    post(config, url, &path, headers, "application/json", body).await
 }
 
 fn bearer(config: &Config) -> Result<HeaderValue, SendError> {
@@ -107,12 +96,13 @@ fn bearer(config: &Config) -> Result<HeaderValue, SendError> {
     Ok(value)
 }
 
-/// Posts a JSON `body` to `path` on the daemon, at `url` or the config's `listen`.
+/// Posts `body` to `path` on the daemon, at `url` or the config's `listen`.
 async fn post(
     config: &Config,
     url: Option<&str>,
     path: &str,
     headers: Vec<(HeaderName, HeaderValue)>,
+    content_type: &str,
     body: Vec<u8>,
 ) -> Result<Answer, SendError> {
     let base = url.map_or_else(|| format!("http://{}", config.listen), str::to_owned);
@@ -129,7 +119,7 @@ async fn post(
 
     let mut req = Request::post(uri)
         .header(header::HOST, authority.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .header(
             header::USER_AGENT,
             concat!("lowkey-send/", env!("CARGO_PKG_VERSION")),
@@ -156,4 +146,26 @@ async fn post(
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// The body to send and its `Content-Type`: a form file (`form.rs` has the rule) goes as
+/// a form, without the line end an editor leaves after it, which no form holds; anything
+/// else goes as it is, labelled JSON (the daemon says if it is neither).
+fn content(body: Vec<u8>) -> (Vec<u8>, &'static str) {
+    const JSON: &str = "application/json";
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() {
+        return (body, JSON);
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return (body, JSON);
+    };
+    let form = text.strip_suffix('\n').unwrap_or(text);
+    let form = form.strip_suffix('\r').unwrap_or(form);
+    if crate::form::parse(form).is_ok() {
+        let len = form.len();
+        let mut body = body;
+        body.truncate(len);
+        return (body, "application/x-www-form-urlencoded");
+    }
+    (body, JSON)
 }

@@ -1,23 +1,31 @@
 //! Verifying and producing webhook signatures for the schemes lowkey accepts.
 //!
-//! Every scheme is an HMAC-SHA256 over some framing of the request body. They differ in
-//! where the signature and timestamp travel, how the signature is encoded, and how the
-//! configured secret turns into key bytes:
+//! Every scheme but Twilio's is an HMAC-SHA256 over some framing of the request body. They
+//! differ in where the signature and timestamp travel, how the signature is encoded, and
+//! how the configured secret turns into key bytes:
 //!
-//! | scheme              | signed message      | signature header                    |
-//! |---------------------|---------------------|-------------------------------------|
-//! | `standard-webhooks` | `id.timestamp.body` | `webhook-signature: v1,<base64>`    |
-//! | `stripe`            | `t.body`            | `Stripe-Signature: t=..,v1=<hex>`   |
-//! | `github`            | `body`              | `X-Hub-Signature-256: sha256=<hex>` |
-//! | `slack`             | `v0:ts:body`        | `X-Slack-Signature: v0=<hex>`       |
-//! | `hmac-sha256`       | `body`              | configured                          |
+//! | scheme              | signed message               | signature header                    |
+//! |---------------------|------------------------------|-------------------------------------|
+//! | `standard-webhooks` | `id.timestamp.body`          | `webhook-signature: v1,<base64>`    |
+//! | `stripe`            | `t.body`                     | `Stripe-Signature: t=..,v1=<hex>`   |
+//! | `github`            | `body`                       | `X-Hub-Signature-256: sha256=<hex>` |
+//! | `slack`             | `v0:ts:body`                 | `X-Slack-Signature: v0=<hex>`       |
+//! | `twilio`            | URL, then the form's fields  | `X-Twilio-Signature: <base64>`      |
+//! | `shopify`           | `body`                       | `X-Shopify-Hmac-Sha256: <base64>`   |
+//! | `hmac-sha256`       | `body`                       | configured                          |
+//!
+//! Twilio's is HMAC-SHA1 over the URL it requested (`publicUrl` and the request's query)
+//! followed by each form field, sorted, as `namevalue`; a JSON body is signed instead
+//! through its SHA-256, which Twilio puts in the URL's query as `bodySHA256`. Signed with
+//! a webhook SharedKey, the request says `algorithm=HMAC_SHA256` in
+//! `X-Twilio-Webhooks-Signature-Settings`, and the MAC is HMAC-SHA256.
 //!
 //! [`verify`] checks an incoming request, [`sign`] produces the headers a real sender
 //! would attach, and [`delivery_id`] finds the id the caller deduplicates on.
 //!
 //! Signatures are always computed over the body bytes exactly as received (re-serialising
-//! JSON first would break every one of them) and compared in constant time through
-//! `hmac`'s `verify_slice`.
+//! JSON first would break every one of them; Twilio's fields are decoded from them) and
+//! compared in constant time through `hmac`'s `verify_slice`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,13 +33,15 @@ use std::str::FromStr;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use sha2::Sha256;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
 
 // Kept apart from the imports above so that rustfmt orders them the same way in every
 // style edition (they disagree on `Engine` versus `engine`).
 use base64::Engine as _;
 
 type Sha256Hmac = Hmac<Sha256>;
+type Sha1Hmac = Hmac<Sha1>;
 
 const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
@@ -41,6 +51,16 @@ const GITHUB_SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-25
 const GITHUB_DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
 const SLACK_SIGNATURE: HeaderName = HeaderName::from_static("x-slack-signature");
 const SLACK_TIMESTAMP: HeaderName = HeaderName::from_static("x-slack-request-timestamp");
+const TWILIO_SIGNATURE: HeaderName = HeaderName::from_static("x-twilio-signature");
+const TWILIO_IDEMPOTENCY: HeaderName = HeaderName::from_static("i-twilio-idempotency-token");
+const TWILIO_SIGNATURE_SETTINGS: HeaderName =
+    HeaderName::from_static("x-twilio-webhooks-signature-settings");
+const SHOPIFY_HMAC: HeaderName = HeaderName::from_static("x-shopify-hmac-sha256");
+const SHOPIFY_EVENT_ID: HeaderName = HeaderName::from_static("x-shopify-event-id");
+const SHOPIFY_WEBHOOK_ID: HeaderName = HeaderName::from_static("x-shopify-webhook-id");
+
+/// The query parameter that carries a JSON body's hash in the URL Twilio signs.
+const TWILIO_BODY_HASH: &str = "bodySHA256";
 
 const STANDARD_WEBHOOKS_SECRET_PREFIX: &str = "whsec_";
 
@@ -69,6 +89,11 @@ pub enum Scheme {
     Github,
     /// Slack's `X-Slack-Signature: v0=<hex>` and `X-Slack-Request-Timestamp` headers.
     Slack,
+    /// Twilio's `X-Twilio-Signature: <base64>` over the URL it requested, which lowkey
+    /// learns from the source's `publicUrl`, and the form's fields.
+    Twilio(PublicUrl),
+    /// Shopify's `X-Shopify-Hmac-Sha256: <base64>` over the body.
+    Shopify,
     /// A plain HMAC-SHA256 of the body in a configurable header, for senders that follow
     /// no published scheme.
     HmacSha256(GenericHmac),
@@ -84,6 +109,79 @@ pub struct GenericHmac {
     /// Text the sender puts before the encoded signature (e.g. `sha256=`); empty for none.
     /// Matched case-sensitively.
     pub prefix: String,
+}
+
+/// The URL a sender posts to as the internet sees it (a source's `publicUrl`), for
+/// Twilio, which signs it: behind a proxy or TLS terminator lowkey cannot know it.
+///
+/// It is the URL given to the sender without its query; the query a signature covers is
+/// the request's own, as received. Twilio has signed the URL both with and without the
+/// port, so both are tried, as its own `RequestValidator` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    /// As configured, which is what `sign` signs.
+    text: String,
+    /// The host without a port, then the rest.
+    without_port: String,
+    /// The host with its port (the scheme's default when none is written), then the rest.
+    with_port: String,
+}
+
+/// Why a `publicUrl` cannot be used; each says what it should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublicUrlError {
+    #[error("is not a URL such as \"https://hooks.example.com/api/webhook/twilio\"")]
+    NotUrl,
+    #[error(
+        "must start with https:// or http://, as in \"https://hooks.example.com/api/webhook/twilio\""
+    )]
+    Scheme,
+    #[error(
+        "must not hold a user name or password; give the URL the sender posts to, as in \"https://hooks.example.com/api/webhook/twilio\""
+    )]
+    UserInfo,
+    #[error(
+        "must not have a query or fragment: lowkey adds the query each request arrives with, as the sender signed it; give the URL up to its path"
+    )]
+    Query,
+}
+
+impl PublicUrl {
+    /// Checks `text` is an `http(s)://host[:port]/path` URL without a query.
+    ///
+    /// # Errors
+    ///
+    /// See [`PublicUrlError`].
+    pub fn parse(text: &str) -> Result<PublicUrl, PublicUrlError> {
+        if text.contains(['?', '#']) {
+            return Err(PublicUrlError::Query);
+        }
+        let (scheme, default_port) = if text.starts_with("https://") {
+            ("https://", 443)
+        } else if text.starts_with("http://") {
+            ("http://", 80)
+        } else {
+            return Err(PublicUrlError::Scheme);
+        };
+        let uri = http::Uri::try_from(text).map_err(|_| PublicUrlError::NotUrl)?;
+        let authority = uri.authority().ok_or(PublicUrlError::NotUrl)?;
+        if authority.as_str().contains('@') {
+            return Err(PublicUrlError::UserInfo);
+        }
+        let rest = &text[scheme.len() + authority.as_str().len()..];
+        let host = authority.host();
+        let port = authority.port_u16().unwrap_or(default_port);
+        Ok(PublicUrl {
+            text: text.to_owned(),
+            without_port: format!("{scheme}{host}{rest}"),
+            with_port: format!("{scheme}{host}:{port}{rest}"),
+        })
+    }
+
+    /// The URL as configured.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
 }
 
 /// How signature bytes are written as text in a header.
@@ -108,17 +206,23 @@ pub enum SchemeKind {
     Github,
     /// See [`Scheme::Slack`].
     Slack,
+    /// See [`Scheme::Twilio`].
+    Twilio,
+    /// See [`Scheme::Shopify`].
+    Shopify,
     /// See [`Scheme::HmacSha256`].
     HmacSha256,
 }
 
 impl SchemeKind {
     /// Every kind, in the order they are listed to users (e.g. in "expected one of").
-    pub const ALL: [SchemeKind; 5] = [
+    pub const ALL: [SchemeKind; 7] = [
         SchemeKind::StandardWebhooks,
         SchemeKind::Stripe,
         SchemeKind::Github,
         SchemeKind::Slack,
+        SchemeKind::Twilio,
+        SchemeKind::Shopify,
         SchemeKind::HmacSha256,
     ];
 
@@ -129,6 +233,8 @@ impl SchemeKind {
             SchemeKind::Stripe => "stripe",
             SchemeKind::Github => "github",
             SchemeKind::Slack => "slack",
+            SchemeKind::Twilio => "twilio",
+            SchemeKind::Shopify => "shopify",
             SchemeKind::HmacSha256 => "hmac-sha256",
         }
     }
@@ -144,6 +250,7 @@ impl SchemeKind {
 
     /// Whether lowkey needs the parsed JSON body: Stripe and Slack put the delivery id
     /// there (see [`delivery_id`]), and Slack its URL-verification [`challenge`].
+    /// (Twilio's fields are read from the raw bytes by [`verify`] itself.)
     pub fn reads_body(self) -> bool {
         matches!(self, SchemeKind::Stripe | SchemeKind::Slack)
     }
@@ -154,8 +261,17 @@ impl SchemeKind {
     pub fn cannot_send_custom_headers(self) -> bool {
         matches!(
             self,
-            SchemeKind::Stripe | SchemeKind::Github | SchemeKind::Slack
+            SchemeKind::Stripe
+                | SchemeKind::Github
+                | SchemeKind::Slack
+                | SchemeKind::Twilio
+                | SchemeKind::Shopify
         )
+    }
+
+    /// Whether the scheme signs the URL, so the source needs `publicUrl`.
+    pub fn signs_url(self) -> bool {
+        matches!(self, SchemeKind::Twilio)
     }
 }
 
@@ -227,6 +343,8 @@ impl Scheme {
             Scheme::Stripe => SchemeKind::Stripe,
             Scheme::Github => SchemeKind::Github,
             Scheme::Slack => SchemeKind::Slack,
+            Scheme::Twilio(_) => SchemeKind::Twilio,
+            Scheme::Shopify => SchemeKind::Shopify,
             Scheme::HmacSha256(_) => SchemeKind::HmacSha256,
         }
     }
@@ -271,7 +389,7 @@ pub enum SecretError {
 ///
 /// Standard Webhooks secrets are `whsec_` followed by the base64 of the key (a bare base64
 /// secret without the prefix is accepted too); every other scheme, Stripe included, uses
-/// the secret's bytes as they are, `whsec_` and all.
+/// the secret's bytes as they are, `whsec_` and all (Twilio's is the Auth Token).
 ///
 /// # Errors
 ///
@@ -301,9 +419,12 @@ pub fn key_from_secret(scheme: &Scheme, secret: &str) -> Result<Vec<u8>, SecretE
                     reason: describe_base64_error(&err),
                 })
         }
-        Scheme::Stripe | Scheme::Github | Scheme::Slack | Scheme::HmacSha256(_) => {
-            Ok(secret.as_bytes().to_vec())
-        }
+        Scheme::Stripe
+        | Scheme::Github
+        | Scheme::Slack
+        | Scheme::Twilio(_)
+        | Scheme::Shopify
+        | Scheme::HmacSha256(_) => Ok(secret.as_bytes().to_vec()),
     }
 }
 
@@ -381,9 +502,23 @@ pub enum VerifyError {
         /// The header carrying the signatures.
         header: HeaderName,
     },
+    /// Twilio signed a JSON body through the `bodySHA256` in the URL, and the body
+    /// received has another hash: it changed on the way.
+    #[error("the body's SHA-256 is not the `bodySHA256` in the request's query")]
+    BodyHash,
 }
 
-/// Checks that `body` was signed by a holder of one of `keys` under `scheme`.
+/// What of a request a scheme may sign: its headers, the query of the URL it was sent
+/// to (Twilio signs the URL), and its body as received.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub headers: &'a HeaderMap,
+    /// The request target's query, without the `?`; `None` when it has none.
+    pub query: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Checks that `request` was signed by a holder of one of `keys` under `scheme`.
 ///
 /// `keys` come from [`key_from_secret`]; any one of them verifies, which is how secret
 /// rotation works. For schemes with a timestamp, requests more than `tolerance_sec`
@@ -392,41 +527,38 @@ pub enum VerifyError {
 /// # Errors
 ///
 /// Fails when `keys` is empty, a required header is missing or unparseable, the timestamp
-/// is outside the window, or no signature matches; see [`VerifyError`].
+/// is outside the window, Twilio's body hash is wrong, or no signature matches; see
+/// [`VerifyError`].
 pub fn verify(
     scheme: &Scheme,
     keys: &[Vec<u8>],
-    headers: &HeaderMap,
-    body: &[u8],
+    request: Request<'_>,
     now_unix: i64,
     tolerance_sec: u64,
 ) -> Result<Verified, VerifyError> {
     if keys.is_empty() {
         return Err(VerifyError::NoKeys);
     }
-    let request = parse_request(scheme, headers)?;
+    let parsed = parse_request(scheme, request)?;
 
-    if let Some(stamp) = &request.timestamp {
+    if let Some(stamp) = &parsed.timestamp {
         check_window(stamp, now_unix, tolerance_sec)?;
     }
 
     let key_index = keys
         .iter()
         .position(|key| {
-            let mac = keyed_mac(key, request.message_prefix.as_bytes(), body);
-            // `verify_slice` compares in constant time; cloning lets one computed MAC be
-            // checked against every candidate.
-            request
-                .candidates
+            parsed
+                .messages
                 .iter()
-                .any(|candidate| mac.clone().verify_slice(candidate).is_ok())
+                .any(|message| message.matches(key, request.body, &parsed.candidates))
         })
         .ok_or(VerifyError::NoMatch {
-            header: request.signature_header,
+            header: parsed.signature_header,
         })?;
 
     Ok(Verified {
-        timestamp: request.timestamp.map(|stamp| stamp.value),
+        timestamp: parsed.timestamp.map(|stamp| stamp.value),
         key_index,
     })
 }
@@ -434,9 +566,10 @@ pub fn verify(
 /// Finds the sender's id for this delivery, which the caller uses to drop retries of a
 /// delivery it has already handled.
 ///
-/// Standard Webhooks and GitHub send it in a header (`webhook-id`, `X-GitHub-Delivery`);
-/// Stripe and Slack put it in the JSON body (top-level `id`, `event_id`). The generic
-/// scheme has none. Empty ids count as absent, since they would make every delivery look
+/// Standard Webhooks, GitHub, Twilio and Shopify send it in a header (`webhook-id`,
+/// `X-GitHub-Delivery`, `I-Twilio-Idempotency-Token`, `X-Shopify-Event-Id`); Stripe and
+/// Slack put it in the JSON body (top-level `id`, `event_id`). The generic scheme has
+/// none. Empty ids count as absent, since they would make every delivery look
 /// like a duplicate of the first.
 pub fn delivery_id(
     scheme: &Scheme,
@@ -448,6 +581,17 @@ pub fn delivery_id(
         Scheme::Github => headers.get(GITHUB_DELIVERY)?.to_str().ok()?,
         Scheme::Stripe => body.get("id")?.as_str()?,
         Scheme::Slack => body.get("event_id")?.as_str()?,
+        Scheme::Twilio(_) => headers.get(TWILIO_IDEMPOTENCY)?.to_str().ok()?,
+        // Shopify's guide to duplicates ("Ignore duplicate webhooks") names
+        // `X-Shopify-Event-Id`: the same for every delivery of one event, retries and
+        // other subscriptions to its topic alike. `X-Shopify-Webhook-Id` (one delivery
+        // and its retries) is what older senders give, so it stands in when there is no
+        // event id.
+        Scheme::Shopify => headers
+            .get(SHOPIFY_EVENT_ID)
+            .or_else(|| headers.get(SHOPIFY_WEBHOOK_ID))?
+            .to_str()
+            .ok()?,
         Scheme::HmacSha256(_) => return None,
     };
     (!id.is_empty()).then(|| id.to_owned())
@@ -476,11 +620,22 @@ pub enum SignError {
     InvalidPrefix,
 }
 
-/// Produces the headers a real sender of this scheme would send (used by `lowkey send` to
-/// sign test payloads).
+/// What a real sender would send along with a body: its headers, and the query it would
+/// add to the URL (Twilio's `bodySHA256` for a JSON body).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signed {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub query: Option<String>,
+}
+
+/// Produces what a real sender of this scheme would send (used by `lowkey send` to sign
+/// test payloads), for a request to the source's URL without a query of its own.
 ///
-/// `message_id` becomes `webhook-id` for Standard Webhooks and `X-GitHub-Delivery` for
-/// GitHub; the other schemes carry their id in the body and ignore it.
+/// `message_id` becomes `webhook-id` for Standard Webhooks, `X-GitHub-Delivery` for
+/// GitHub, `I-Twilio-Idempotency-Token` for Twilio, and `X-Shopify-Event-Id` and
+/// `X-Shopify-Webhook-Id` for Shopify; the other schemes carry their id in the body and
+/// ignore it. Twilio signs a JSON body through its hash in the query, any other as a
+/// form's fields, as Twilio does.
 ///
 /// # Errors
 ///
@@ -492,44 +647,74 @@ pub fn sign(
     body: &[u8],
     now_unix: i64,
     message_id: &str,
-) -> Result<Vec<(HeaderName, HeaderValue)>, SignError> {
+) -> Result<Signed, SignError> {
     let timestamp = now_unix.to_string();
-    let prefix = message_prefix(scheme.kind(), message_id, &timestamp);
-    let signature = keyed_mac(key, prefix.as_bytes(), body)
-        .finalize()
-        .into_bytes();
+    // The HMAC-SHA256 over the body that every scheme but Twilio's sends.
+    let body_mac = || {
+        let prefix = message_prefix(scheme.kind(), message_id, &timestamp);
+        keyed_mac(key, prefix.as_bytes(), body)
+            .finalize()
+            .into_bytes()
+    };
+    let mut query = None;
 
     let headers = match scheme {
         Scheme::StandardWebhooks => vec![
             (WEBHOOK_ID, message_id_value(message_id)?),
-            (WEBHOOK_TIMESTAMP, ascii_value(timestamp)),
             (
                 WEBHOOK_SIGNATURE,
-                ascii_value(format!("v1,{}", STANDARD.encode(signature))),
+                ascii_value(format!("v1,{}", STANDARD.encode(body_mac()))),
             ),
+            (WEBHOOK_TIMESTAMP, ascii_value(timestamp)),
         ],
         Scheme::Stripe => vec![(
             STRIPE_SIGNATURE,
-            ascii_value(format!("t={timestamp},v1={}", hex::encode(signature))),
+            ascii_value(format!("t={timestamp},v1={}", hex::encode(body_mac()))),
         )],
         Scheme::Github => vec![
             (
                 GITHUB_SIGNATURE,
-                ascii_value(format!("sha256={}", hex::encode(signature))),
+                ascii_value(format!("sha256={}", hex::encode(body_mac()))),
             ),
             (GITHUB_DELIVERY, message_id_value(message_id)?),
         ],
         Scheme::Slack => vec![
-            (SLACK_TIMESTAMP, ascii_value(timestamp)),
             (
                 SLACK_SIGNATURE,
-                ascii_value(format!("v0={}", hex::encode(signature))),
+                ascii_value(format!("v0={}", hex::encode(body_mac()))),
             ),
+            (SLACK_TIMESTAMP, ascii_value(timestamp)),
+        ],
+        Scheme::Twilio(url) => {
+            let fields = if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+                query = Some(format!(
+                    "{TWILIO_BODY_HASH}={}",
+                    hex::encode(Sha256::digest(body))
+                ));
+                Vec::new()
+            } else {
+                form_fields(body)
+            };
+            let message = twilio_message(url.as_str(), query.as_deref(), &fields);
+            let signature = Sha1Hmac::new_from_slice(key)
+                .expect("HMAC accepts keys of any length")
+                .chain_update(message)
+                .finalize()
+                .into_bytes();
+            vec![
+                (TWILIO_SIGNATURE, ascii_value(STANDARD.encode(signature))),
+                (TWILIO_IDEMPOTENCY, message_id_value(message_id)?),
+            ]
+        }
+        Scheme::Shopify => vec![
+            (SHOPIFY_HMAC, ascii_value(STANDARD.encode(body_mac()))),
+            (SHOPIFY_EVENT_ID, message_id_value(message_id)?),
+            (SHOPIFY_WEBHOOK_ID, message_id_value(message_id)?),
         ],
         Scheme::HmacSha256(generic) => {
             let encoded = match generic.encoding {
-                Encoding::Hex => hex::encode(signature),
-                Encoding::Base64 => STANDARD.encode(signature),
+                Encoding::Hex => hex::encode(body_mac()),
+                Encoding::Base64 => STANDARD.encode(body_mac()),
             };
             // Visible ASCII only, like the message id: anything else would not survive
             // `HeaderValue::to_str` on the receiving side.
@@ -540,13 +725,14 @@ pub fn sign(
             vec![(generic.header.clone(), value)]
         }
     };
-    Ok(headers)
+    Ok(Signed { headers, query })
 }
 
-/// What the headers of a request say, before any key is involved.
+/// What a request says was signed, before any key is involved.
 struct ParsedRequest {
-    /// The part of the signed message that precedes the body.
-    message_prefix: String,
+    /// The signed message, each way the sender may have framed it (Twilio's URL with and
+    /// without its port); the request verifies if any one matches.
+    messages: Vec<Message>,
     /// Decoded signatures from the header; the request verifies if any one matches.
     candidates: Vec<Vec<u8>>,
     /// The header the candidates came from, for error messages.
@@ -559,12 +745,68 @@ struct Timestamp {
     header: HeaderName,
 }
 
-fn parse_request(scheme: &Scheme, headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
+/// One framing of what the sender signed.
+enum Message {
+    /// HMAC-SHA256 over this prefix, then the body.
+    Body { prefix: String },
+    /// An HMAC over this text alone (Twilio's URL and fields).
+    Twilio { text: String, mac: TwilioMac },
+}
+
+/// The HMAC a Twilio request is signed with: SHA-1 under the account's Auth Token, or
+/// SHA-256 under a webhook SharedKey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TwilioMac {
+    Sha1,
+    Sha256,
+}
+
+impl Message {
+    fn matches(&self, key: &[u8], body: &[u8], candidates: &[Vec<u8>]) -> bool {
+        match self {
+            Message::Body { prefix } => {
+                any_candidate(keyed_mac(key, prefix.as_bytes(), body), candidates)
+            }
+            Message::Twilio {
+                text,
+                mac: TwilioMac::Sha1,
+            } => any_candidate(
+                Sha1Hmac::new_from_slice(key)
+                    .expect("HMAC accepts keys of any length")
+                    .chain_update(text),
+                candidates,
+            ),
+            Message::Twilio {
+                text,
+                mac: TwilioMac::Sha256,
+            } => any_candidate(keyed_mac(key, text.as_bytes(), b""), candidates),
+        }
+    }
+
+    fn body() -> Vec<Message> {
+        vec![Message::Body {
+            prefix: String::new(),
+        }]
+    }
+}
+
+/// `verify_slice` compares in constant time; cloning lets one computed MAC be checked
+/// against every candidate.
+fn any_candidate(mac: impl Mac + Clone, candidates: &[Vec<u8>]) -> bool {
+    candidates
+        .iter()
+        .any(|candidate| mac.clone().verify_slice(candidate).is_ok())
+}
+
+fn parse_request(scheme: &Scheme, request: Request<'_>) -> Result<ParsedRequest, VerifyError> {
+    let headers = request.headers;
     match scheme {
         Scheme::StandardWebhooks => parse_standard_webhooks(headers),
         Scheme::Stripe => parse_stripe(headers),
         Scheme::Github => parse_github(headers),
         Scheme::Slack => parse_slack(headers),
+        Scheme::Twilio(url) => parse_twilio(url, request),
+        Scheme::Shopify => parse_shopify(headers),
         Scheme::HmacSha256(generic) => parse_generic(generic, headers),
     }
 }
@@ -582,7 +824,9 @@ fn parse_standard_webhooks(headers: &HeaderMap) -> Result<ParsedRequest, VerifyE
         .filter(|(version, _)| *version == "v1")
         .filter_map(|(_, sig)| BASE64_LENIENT.decode(sig).ok());
     Ok(ParsedRequest {
-        message_prefix: message_prefix(SchemeKind::StandardWebhooks, id, ts_text),
+        messages: vec![Message::Body {
+            prefix: message_prefix(SchemeKind::StandardWebhooks, id, ts_text),
+        }],
         candidates: collect_candidates(
             v1,
             &WEBHOOK_SIGNATURE,
@@ -621,7 +865,9 @@ fn parse_stripe(headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
     let ts = parse_timestamp(ts_text, &STRIPE_SIGNATURE)?;
     let v1 = v1.into_iter().filter_map(|sig| hex::decode(sig).ok());
     Ok(ParsedRequest {
-        message_prefix: message_prefix(SchemeKind::Stripe, "", ts_text),
+        messages: vec![Message::Body {
+            prefix: message_prefix(SchemeKind::Stripe, "", ts_text),
+        }],
         candidates: collect_candidates(
             v1,
             &STRIPE_SIGNATURE,
@@ -637,7 +883,7 @@ fn parse_stripe(headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
 
 fn parse_github(headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
     Ok(ParsedRequest {
-        message_prefix: String::new(),
+        messages: Message::body(),
         candidates: prefixed_signature(
             headers,
             &GITHUB_SIGNATURE,
@@ -653,7 +899,9 @@ fn parse_slack(headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
     let ts_text = single_header(headers, &SLACK_TIMESTAMP)?;
     let ts = parse_timestamp(ts_text, &SLACK_TIMESTAMP)?;
     Ok(ParsedRequest {
-        message_prefix: message_prefix(SchemeKind::Slack, "", ts_text),
+        messages: vec![Message::Body {
+            prefix: message_prefix(SchemeKind::Slack, "", ts_text),
+        }],
         candidates: prefixed_signature(
             headers,
             &SLACK_SIGNATURE,
@@ -668,13 +916,117 @@ fn parse_slack(headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
     })
 }
 
+fn parse_twilio(url: &PublicUrl, request: Request<'_>) -> Result<ParsedRequest, VerifyError> {
+    let candidates = prefixed_signature(
+        request.headers,
+        &TWILIO_SIGNATURE,
+        ("", ""),
+        (Encoding::Base64, "no base64 signature"),
+    )?;
+    let mac = twilio_mac(request.headers)?;
+    let query = request.query.filter(|q| !q.is_empty());
+    // A JSON body is signed through the hash Twilio puts in the query, a form through
+    // its fields; Twilio's `RequestValidator` tells them apart the same way.
+    let fields = match body_hash(query) {
+        Some(sent) => {
+            // The hash of a body anyone can see; no secret, so no constant-time compare.
+            if hex::encode(Sha256::digest(request.body)) != sent {
+                return Err(VerifyError::BodyHash);
+            }
+            Vec::new()
+        }
+        None => form_fields(request.body),
+    };
+    Ok(ParsedRequest {
+        messages: [&url.without_port, &url.with_port]
+            .into_iter()
+            .map(|url| Message::Twilio {
+                text: twilio_message(url, query, &fields),
+                mac,
+            })
+            .collect(),
+        candidates,
+        signature_header: TWILIO_SIGNATURE,
+        timestamp: None,
+    })
+}
+
+/// The MAC `X-Twilio-Webhooks-Signature-Settings` names (`key=…,algorithm=HMAC_SHA256`),
+/// read as Twilio's `get_signature_algorithm` does; without one, the Auth Token's SHA-1.
+fn twilio_mac(headers: &HeaderMap) -> Result<TwilioMac, VerifyError> {
+    if !headers.contains_key(TWILIO_SIGNATURE_SETTINGS) {
+        return Ok(TwilioMac::Sha1);
+    }
+    let settings = single_header(headers, &TWILIO_SIGNATURE_SETTINGS)?;
+    let algorithm = settings
+        .split(',')
+        .filter_map(|part| part.split_once('='))
+        .find(|(name, value)| name.trim() == "algorithm" && !value.trim().is_empty())
+        .map(|(_, value)| value.trim());
+    match algorithm {
+        None => Ok(TwilioMac::Sha1),
+        Some(name) if name.eq_ignore_ascii_case("HMAC_SHA1") => Ok(TwilioMac::Sha1),
+        Some(name) if name.eq_ignore_ascii_case("HMAC_SHA256") => Ok(TwilioMac::Sha256),
+        Some(_) => Err(malformed(
+            &TWILIO_SIGNATURE_SETTINGS,
+            "names an algorithm other than HMAC_SHA1 and HMAC_SHA256",
+        )),
+    }
+}
+
+/// The `bodySHA256` in a query, decoded, if there is one that is not empty.
+fn body_hash(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(name, value)| name == TWILIO_BODY_HASH && !value.is_empty())
+        .map(|(_, value)| value.into_owned())
+}
+
+/// A form's fields as the web frameworks Twilio's libraries are used with decode them:
+/// leniently (a stray `%` kept, bad UTF-8 replaced), since whether the body is a form
+/// lowkey takes is decided after its signature, by `form::parse`.
+fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// What Twilio signs: the URL (with `query` as received), then each distinct field,
+/// sorted by name and then value, as `namevalue`.
+fn twilio_message(url: &str, query: Option<&str>, fields: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = fields.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let mut text = url.to_owned();
+    if let Some(query) = query {
+        text.push('?');
+        text.push_str(query);
+    }
+    for (name, value) in sorted {
+        text.push_str(name);
+        text.push_str(value);
+    }
+    text
+}
+
+fn parse_shopify(headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
+    Ok(ParsedRequest {
+        messages: Message::body(),
+        candidates: prefixed_signature(
+            headers,
+            &SHOPIFY_HMAC,
+            ("", ""),
+            (Encoding::Base64, "no base64 signature"),
+        )?,
+        signature_header: SHOPIFY_HMAC,
+        timestamp: None,
+    })
+}
+
 fn parse_generic(generic: &GenericHmac, headers: &HeaderMap) -> Result<ParsedRequest, VerifyError> {
     let no_signature = match generic.encoding {
         Encoding::Hex => "no hex signature",
         Encoding::Base64 => "no base64 signature",
     };
     Ok(ParsedRequest {
-        message_prefix: String::new(),
+        messages: Message::body(),
         candidates: prefixed_signature(
             headers,
             &generic.header,
@@ -728,7 +1080,9 @@ fn message_prefix(kind: SchemeKind, id: &str, timestamp: &str) -> String {
         SchemeKind::StandardWebhooks => format!("{id}.{timestamp}."),
         SchemeKind::Stripe => format!("{timestamp}."),
         SchemeKind::Slack => format!("v0:{timestamp}:"),
-        SchemeKind::Github | SchemeKind::HmacSha256 => String::new(),
+        SchemeKind::Github | SchemeKind::Shopify | SchemeKind::HmacSha256 => String::new(),
+        // Twilio signs no body bytes: its message is `twilio_message`.
+        SchemeKind::Twilio => String::new(),
     }
 }
 

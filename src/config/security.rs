@@ -7,7 +7,7 @@ use super::sources::RawSource;
 use super::validate::{Validator, kind, suggest};
 use super::{Auth, DEFAULT_TOLERANCE_SEC, Verify};
 use crate::secret::Secret;
-use crate::signature::{self, Encoding, GenericHmac, Scheme, SchemeKind};
+use crate::signature::{self, Encoding, GenericHmac, PublicUrl, Scheme, SchemeKind};
 use serde_json::{Map, Value};
 
 /// Marks of a value copied from an example instead of filled in, compared after
@@ -94,18 +94,61 @@ impl Validator {
         Some(key)
     }
 
-    fn no_generic_keys(&mut self, key: &str, fields: &Map<String, Value>) -> bool {
+    /// Keys of one scheme's set on a source of another (or of none): an error, since the
+    /// source then is not checked the way its author meant.
+    fn no_keys_of(
+        &mut self,
+        key: &str,
+        fields: &Map<String, Value>,
+        scheme: SchemeKind,
+        keys: &[&str],
+    ) -> bool {
         let mut none = true;
-        for k in ["signatureHeader", "signatureEncoding", "signaturePrefix"] {
-            if fields.contains_key(k) {
+        for k in keys {
+            if fields.contains_key(*k) {
                 self.error(
                     format!("{key}.{k}"),
-                    "only applies with \"verify\": \"hmac-sha256\"",
+                    format!("only applies with \"verify\": \"{scheme}\""),
                 );
                 none = false;
             }
         }
         none
+    }
+
+    /// The keys of the schemes a source does not use, each an error.
+    fn no_other_scheme_keys(
+        &mut self,
+        key: &str,
+        fields: &Map<String, Value>,
+        kind: Option<SchemeKind>,
+    ) -> bool {
+        let mut none = true;
+        if kind != Some(SchemeKind::HmacSha256) {
+            none &= self.no_keys_of(key, fields, SchemeKind::HmacSha256, GENERIC_KEYS);
+        }
+        if !kind.is_some_and(SchemeKind::signs_url) {
+            none &= self.no_keys_of(key, fields, SchemeKind::Twilio, &["publicUrl"]);
+        }
+        none
+    }
+
+    /// Twilio's `publicUrl`, which it must have.
+    fn public_url(&mut self, key: &str, raw: &RawSource) -> Option<PublicUrl> {
+        let Some(text) = raw.public_url.as_deref() else {
+            self.error(
+                format!("{key}.publicUrl"),
+                "missing; twilio signs the URL it posts to, which lowkey cannot see behind a proxy: give the webhook URL set in Twilio's console, such as \"https://hooks.example.com/api/webhook/twilio\"",
+            );
+            return None;
+        };
+        match PublicUrl::parse(text) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                self.error(format!("{key}.publicUrl"), e.to_string());
+                None
+            }
+        }
     }
 
     /// `auth`, `verify`, secrets and the scheme's options, checked together because
@@ -172,7 +215,7 @@ impl Validator {
                 self.error(format!("{key}.auth"), "\"signature\" needs `verify` and `secret`; without them anyone could call this source");
                 return None;
             }
-            ok &= self.no_generic_keys(key, fields);
+            ok &= self.no_other_scheme_keys(key, fields, None);
             if raw.tolerance_sec.is_some() {
                 self.warn(
                     format!("{key}.toleranceSec"),
@@ -201,6 +244,8 @@ impl Validator {
             SchemeKind::Stripe => Scheme::Stripe,
             SchemeKind::Github => Scheme::Github,
             SchemeKind::Slack => Scheme::Slack,
+            SchemeKind::Twilio => Scheme::Twilio(self.public_url(key, raw)?),
+            SchemeKind::Shopify => Scheme::Shopify,
             SchemeKind::HmacSha256 => {
                 let header = match raw
                     .signature_header
@@ -242,9 +287,7 @@ impl Validator {
                 })
             }
         };
-        if kind != SchemeKind::HmacSha256 {
-            ok &= self.no_generic_keys(key, fields);
-        }
+        ok &= self.no_other_scheme_keys(key, fields, Some(kind));
         if secrets.is_empty() {
             if ok {
                 self.error(format!("{key}.secret"), format!("missing; `verify` {scheme_name} needs the signing secret the sender gave you"));
@@ -296,6 +339,9 @@ impl Validator {
         })
     }
 }
+
+/// The keys only the generic `hmac-sha256` scheme reads.
+const GENERIC_KEYS: &[&str] = &["signatureHeader", "signatureEncoding", "signaturePrefix"];
 
 pub(super) fn scheme_names() -> String {
     SchemeKind::ALL

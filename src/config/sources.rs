@@ -38,6 +38,7 @@ pub(super) const SOURCE_KEYS: &[&str] = &[
     "signatureHeader",
     "signatureEncoding",
     "signaturePrefix",
+    "publicUrl",
 ];
 const RATE_LIMIT_KEYS: &[&str] = &["perSecond", "burst"];
 
@@ -57,6 +58,7 @@ pub(super) struct RawSource {
     pub(super) signature_header: Option<String>,
     pub(super) signature_encoding: Option<String>,
     pub(super) signature_prefix: Option<String>,
+    pub(super) public_url: Option<String>,
 }
 
 struct RawRateLimit {
@@ -147,6 +149,11 @@ impl Validator {
             "signaturePrefix",
             "the text before the signature, such as \"sha256=\"",
         );
+        let public_url = text(
+            self,
+            "publicUrl",
+            "the URL the sender posts to, such as \"https://hooks.example.com/api/webhook/twilio\"",
+        );
         let tolerance_sec = number(
             self,
             "toleranceSec",
@@ -171,6 +178,7 @@ impl Validator {
             signature_header: signature_header?,
             signature_encoding: signature_encoding?,
             signature_prefix: signature_prefix?,
+            public_url: public_url?,
         })
     }
 

@@ -559,6 +559,83 @@ const REFUSED: &[Refused] = &[
         not_said: &["n0t-base64"],
     },
     Refused {
+        // Twilio signs the URL it posts to, which lowkey cannot see behind a proxy.
+        name: "twilio without publicUrl",
+        change: |c| {
+            c["webhooks"]["hook"]["verify"] = json!("twilio");
+            c["webhooks"]["hook"]["secret"] = json!("twilio auth token");
+        },
+        problems: &[(
+            "webhooks.hook.publicUrl",
+            &["missing", "twilio signs the URL", "https://"],
+        )],
+        errors: Some(1),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        // The query is the request's own, as Twilio signed it.
+        name: "a publicUrl with a query",
+        change: |c| {
+            c["webhooks"]["hook"]["verify"] = json!("twilio");
+            c["webhooks"]["hook"]["secret"] = json!("twilio auth token");
+            c["webhooks"]["hook"]["publicUrl"] = json!("https://example.com/api/webhook/hook?a=1");
+        },
+        problems: &[("webhooks.hook.publicUrl", &["must not have a query"])],
+        errors: Some(1),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "a publicUrl that is not an http URL",
+        change: |c| {
+            c["webhooks"]["hook"]["verify"] = json!("twilio");
+            c["webhooks"]["hook"]["secret"] = json!("twilio auth token");
+            c["webhooks"]["hook"]["publicUrl"] = json!("example.com/api/webhook/hook");
+        },
+        problems: &[("webhooks.hook.publicUrl", &["must start with https://"])],
+        errors: Some(1),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        // Set where nothing reads it, it would be a check its author thinks happens.
+        name: "publicUrl on a scheme that does not sign the URL",
+        change: |c| {
+            c["webhooks"]["hook"]["verify"] = json!("shopify");
+            c["webhooks"]["hook"]["secret"] = json!("shopify client secret");
+            c["webhooks"]["hook"]["publicUrl"] = json!("https://example.com/api/webhook/hook");
+        },
+        problems: &[(
+            "webhooks.hook.publicUrl",
+            &["only applies with \"verify\": \"twilio\""],
+        )],
+        errors: Some(1),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "publicUrl without verify",
+        change: |c| {
+            c["webhooks"]["hook"]["publicUrl"] = json!("https://example.com/api/webhook/hook")
+        },
+        problems: &[(
+            "webhooks.hook.publicUrl",
+            &["only applies with \"verify\": \"twilio\""],
+        )],
+        errors: Some(1),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
+        name: "shopify without its secret",
+        change: |c| c["webhooks"]["hook"]["verify"] = json!("shopify"),
+        problems: &[("webhooks.hook.secret", &["missing", "verify` shopify"])],
+        errors: Some(1),
+        said: &[],
+        not_said: &[],
+    },
+    Refused {
         // The placeholder is not quoted back.
         name: "the example's API key",
         change: |c| c["apiKey"] = json!("lk_replace_me_with_the_key_from_lowkey_init"),
@@ -906,6 +983,46 @@ fn filters_that_can_match_are_accepted() {
     assert_eq!(sources["gh"].filters.rules.len(), 5);
     assert!(sources["hook"].filters.events.is_some());
     assert!(sources["pay"].filters.reads_payload());
+}
+
+#[test]
+fn twilio_and_shopify_sources_are_read_with_their_keys() {
+    let mut config = base();
+    config["webhooks"]["sms"] = json!({
+        "project": "/", "agent": "bot", "auth": "signature", "verify": "twilio",
+        "secrets": ["new auth token", "old auth token"],
+        "publicUrl": "https://hooks.example.com/api/webhook/sms",
+    });
+    config["webhooks"]["shop"] = json!({
+        "project": "/", "agent": "bot", "auth": "signature", "verify": "shopify",
+        "secret": "shopify client secret",
+    });
+    assert_eq!(check(&config), vec![]);
+    let loaded = Validator::new(Lookup::Units)
+        .parse(Path::new("config.json"), &config.to_string())
+        .unwrap();
+    let sms = loaded.config.sources["sms"].verify.as_ref().unwrap();
+    let crate::signature::Scheme::Twilio(url) = &sms.scheme else {
+        panic!("{:?}", sms.scheme);
+    };
+    assert_eq!(url.as_str(), "https://hooks.example.com/api/webhook/sms");
+    assert_eq!(
+        sms.keys,
+        [b"new auth token".to_vec(), b"old auth token".to_vec()]
+    );
+    let shop = loaded.config.sources["shop"].verify.as_ref().unwrap();
+    assert_eq!(shop.scheme, crate::signature::Scheme::Shopify);
+
+    // Neither sender can send the API key, and neither signs a timestamp.
+    config["webhooks"]["shop"]["auth"] = json!("key");
+    config["webhooks"]["shop"]["toleranceSec"] = json!(60);
+    let warnings = check(&config);
+    let keys: Vec<&str> = warnings.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["webhooks.shop.toleranceSec", "webhooks.shop.auth"],
+        "{warnings:?}"
+    );
 }
 
 #[test]

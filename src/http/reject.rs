@@ -56,7 +56,11 @@ pub(super) enum Reject {
     NotUtf8 {
         valid_up_to: usize,
     },
-    NotJson(serde_json::Error),
+    /// Neither JSON nor a form; why not, as each.
+    Unreadable {
+        json: serde_json::Error,
+        form: crate::form::FormError,
+    },
     OverRateLimit {
         wait: Duration,
         limit: RateLimit,
@@ -101,9 +105,12 @@ impl fmt::Display for Reject {
             Reject::Disabled => f.write_str("source disabled (enabled: false)"),
             Reject::NotUtf8 { valid_up_to } => write!(
                 f,
-                "body is not UTF-8: invalid byte at offset {valid_up_to}; send a UTF-8 JSON body"
+                "body is not UTF-8: invalid byte at offset {valid_up_to}; send UTF-8 JSON or a form"
             ),
-            Reject::NotJson(e) => write!(f, "body is not valid JSON: {e}"),
+            Reject::Unreadable { json, form } => write!(
+                f,
+                "body is neither JSON nor a form: as JSON, {json}; as a form (application/x-www-form-urlencoded), {form}"
+            ),
             Reject::OverRateLimit { limit, .. } => write!(
                 f,
                 "rate limit: over rateLimit ({}/s, burst {})",
@@ -163,9 +170,9 @@ impl Reject {
                 ),
             ),
             // These answers say why in the words the log uses.
-            Reject::Body(BodyError::Read(_)) | Reject::NotUtf8 { .. } | Reject::NotJson(_) => {
-                json_error(StatusCode::BAD_REQUEST, &self.to_string())
-            }
+            Reject::Body(BodyError::Read(_))
+            | Reject::NotUtf8 { .. }
+            | Reject::Unreadable { .. } => json_error(StatusCode::BAD_REQUEST, &self.to_string()),
             Reject::OverRateLimit { wait, .. } => too_many(
                 &format!("source \"{source}\" is over its rateLimit; retry later"),
                 *wait,

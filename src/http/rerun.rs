@@ -48,6 +48,7 @@ pub(super) async fn rerun(
         app,
         config: &config,
         headers: &parts.headers,
+        query: None,
         source: "",
         rerun: Some(event),
         peer,

@@ -8,6 +8,7 @@ use super::body::{Body, Read, Unread};
 use super::reject::{Reject, Unauthenticated};
 use super::{App, HttpResponse, json};
 use crate::config::{Auth, Config, Source, Target};
+use crate::form;
 use crate::log::{Outside, id};
 use crate::session;
 use crate::signature;
@@ -22,6 +23,8 @@ pub(super) struct Webhook<'a> {
     /// One config for the whole request, even if a reload swaps it meanwhile.
     pub(super) config: &'a Config,
     pub(super) headers: &'a HeaderMap,
+    /// The request target's query, which Twilio's signature covers.
+    pub(super) query: Option<&'a str>,
     /// The source named in the path, as sent ("" for a rerun request, which names none).
     pub(super) source: &'a str,
     /// The event a rerun request names (`rerun.rs`), which shares the key check, the
@@ -46,6 +49,7 @@ pub(super) async fn webhook(
         app,
         config: &config,
         headers: &parts.headers,
+        query: parts.uri.query(),
         source,
         rerun: None,
         peer,
@@ -147,11 +151,15 @@ fn signed(webhook: &Webhook<'_>, source: &Source, body: &Body) -> Result<(), Rej
     let Some(verify) = &source.verify else {
         return Ok(());
     };
+    let request = signature::Request {
+        headers: webhook.headers,
+        query: webhook.query,
+        body: &body.bytes,
+    };
     match signature::verify(
         &verify.scheme,
         &verify.keys,
-        webhook.headers,
-        &body.bytes,
+        request,
         session::unix_now() as i64,
         verify.tolerance_sec,
     ) {
@@ -169,9 +177,10 @@ fn utf8(bytes: Vec<u8>) -> Result<String, Reject> {
     })
 }
 
-/// Checks that the body is JSON. The parsed tree is built only for sources that read
-/// the payload (Slack and Stripe ids, target and message templates, filters); every
-/// other body is only checked.
+/// Checks that the body is JSON or, failing that, a form (`form.rs` has the rule), which
+/// is read as a JSON object. The tree is built only for sources that read the payload
+/// (Slack and Stripe ids, target and message templates, filters); every other body is
+/// only checked.
 fn payload(source: &Source, text: &str) -> Result<serde_json::Value, Reject> {
     let reads_payload = matches!(source.target, Target::Template(_))
         || source.message.is_some()
@@ -180,12 +189,20 @@ fn payload(source: &Source, text: &str) -> Result<serde_json::Value, Reject> {
             .verify
             .as_ref()
             .is_some_and(|v| v.scheme.kind().reads_body());
-    let parsed = if reads_payload {
+    let json = if reads_payload {
         serde_json::from_str::<serde_json::Value>(text)
     } else {
         serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| serde_json::Value::Null)
     };
-    parsed.map_err(Reject::NotJson)
+    let json = match json {
+        Ok(payload) => return Ok(payload),
+        Err(json) => json,
+    };
+    match form::parse(text) {
+        Ok(fields) if reads_payload => Ok(form::to_object(fields)),
+        Ok(_) => Ok(serde_json::Value::Null),
+        Err(form) => Err(Reject::Unreadable { json, form }),
+    }
 }
 
 /// A sender's check that the endpoint is its own (Slack's `url_verification`), answered

@@ -24,8 +24,35 @@ fn signed_headers(scheme: &Scheme, key: &[u8], body: &[u8], now: i64) -> HeaderM
 fn signed_headers_for(scheme: &Scheme, key: &[u8], body: &[u8], now: i64, id: &str) -> HeaderMap {
     sign(scheme, key, body, now, id)
         .unwrap()
+        .headers
         .into_iter()
         .collect()
+}
+
+/// `verify` of a request as its sender makes it: with Twilio's `bodySHA256` in the
+/// query for a JSON body.
+fn verify_sent(
+    scheme: &Scheme,
+    keys: &[Vec<u8>],
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+    tolerance: u64,
+) -> Result<Verified, VerifyError> {
+    let query = query_for(scheme, body);
+    let request = Request {
+        headers,
+        query: query.as_deref(),
+        body,
+    };
+    verify(scheme, keys, request, now, tolerance)
+}
+
+/// The query a sender adds for `body`: Twilio's `bodySHA256` for a JSON body.
+fn query_for(scheme: &Scheme, body: &[u8]) -> Option<String> {
+    sign(scheme, b"any key", body, 0, "msg_query")
+        .unwrap()
+        .query
 }
 
 fn generic_hex() -> Scheme {
@@ -44,12 +71,18 @@ fn generic_base64() -> Scheme {
     })
 }
 
+fn twilio(url: &str) -> Scheme {
+    Scheme::Twilio(PublicUrl::parse(url).unwrap())
+}
+
 fn every_scheme() -> Vec<Scheme> {
     vec![
         Scheme::StandardWebhooks,
         Scheme::Stripe,
         Scheme::Github,
         Scheme::Slack,
+        twilio("https://hooks.example.com/api/webhook/twilio"),
+        Scheme::Shopify,
         generic_hex(),
         generic_base64(),
     ]
@@ -85,7 +118,7 @@ fn check(
     body: &[u8],
     now: i64,
 ) -> Result<Verified, VerifyError> {
-    verify(scheme, &[key.to_vec()], headers, body, now, TOLERANCE)
+    verify_sent(scheme, &[key.to_vec()], headers, body, now, TOLERANCE)
 }
 
 fn replace(headers: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -110,7 +143,7 @@ fn github_published_vector() {
         "X-Hub-Signature-256",
         "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
     )]);
-    let verified = verify(
+    let verified = verify_sent(
         &scheme,
         std::slice::from_ref(&key),
         &headers,
@@ -191,6 +224,228 @@ fn standard_webhooks_published_rust_vector() {
     assert_eq!(verified.timestamp, Some(1_649_367_553));
 }
 
+/// Twilio, "Webhooks security", the worked example (Auth Token `12345`), which its
+/// `RequestValidator` reproduces: the URL with its query, then the fields sorted.
+#[test]
+fn twilio_published_vector() {
+    let scheme = twilio("https://mycompany.com/myapp.php");
+    let key = key_from_secret(&scheme, "12345").unwrap();
+    let headers = header_map(&[("X-Twilio-Signature", "0/KCTR6DLpKmkAf8muzZqo1nDgQ=")]);
+    let body = b"To=%2B18005551212&From=%2B12349013030&CallSid=CA1234567890ABCDE&Caller=%2B12349013030&Digits=1234";
+    let request = |query, body| Request {
+        headers: &headers,
+        query,
+        body,
+    };
+    let keys = std::slice::from_ref(&key);
+    let verified = verify(&scheme, keys, request(Some("foo=1&bar=2"), body), 0, 0).unwrap();
+    assert_eq!(verified.timestamp, None);
+
+    // The URL is signed whole: another query, or none, is another URL.
+    for query in [None, Some("foo=1&bar=3"), Some("bar=2&foo=1")] {
+        assert_eq!(
+            verify(&scheme, keys, request(query, body), 0, 0),
+            Err(VerifyError::NoMatch {
+                header: TWILIO_SIGNATURE
+            }),
+            "{query:?}"
+        );
+    }
+    // The fields are signed decoded and sorted, so their order and encoding do not
+    // matter; their values do.
+    let reordered = b"Digits=1234&Caller=%2b12349013030&CallSid=CA1234567890ABCDE&From=%2B12349013030&To=%2B18005551212";
+    verify(&scheme, keys, request(Some("foo=1&bar=2"), reordered), 0, 0).unwrap();
+    let tampered = b"To=%2B18005551212&From=%2B12349013030&CallSid=CA1234567890ABCDE&Caller=%2B12349013030&Digits=1235";
+    assert!(verify(&scheme, keys, request(Some("foo=1&bar=2"), tampered), 0, 0).is_err());
+    // Another URL, or another token, does not verify.
+    let elsewhere = twilio("https://mycompany.com/other.php");
+    assert!(verify(&elsewhere, keys, request(Some("foo=1&bar=2"), body), 0, 0).is_err());
+    let other_key = [b"54321".to_vec()];
+    assert!(
+        verify(
+            &scheme,
+            &other_key,
+            request(Some("foo=1&bar=2"), body),
+            0,
+            0
+        )
+        .is_err()
+    );
+}
+
+/// Signed with a webhook SharedKey, the settings header names HMAC-SHA256; the vector is
+/// the worked example's, by `compute_signature(..., "HMAC_SHA256")` (twilio 9.13.0).
+#[test]
+fn twilio_shared_key_signatures_are_hmac_sha256() {
+    let scheme = twilio("https://mycompany.com/myapp.php");
+    let keys = [b"12345".to_vec()];
+    let body = b"To=%2B18005551212&From=%2B12349013030&CallSid=CA1234567890ABCDE&Caller=%2B12349013030&Digits=1234";
+    let signature = "Rmm4Vzj+Ky7JGoWXMCsZDZuHDszLr9xvdbvitrDr4/M=";
+    let verify_with = |settings: Option<&str>| {
+        let mut headers = header_map(&[("X-Twilio-Signature", signature)]);
+        if let Some(settings) = settings {
+            replace(&mut headers, TWILIO_SIGNATURE_SETTINGS, settings);
+        }
+        let request = Request {
+            headers: &headers,
+            query: Some("foo=1&bar=2"),
+            body,
+        };
+        verify(&scheme, &keys, request, 0, 0)
+    };
+    verify_with(Some("key=webhooks_sharedkey_123,algorithm=HMAC_SHA256")).unwrap();
+    verify_with(Some(" algorithm = hmac_sha256 ")).unwrap();
+    // Without the header, or naming SHA-1, it is the Auth Token's SHA-1: no match.
+    for settings in [
+        None,
+        Some("key=webhooks_sharedkey_123"),
+        Some("algorithm=HMAC_SHA1"),
+    ] {
+        assert_eq!(
+            verify_with(settings),
+            Err(VerifyError::NoMatch {
+                header: TWILIO_SIGNATURE
+            }),
+            "{settings:?}"
+        );
+    }
+    assert_malformed(
+        verify_with(Some("algorithm=HMAC_SHA512")),
+        &TWILIO_SIGNATURE_SETTINGS,
+    );
+}
+
+/// A JSON body, which Twilio signs through `bodySHA256` in the URL; the vector is its
+/// `RequestValidator`'s own test's body, signed by `compute_signature` (twilio 9.13.0).
+#[test]
+fn twilio_json_body_is_signed_through_its_hash() {
+    let scheme = twilio("https://mycompany.com/myapp.php");
+    let key = key_from_secret(&scheme, "12345").unwrap();
+    let keys = std::slice::from_ref(&key);
+    let headers = header_map(&[("X-Twilio-Signature", "y77kIzt2vzLz71DgmJGsen2scGs=")]);
+    let body = br#"{"property": "value", "boolean": true}"#;
+    let query = "bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620";
+    let request = |query, body| Request {
+        headers: &headers,
+        query,
+        body,
+    };
+    verify(&scheme, keys, request(Some(query), body), 0, 0).unwrap();
+    assert_eq!(
+        verify(
+            &scheme,
+            keys,
+            request(Some(query), br#"{"property": "other"}"#),
+            0,
+            0
+        ),
+        Err(VerifyError::BodyHash)
+    );
+    let produced = sign(&scheme, &key, body, 0, "RQ1").unwrap();
+    assert_eq!(produced.query.as_deref(), Some(query));
+    assert_eq!(
+        produced.headers[0],
+        (TWILIO_SIGNATURE, headers[&TWILIO_SIGNATURE].clone())
+    );
+}
+
+/// Twilio has signed the URL both with and without the port, so both verify, whichever
+/// way `publicUrl` is written (as its `RequestValidator` does).
+#[test]
+fn twilio_url_with_and_without_the_port() {
+    let body = b"Body=hi&From=%2B15005550006";
+    for (signed_as, configured) in [
+        ("https://example.com/sms", "https://example.com:443/sms"),
+        ("https://example.com:443/sms", "https://example.com/sms"),
+        ("http://example.com/sms", "http://example.com:80/sms"),
+    ] {
+        let key = b"token".to_vec();
+        let signed = sign(&twilio(signed_as), &key, body, 0, "RQ1").unwrap();
+        let headers: HeaderMap = signed.headers.into_iter().collect();
+        let request = Request {
+            headers: &headers,
+            query: None,
+            body,
+        };
+        verify(&twilio(configured), &[key], request, 0, 0)
+            .unwrap_or_else(|e| panic!("signed as {signed_as}, configured {configured}: {e}"));
+    }
+    // Another port is another URL.
+    let key = b"token".to_vec();
+    let signed = sign(
+        &twilio("https://example.com:8443/sms"),
+        &key,
+        body,
+        0,
+        "RQ1",
+    )
+    .unwrap();
+    let headers: HeaderMap = signed.headers.into_iter().collect();
+    let request = Request {
+        headers: &headers,
+        query: None,
+        body,
+    };
+    assert!(
+        verify(
+            &twilio("https://example.com:9443/sms"),
+            &[key],
+            request,
+            0,
+            0
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn public_url_must_be_a_plain_http_url() {
+    for (text, error) in [
+        ("hooks.example.com/twilio", PublicUrlError::Scheme),
+        ("ftp://example.com/twilio", PublicUrlError::Scheme),
+        ("HTTPS://example.com/twilio", PublicUrlError::Scheme),
+        ("https://", PublicUrlError::NotUrl),
+        ("https://exa mple.com/twilio", PublicUrlError::NotUrl),
+        (
+            "https://user:pw@example.com/twilio",
+            PublicUrlError::UserInfo,
+        ),
+        ("https://example.com/twilio?x=1", PublicUrlError::Query),
+        ("https://example.com/twilio#top", PublicUrlError::Query),
+    ] {
+        assert_eq!(PublicUrl::parse(text), Err(error), "{text}");
+    }
+    let url = PublicUrl::parse("https://[::1]:8443/api/webhook/twilio").unwrap();
+    assert_eq!(url.as_str(), "https://[::1]:8443/api/webhook/twilio");
+    assert_eq!(url.without_port, "https://[::1]/api/webhook/twilio");
+}
+
+/// Shopify publishes no fixed vector; this one was made by its own library's helper
+/// (`getHmac` of `@shopify/shopify-api/test-helpers`, 13.1.0) and frozen.
+#[test]
+fn shopify_frozen_vector() {
+    let scheme = Scheme::Shopify;
+    let key = key_from_secret(&scheme, "hush").unwrap();
+    let body = br#"{"id":820982911946154508,"email":"jon@example.com"}"#;
+    let headers = header_map(&[(
+        "X-Shopify-Hmac-Sha256",
+        "D0UMXmhjwBRi4y66TmhJrDlhQABD7zI2fm3p6/QLMo8=",
+    )]);
+    check(&scheme, &key, &headers, body, 0).unwrap();
+    let produced = signed_headers(&scheme, &key, body, 0);
+    assert_eq!(produced[&SHOPIFY_HMAC], headers[&SHOPIFY_HMAC]);
+    assert_malformed(
+        check(
+            &scheme,
+            &key,
+            &header_map(&[("X-Shopify-Hmac-Sha256", "not base64!")]),
+            body,
+            0,
+        ),
+        &SHOPIFY_HMAC,
+    );
+}
+
 /// Stripe publishes no fixed vector (its libraries sign at test time), so this one was
 /// computed once with Python's `hmac` module and frozen, to catch a change in what we
 /// sign (e.g. decoding the `whsec_` secret instead of using it as is).
@@ -264,7 +519,7 @@ fn body_with_trailing_newline_is_a_different_body() {
 fn wrong_secret_is_rejected_for_every_scheme() {
     for scheme in every_scheme() {
         let headers = signed_headers(&scheme, &key_for(&scheme, 1), b"{}", 5);
-        let err = verify(
+        let err = verify_sent(
             &scheme,
             &[key_for(&scheme, 2)],
             &headers,
@@ -287,7 +542,7 @@ fn rotation_any_configured_key_verifies() {
         let old = key_for(&scheme, 1);
         let new = key_for(&scheme, 2);
         let headers = signed_headers(&scheme, &new, b"{}", 5);
-        let verified = verify(
+        let verified = verify_sent(
             &scheme,
             &[old.clone(), new.clone()],
             &headers,
@@ -299,7 +554,7 @@ fn rotation_any_configured_key_verifies() {
         assert_eq!(verified.key_index, 1, "{}", scheme.name());
 
         let headers = signed_headers(&scheme, &old, b"{}", 5);
-        let verified = verify(&scheme, &[old, new], &headers, b"{}", 5, TOLERANCE).unwrap();
+        let verified = verify_sent(&scheme, &[old, new], &headers, b"{}", 5, TOLERANCE).unwrap();
         assert_eq!(verified.key_index, 0, "{}", scheme.name());
     }
 }
@@ -309,7 +564,7 @@ fn no_keys_is_its_own_error() {
     for scheme in every_scheme() {
         let headers = signed_headers(&scheme, &key_for(&scheme, 1), b"{}", 5);
         assert_eq!(
-            verify(&scheme, &[], &headers, b"{}", 5, TOLERANCE),
+            verify_sent(&scheme, &[], &headers, b"{}", 5, TOLERANCE),
             Err(VerifyError::NoKeys)
         );
     }
@@ -320,9 +575,15 @@ fn every_required_header_is_required() {
     for scheme in every_scheme() {
         let key = key_for(&scheme, 1);
         let full = signed_headers(&scheme, &key, b"{}", 5);
-        // X-GitHub-Delivery is for deduplication only; a request without it still
+        // The delivery ids are for deduplication only; a request without one still
         // verifies.
-        let required = full.keys().filter(|name| **name != GITHUB_DELIVERY);
+        let dedup_only = [
+            GITHUB_DELIVERY,
+            TWILIO_IDEMPOTENCY,
+            SHOPIFY_EVENT_ID,
+            SHOPIFY_WEBHOOK_ID,
+        ];
+        let required = full.keys().filter(|name| !dedup_only.contains(name));
         for name in required {
             let mut headers = full.clone();
             headers.remove(name);
@@ -363,7 +624,7 @@ fn non_ascii_header_value_is_malformed() {
         HeaderValue::from_bytes("sha256=é".as_bytes()).unwrap(),
     );
     assert_malformed(
-        verify(&Scheme::Github, &[key], &headers, b"{}", 0, 0),
+        verify_sent(&Scheme::Github, &[key], &headers, b"{}", 0, 0),
         &GITHUB_SIGNATURE,
     );
 }
@@ -414,7 +675,7 @@ fn window_does_not_apply_to_schemes_without_timestamps() {
     for scheme in [Scheme::Github, generic_hex(), generic_base64()] {
         let key = key_for(&scheme, 1);
         let headers = signed_headers(&scheme, &key, b"{}", 0);
-        verify(&scheme, &[key], &headers, b"{}", i64::MAX, 0).unwrap();
+        verify_sent(&scheme, &[key], &headers, b"{}", i64::MAX, 0).unwrap();
     }
 }
 
@@ -424,7 +685,7 @@ fn window_check_does_not_overflow_at_extremes() {
     let key = key_for(&scheme, 1);
     let headers = signed_headers(&scheme, &key, b"{}", i64::MAX);
     assert!(matches!(
-        verify(&scheme, &[key], &headers, b"{}", i64::MIN, u64::MAX - 1),
+        verify_sent(&scheme, &[key], &headers, b"{}", i64::MIN, u64::MAX - 1),
         Err(VerifyError::OutsideWindow { .. })
     ));
 }
@@ -744,7 +1005,7 @@ fn github_malformed_headers() {
     ] {
         let headers = header_map(&[("X-Hub-Signature-256", bad)]);
         assert_malformed(
-            verify(
+            verify_sent(
                 &Scheme::Github,
                 std::slice::from_ref(&key),
                 &headers,
@@ -783,7 +1044,7 @@ fn generic_hmac_prefix_and_encoding() {
 
     // Uppercase hex from a sender is fine.
     let upper = header_map(&[("x-signature", &format!("sha256={}", hex_sig.to_uppercase()))]);
-    verify(&scheme, std::slice::from_ref(&key), &upper, b"{}", 0, 0).unwrap();
+    verify_sent(&scheme, std::slice::from_ref(&key), &upper, b"{}", 0, 0).unwrap();
 
     let header = HeaderName::from_static("x-signature");
     for bad in [
@@ -794,7 +1055,7 @@ fn generic_hmac_prefix_and_encoding() {
     ] {
         let headers = header_map(&[("x-signature", &bad)]);
         assert_malformed(
-            verify(&scheme, std::slice::from_ref(&key), &headers, b"{}", 0, 0),
+            verify_sent(&scheme, std::slice::from_ref(&key), &headers, b"{}", 0, 0),
             &header,
         );
     }
@@ -806,10 +1067,10 @@ fn generic_hmac_prefix_and_encoding() {
     assert!(value.ends_with('='), "base64 is produced padded: {value}");
     // Unpadded base64 from a sender is fine.
     let unpadded = header_map(&[("x-body-signature", value.trim_end_matches('='))]);
-    verify(&scheme, std::slice::from_ref(&key), &unpadded, b"{}", 0, 0).unwrap();
+    verify_sent(&scheme, std::slice::from_ref(&key), &unpadded, b"{}", 0, 0).unwrap();
     let headers = header_map(&[("x-body-signature", "*not base64*")]);
     assert_malformed(
-        verify(&scheme, &[key], &headers, b"{}", 0, 0),
+        verify_sent(&scheme, &[key], &headers, b"{}", 0, 0),
         &HeaderName::from_static("x-body-signature"),
     );
 }
@@ -822,14 +1083,14 @@ fn errors_name_the_header_and_leak_no_secrets() {
     let key = key_from_secret(&Scheme::Github, secret).unwrap();
     let expected_hex = hex::encode(keyed_mac(&key, b"", b"{}").finalize().into_bytes());
     let headers = header_map(&[("X-Hub-Signature-256", &format!("sha256={}", "0".repeat(64)))]);
-    let message = verify(&Scheme::Github, &[key], &headers, b"{}", 0, 0)
+    let message = verify_sent(&Scheme::Github, &[key], &headers, b"{}", 0, 0)
         .unwrap_err()
         .to_string();
     assert!(message.contains("x-hub-signature-256"), "{message}");
     assert!(!message.contains(secret), "{message}");
     assert!(!message.contains(&expected_hex), "{message}");
 
-    let err = verify(
+    let err = verify_sent(
         &Scheme::Slack,
         &[b"k".to_vec()],
         &HeaderMap::new(),
@@ -842,7 +1103,7 @@ fn errors_name_the_header_and_leak_no_secrets() {
 
     let key = key_for(&Scheme::Stripe, 1);
     let headers = signed_headers(&Scheme::Stripe, &key, b"{}", 0);
-    let err = verify(&Scheme::Stripe, &[key], &headers, b"{}", 1000, 10).unwrap_err();
+    let err = verify_sent(&Scheme::Stripe, &[key], &headers, b"{}", 1000, 10).unwrap_err();
     let message = err.to_string();
     assert!(message.contains("stripe-signature"), "{message}");
     assert!(
@@ -958,17 +1219,44 @@ fn delivery_ids_come_from_the_right_place() {
         Some("Ev1")
     );
     assert_eq!(delivery_id(&generic_hex(), &headers, &body), None);
+
+    let twilio_scheme = twilio("https://example.com/sms");
+    let headers = header_map(&[("I-Twilio-Idempotency-Token", "2c0b4a6e-idem")]);
+    assert_eq!(
+        delivery_id(&twilio_scheme, &headers, &body).as_deref(),
+        Some("2c0b4a6e-idem")
+    );
+    // Shopify's event id when there is one, its webhook id otherwise.
+    let both = header_map(&[
+        ("X-Shopify-Event-Id", "evt-98880550-7158"),
+        ("X-Shopify-Webhook-Id", "b54557e4-bdd9"),
+    ]);
+    assert_eq!(
+        delivery_id(&Scheme::Shopify, &both, &body).as_deref(),
+        Some("evt-98880550-7158")
+    );
+    let webhook_only = header_map(&[("X-Shopify-Webhook-Id", "b54557e4-bdd9")]);
+    assert_eq!(
+        delivery_id(&Scheme::Shopify, &webhook_only, &body).as_deref(),
+        Some("b54557e4-bdd9")
+    );
 }
 
 #[test]
 fn delivery_ids_absent_empty_or_not_strings_are_none() {
-    let empty_headers = header_map(&[("webhook-id", "")]);
+    let empty_headers = header_map(&[
+        ("webhook-id", ""),
+        ("I-Twilio-Idempotency-Token", ""),
+        ("X-Shopify-Event-Id", ""),
+    ]);
     let body = serde_json::json!({ "id": 7, "event_id": "", "data": { "id": "nested" } });
     for scheme in [
         Scheme::StandardWebhooks,
         Scheme::Github,
         Scheme::Stripe,
         Scheme::Slack,
+        twilio("https://example.com/sms"),
+        Scheme::Shopify,
     ] {
         assert_eq!(
             delivery_id(&scheme, &empty_headers, &body),
@@ -994,11 +1282,19 @@ fn signed_headers_carry_the_delivery_id() {
         delivery_id(&Scheme::StandardWebhooks, &headers, &body).as_deref(),
         Some("msg_test")
     );
-    let headers = signed_headers(&Scheme::Github, b"k", b"{}", 0);
-    assert_eq!(
-        delivery_id(&Scheme::Github, &headers, &body).as_deref(),
-        Some("msg_test")
-    );
+    for scheme in [
+        Scheme::Github,
+        twilio("https://example.com/sms"),
+        Scheme::Shopify,
+    ] {
+        let headers = signed_headers(&scheme, b"k", b"{}", 0);
+        assert_eq!(
+            delivery_id(&scheme, &headers, &body).as_deref(),
+            Some("msg_test"),
+            "{}",
+            scheme.name()
+        );
+    }
 }
 
 // ---- Signing edge cases ------------------------------------------------------------
@@ -1077,6 +1373,14 @@ fn scheme_properties() {
         (Scheme::Stripe, "stripe", true, true, true),
         (Scheme::Github, "github", false, true, false),
         (Scheme::Slack, "slack", true, true, true),
+        (
+            twilio("https://example.com/sms"),
+            "twilio",
+            false,
+            true,
+            false,
+        ),
+        (Scheme::Shopify, "shopify", false, true, false),
         (generic_hex(), "hmac-sha256", false, false, false),
     ];
     for (scheme, name, has_timestamp, cannot_send_custom_headers, reads_body) in table {

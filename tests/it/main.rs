@@ -3,6 +3,7 @@
 
 mod dedup;
 mod disk;
+mod forms;
 mod journald;
 mod limits;
 mod senders;

@@ -3,8 +3,8 @@
 //! it signs, and a daemon with one source per scheme and auth mode.
 //!
 //! The signers are the libraries senders themselves use (`standardwebhooks`, `stripe`,
-//! `slack-sdk`, `@octokit/webhooks-methods`), so a test passing means lowkey agrees
-//! with them, not merely with its own `sign`. `tests/setup` installs them (the Python
+//! `slack-sdk`, `twilio`, `@octokit/webhooks-methods`, `@shopify/shopify-api`), so a
+//! test passing means lowkey agrees with them, not merely with its own `sign`. `tests/setup` installs them (the Python
 //! ones into the virtual environment `tests/signers/.venv`).
 
 use crate::support::*;
@@ -23,17 +23,34 @@ pub enum Scheme {
     Stripe,
     Github,
     Slack,
+    Shopify,
     /// The generic `hmac-sha256`, configured as `X-Body-Signature: v1=<base64>`.
     Hmac,
+    /// Twilio signs the URL as well as the body, so it is not one of the zoo's (`ALL`):
+    /// its deliveries are made by [`sign_twilio`] (forms.rs).
+    Twilio,
 }
 
 impl Scheme {
-    pub const ALL: [Scheme; 5] = [
+    /// The schemes of the zoo's sources, whose deliveries need only a body and a secret.
+    pub const ALL: [Scheme; 6] = [
         Scheme::StandardWebhooks,
         Scheme::Stripe,
         Scheme::Github,
         Scheme::Slack,
+        Scheme::Shopify,
         Scheme::Hmac,
+    ];
+
+    /// Every scheme with a signer.
+    const SIGNED: [Scheme; 7] = [
+        Scheme::StandardWebhooks,
+        Scheme::Stripe,
+        Scheme::Github,
+        Scheme::Slack,
+        Scheme::Shopify,
+        Scheme::Hmac,
+        Scheme::Twilio,
     ];
 
     /// The `verify` value in the config.
@@ -43,7 +60,9 @@ impl Scheme {
             Scheme::Stripe => "stripe",
             Scheme::Github => "github",
             Scheme::Slack => "slack",
+            Scheme::Shopify => "shopify",
             Scheme::Hmac => "hmac-sha256",
+            Scheme::Twilio => "twilio",
         }
     }
 
@@ -61,7 +80,9 @@ impl Scheme {
             Scheme::Stripe => &["Stripe-Signature"],
             Scheme::Github => &["X-Hub-Signature-256"],
             Scheme::Slack => &["X-Slack-Request-Timestamp", "X-Slack-Signature"],
+            Scheme::Shopify => &["X-Shopify-Hmac-Sha256"],
             Scheme::Hmac => &["X-Body-Signature"],
+            Scheme::Twilio => &["X-Twilio-Signature"],
         }
     }
 
@@ -76,13 +97,17 @@ impl Scheme {
             Scheme::Stripe => format!("whsec_stripe_{n}_4eC39HqLyjWDarjtT1zdp7dc"),
             Scheme::Github => format!("It's a Secret to Everybody #{n}"),
             Scheme::Slack => format!("8f742231b10e8888abcd99yyyzzz85a{n}"),
+            Scheme::Shopify => format!("shpss_4f1d6a2c9b7e{n}"),
             Scheme::Hmac => format!("uptime-monitor-secret-{n}"),
+            // An Auth Token: 32 hex digits.
+            Scheme::Twilio => format!("9f3c2b1a8e7d6c5b4a39281706f5e4d{n}"),
         }
     }
 
     /// A body this sender would send for delivery `id`. Stripe and Slack carry the id in
-    /// the body, the others in a header. Every body holds `"amount":100` (for tampering)
-    /// and non-ASCII text, so signatures are checked over UTF-8 bytes.
+    /// the body, the others in a header. Every body holds `"amount":100` (for tampering;
+    /// Twilio's form, `amount=100`) and non-ASCII text, so signatures are checked over
+    /// UTF-8 bytes.
     pub fn body(self, id: &str) -> String {
         match self {
             Scheme::Stripe => format!(
@@ -97,9 +122,15 @@ impl Scheme {
             Scheme::StandardWebhooks => format!(
                 r#"{{"type":"invoice.paid","data":{{"amount":100,"customer":"Zoë ☕"}},"delivery":"{id}"}}"#
             ),
+            Scheme::Shopify => format!(
+                r#"{{"id":820982911946154508,"email":"zoe@example.com","note":"Zoë ☕","amount":100,"delivery":"{id}"}}"#
+            ),
             Scheme::Hmac => {
                 format!(r#"{{"monitor":"api ☕","status":"down","amount":100,"delivery":"{id}"}}"#)
             }
+            Scheme::Twilio => format!(
+                "AccountSid=AC0123456789abcdef0123456789abcdef&Body=Zo%C3%AB+%E2%98%95&From=%2B15005550006&To=%2B15005550001&MessageSid=SM{id}&amount=100"
+            ),
         }
     }
 
@@ -111,12 +142,14 @@ impl Scheme {
             Scheme::Stripe => (python, "stripe_sign.py"),
             Scheme::Github => ("node".into(), "github_sign.mjs"),
             Scheme::Slack => (python, "slack_sign.py"),
+            Scheme::Shopify => ("node".into(), "shopify_sign.mjs"),
             Scheme::Hmac => (python, "hmac_sign.py"),
+            Scheme::Twilio => (python, "twilio_sign.py"),
         }
     }
 
     fn index(self) -> usize {
-        Scheme::ALL.iter().position(|s| *s == self).unwrap()
+        Scheme::SIGNED.iter().position(|s| *s == self).unwrap()
     }
 }
 
@@ -174,12 +207,24 @@ pub fn sign(
     timestamp: i64,
     id: &str,
 ) -> Vec<(String, String)> {
-    static SIGNERS: [OnceLock<Mutex<Signer>>; 5] = [const { OnceLock::new() }; 5];
+    let request = json!({ "secret": secret, "body": body, "timestamp": timestamp, "id": id });
+    ask_signer(scheme, &request)
+}
+
+/// The headers Twilio's `RequestValidator` makes for `body` posted to `url` (its query
+/// included, Twilio's `bodySHA256` for a JSON body too) with Auth Token `secret`.
+pub fn sign_twilio(secret: &str, body: &str, url: &str, id: &str) -> Vec<(String, String)> {
+    let request = json!({ "secret": secret, "body": body, "url": url, "id": id });
+    ask_signer(Scheme::Twilio, &request)
+}
+
+/// One request to `scheme`'s signer, and its answer: the headers to send.
+fn ask_signer(scheme: Scheme, request: &Value) -> Vec<(String, String)> {
+    static SIGNERS: [OnceLock<Mutex<Signer>>; 7] = [const { OnceLock::new() }; 7];
     let signer = SIGNERS[scheme.index()].get_or_init(|| Mutex::new(start_signer(scheme)));
     // A test that panicked mid-request poisons the lock; the protocol is still in step
     // because every request writes and reads exactly one line.
     let mut signer = signer.lock().unwrap_or_else(|e| e.into_inner());
-    let request = json!({ "secret": secret, "body": body, "timestamp": timestamp, "id": id });
     writeln!(signer.stdin, "{request}")
         .and_then(|()| signer.stdin.flush())
         .unwrap_or_else(|e| panic!("{} signer is gone ({e}); {INSTALL}", scheme.name()));
@@ -313,6 +358,10 @@ pub fn source_name(scheme: Scheme, auth: Auth) -> String {
 /// The zoo's source with no signature: the API key alone.
 pub const PLAIN: &str = "plain";
 
+/// The URL a Twilio source is reached at from outside (`publicUrl`): a proxy in front
+/// of lowkey maps it to `/api/webhook/<source>`.
+pub const TWILIO_URL: &str = "https://hooks.example.com/twilio";
+
 /// A source's config for `scheme` with the given secret (a string, a list for
 /// `secrets`, or a `{"file"|"credential": ...}` object).
 pub fn source_config(scheme: Scheme, auth: Auth, project: &str, secret: Value) -> Value {
@@ -325,6 +374,9 @@ pub fn source_config(scheme: Scheme, auth: Auth, project: &str, secret: Value) -
     source[key] = secret;
     if auth == Auth::Signature {
         source["auth"] = json!("signature");
+    }
+    if scheme == Scheme::Twilio {
+        source["publicUrl"] = json!(TWILIO_URL);
     }
     if scheme == Scheme::Hmac {
         source["signatureHeader"] = json!("X-Body-Signature");

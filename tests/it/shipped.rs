@@ -44,6 +44,8 @@ fn the_example_config_in_the_packages_passes_check() {
         "error: webhooks.stripe.secret:",
         "error: webhooks.github.secrets[0]:",
         "error: webhooks.github.secrets[1]:",
+        "error: webhooks.sms.secret:",
+        "error: webhooks.shop.secret:",
         "warning: webhooks.forms.secret:",
     ] {
         assert!(out.stdout.contains(key), "{key}: {}", out.stdout);
@@ -53,7 +55,7 @@ fn the_example_config_in_the_packages_passes_check() {
     let out = home.run(&["check"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.stdout.contains("ok (4 sources, 2 agents"),
+        out.stdout.contains("ok (6 sources, 2 agents"),
         "{}",
         out.stdout
     );

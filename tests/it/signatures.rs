@@ -127,7 +127,9 @@ fn timestamp_header(scheme: Scheme) -> &'static str {
         Scheme::StandardWebhooks => "webhook-timestamp",
         Scheme::Stripe => "Stripe-Signature",
         Scheme::Slack => "X-Slack-Request-Timestamp",
-        Scheme::Github | Scheme::Hmac => unreachable!("{scheme:?} signs no timestamp"),
+        Scheme::Github | Scheme::Shopify | Scheme::Hmac | Scheme::Twilio => {
+            unreachable!("{scheme:?} signs no timestamp")
+        }
     }
 }
 
@@ -291,6 +293,7 @@ fn check_rejects_malformed_secrets_and_warns_about_key_auth_for_hosted_senders()
         keys,
         [
             "webhooks.github-key.auth",
+            "webhooks.shopify-key.auth",
             "webhooks.slack-key.auth",
             "webhooks.stripe-key.auth"
         ],
@@ -486,5 +489,5 @@ fn no_2xx_without_the_auth_the_source_demands() {
             }
         }
     }
-    assert_eq!(table.len(), 11 * 6, "{table:#?}");
+    assert_eq!(table.len(), 13 * 6, "{table:#?}");
 }
