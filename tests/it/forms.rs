@@ -2,7 +2,8 @@
 //! Twilio, signed by its own `RequestValidator` over the URL it requested and the form's
 //! fields (or a JSON body's `bodySHA256`), Shopify by its library's helper, and Slack's
 //! slash commands and interactivity by the Slack SDK. A form is stored and handed to the
-//! agent as received, and read as a JSON object where the payload is read (`target`).
+//! agent as received, and read as a JSON object where the payload is read (`target` and
+//! `message` templates, filters).
 
 use crate::helpers::error_text;
 use crate::senders::*;
@@ -354,4 +355,79 @@ fn lowkey_send_posts_a_form_file_signed_for_twilio() {
         let event = answer["event"].as_str().unwrap();
         assert_eq!(user_message(&zoo, session, event)["body"], stored);
     }
+}
+
+/// A form is read like JSON by the rest of a source: Slack's slash commands are filtered
+/// by their command and interactivity by its payload's type, a message template reads
+/// the form's fields, and Shopify deliveries are filtered by their topic header.
+#[test]
+fn forms_are_filtered_and_fill_the_message_like_json() {
+    let (slack, shopify) = (Scheme::Slack, Scheme::Shopify);
+    let (slack_src, shop_src) = (
+        source_name(slack, Auth::Signature),
+        source_name(shopify, Auth::Signature),
+    );
+    let zoo = Zoo::start_with(
+        |config, home| {
+            // The agent answers with what it read.
+            let echo = home.script("echo.sh", "cat");
+            config["agents"]["echo"] = json!({ "command": [echo] });
+            let source = &mut config["webhooks"][&slack_src];
+            source["agent"] = json!("echo");
+            source["events"] = json!(["/deploy", "block_actions"]);
+            source["message"] = json!("{{user_name}} ran {{command}} {{text}}");
+            config["webhooks"][&shop_src]["events"] = json!(["orders/*"]);
+        },
+        &[],
+    );
+    let form = |body: &str| {
+        Delivery::signed(slack, &slack.secret(1), body, now(), "").with("Content-Type", FORM)
+    };
+    let command = |name: &str| {
+        format!(
+            "team_id=T0001&channel_id=C2147483705&user_name=Steve&command=%2F{name}&text=api+now"
+        )
+    };
+    let (session, event) = zoo.accept(&slack_src, &form(&command("deploy")));
+    zoo.daemon.wait_run_end(&event);
+    let lines = zoo.home.session(&session);
+    let said = |role: &str| {
+        lines
+            .iter()
+            .find(|l| l["type"] == "message" && l["role"] == role)
+            .map(|l| l["text"].as_str().unwrap().trim_end().to_owned())
+            .unwrap()
+    };
+    assert_eq!(said("user"), "Steve ran /deploy api now");
+    assert_eq!(said("agent"), "Steve ran /deploy api now");
+
+    let answer = zoo.post(&slack_src, &form(&command("weather")));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.json(),
+        json!({ "ignored": true, "reason": format!("event \"/weather\" is not in webhooks.{slack_src}.events") })
+    );
+
+    let interaction = |kind: &str| {
+        let payload = json!({ "type": kind, "user": { "id": "U2147483697" } }).to_string();
+        format!(
+            "payload={}",
+            form_urlencoded::byte_serialize(payload.as_bytes()).collect::<String>()
+        )
+    };
+    zoo.accept(&slack_src, &form(&interaction("block_actions")));
+    let answer = zoo.post(&slack_src, &form(&interaction("view_closed")));
+    assert_eq!(answer.json()["ignored"], true, "{answer:?}");
+
+    let order = |topic: &str| {
+        let id = unique_id("shopify");
+        Delivery::signed(shopify, &shopify.secret(1), shopify.body(&id), now(), &id)
+            .with("X-Shopify-Topic", topic)
+    };
+    zoo.accept(&shop_src, &order("orders/create"));
+    let answer = zoo.post(&shop_src, &order("products/update"));
+    assert_eq!(
+        answer.json(),
+        json!({ "ignored": true, "reason": format!("event \"products/update\" is not in webhooks.{shop_src}.events") })
+    );
 }
