@@ -22,6 +22,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OnceCell, watch};
@@ -90,13 +91,13 @@ impl Notifier {
         // Reap the ended ones, so the set holds only what is in flight.
         while tasks.try_join_next().is_some() {}
         if tasks.len() >= MAX_IN_FLIGHT {
-            tracing::warn!(
-                message_id = id::FINISH_FAILED,
-                webhook_source = %event.source,
-                session_id = %event.session,
-                event_id = %event.id,
-                agent = %event.agent,
-                "onFinish dropped: {MAX_IN_FLIGHT} notifications are in flight already"
+            failed(
+                event,
+                None,
+                None,
+                format_args!(
+                    "onFinish dropped: {MAX_IN_FLIGHT} notifications are in flight already"
+                ),
             );
             return;
         }
@@ -174,15 +175,11 @@ impl Notifier {
                 (None, None, None) => "failed".to_owned(),
             },
         };
-        tracing::warn!(
-            message_id = id::FINISH_FAILED,
-            webhook_source = %event.source,
-            session_id = %event.session,
-            event_id = %event.id,
-            agent = %event.agent,
-            on_finish = "command",
-            "onFinish command {:?} {why}",
-            command.argv[0]
+        failed(
+            event,
+            Some("command"),
+            None,
+            format_args!("onFinish command {:?} {why}", command.argv[0]),
         );
     }
 
@@ -230,15 +227,11 @@ impl Notifier {
                 (Failure::Final(why), _) => break why,
             }
         };
-        tracing::warn!(
-            message_id = id::FINISH_FAILED,
-            webhook_source = %event.source,
-            session_id = %event.session,
-            event_id = %event.id,
-            agent = %event.agent,
-            on_finish = "url",
-            host = %host,
-            "onFinish POST to {host} failed: {why}"
+        failed(
+            event,
+            Some("url"),
+            Some(host),
+            format_args!("onFinish POST to {host} failed: {why}"),
         );
     }
 
@@ -373,6 +366,22 @@ fn cut(text: &str, chars: usize) -> (&str, bool) {
         Some((end, _)) => (&text[..end], true),
         None => (text, false),
     }
+}
+
+/// The one warning a notification that did not get through leaves: which of the
+/// event's `onFinish` failed (`command` or `url`, unless it never started), and the
+/// host a POST went to.
+fn failed(event: &Event, on_finish: Option<&str>, host: Option<&str>, why: fmt::Arguments) {
+    tracing::warn!(
+        message_id = id::FINISH_FAILED,
+        webhook_source = %event.source,
+        session_id = %event.session,
+        event_id = %event.id,
+        agent = %event.agent,
+        on_finish,
+        host,
+        "{why}"
+    );
 }
 
 #[cfg(test)]
