@@ -535,6 +535,7 @@ mod tests {
             at: session::now(),
             body: "{}".into(),
             message: None,
+            message_trimmed: false,
             delivery: None,
             dedup_until: None,
             fresh,

@@ -105,6 +105,7 @@ impl Notifier {
         let event = Event {
             body: String::new(),
             message: None,
+            message_trimmed: false,
             ..event.clone()
         };
         let notice = Notice {
@@ -417,6 +418,7 @@ mod tests {
                 at: crate::session::now(),
                 body: "{}".into(),
                 message: None,
+                message_trimmed: false,
                 delivery: None,
                 dedup_until: None,
                 fresh: true,

@@ -226,14 +226,21 @@ pub fn unix_now() -> u64 {
 
 /// Reads a transcript, skipping lines that do not parse.
 pub fn read(path: &Path) -> io::Result<Vec<Line>> {
-    let file = std::fs::File::open(path)?;
     let mut lines = Vec::new();
+    each(path, |line| lines.push(line))?;
+    Ok(lines)
+}
+
+/// Hands each line of a transcript to `f` in order, skipping lines that do not parse;
+/// it holds one line at a time, however long the session.
+pub fn each(path: &Path, mut f: impl FnMut(Line)) -> io::Result<()> {
+    let file = std::fs::File::open(path)?;
     for raw in io::BufReader::new(file).split(b'\n') {
         if let Ok(line) = serde_json::from_slice::<Line>(&raw?) {
-            lines.push(line);
+            f(line);
         }
     }
-    Ok(lines)
+    Ok(())
 }
 
 /// Serializes lines as JSON Lines, each ending in `\n`.

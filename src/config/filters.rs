@@ -1,8 +1,8 @@
 //! A source's filters: `events`, `eventHeader` and `match` (the filters themselves are
 //! `crate::filter`). Everything that would make a filter never match is an error here,
 //! so `lowkey check` and a reload refuse it: an empty list, an empty event name, a
-//! misplaced `*`, a name GitHub never sends, and `match` rules that contradict each
-//! other. Nothing that can match is refused.
+//! misplaced `*`, and `match` rules that contradict each other. Nothing that can match
+//! is refused; a name GitHub is not known to send is only a warning.
 
 use super::FieldPath;
 use super::validate::{Validator, suggest};
@@ -198,8 +198,9 @@ impl Validator {
             (Some(None), Some(Err(_))) => None,
             (Some(None), None) => Some(None),
         };
-        // Only GitHub sends `X-GitHub-Event`, and its names are known: a name it never
-        // sends is a filter that never matches, most often a typo.
+        // Only GitHub sends `X-GitHub-Event`, and its names are known: a name not among
+        // them is most often a typo. Only a warning: GitHub adds events, and a name
+        // newer than this list must not stop the config.
         let github = matches!(&at, Some(Some(EventAt::Header(h))) if h == "x-github-event");
         let mut names = Vec::new();
         let mut ok = true;
@@ -211,11 +212,12 @@ impl Validator {
                 continue;
             };
             match Pattern::parse(text) {
-                Ok(pattern) if github && !GITHUB_EVENTS.iter().any(|e| pattern.matches(e)) => {
-                    self.error(&item_key, not_github(text, &pattern));
-                    ok = false;
+                Ok(pattern) => {
+                    if github && !GITHUB_EVENTS.iter().any(|e| pattern.matches(e)) {
+                        self.warn(&item_key, not_github(text, &pattern));
+                    }
+                    names.push(pattern);
                 }
-                Ok(pattern) => names.push(pattern),
                 Err(message) => {
                     self.error(&item_key, message);
                     ok = false;

@@ -158,14 +158,18 @@ struct Original {
     session: String,
     source: String,
     body: String,
-    /// Its message, when it was not the default one.
-    message: Option<String>,
-    /// The agent that ran it, or, if it never ran, the session's.
+    /// Its message, when it was not the default one, and whether it was cut.
+    message: Option<(String, bool)>,
+    /// The agent of its last run.
     agent: String,
+    /// The session's project, for a source no longer in the config.
     project: std::path::PathBuf,
 }
 
-/// Reads `event`'s message line, and who ran it, from `session`'s file.
+/// Reads `event`'s message line, and its last run, from `session`'s file, one line at a
+/// time (a long-lived session may be large). Only an event whose run has finished is run
+/// again: one still waiting or running will run anyway, and a rerun of it could start
+/// before it.
 fn original(home: &Home, session: &str, event: &str) -> Result<Original, Refused> {
     let not_found = |what: String| {
         Refused::Answer(
@@ -173,8 +177,17 @@ fn original(home: &Home, session: &str, event: &str) -> Result<Original, Refused
             format!("{what}; `lowkey events` prints the events and their sessions"),
         )
     };
-    let lines = match session::read(&home.session_file(session)) {
-        Ok(lines) => lines,
+    let mut header = None;
+    let mut message = None;
+    let mut last_run = None;
+    let read = session::each(&home.session_file(session), |line| match line {
+        Line::Session(h) => header = Some(h),
+        Line::Message(m) if m.role == Role::User && m.event == event => message = Some(m),
+        Line::Run(r) if r.event == event => last_run = Some(r),
+        _ => {}
+    });
+    match read {
+        Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(not_found(format!("no session \"{session}\"")));
         }
@@ -184,22 +197,19 @@ fn original(home: &Home, session: &str, event: &str) -> Result<Original, Refused
                 format!("cannot read session \"{session}\": {e}"),
             ));
         }
-    };
-    let mut header = None;
-    let mut message = None;
-    let mut ran_by = None;
-    for line in lines {
-        match line {
-            Line::Session(h) => header = Some(h),
-            Line::Message(m) if m.role == Role::User && m.event == event => message = Some(m),
-            Line::Run(r) if r.event == event => ran_by = Some(r.agent),
-            _ => {}
-        }
     }
     let (Some(header), Some(message)) = (header, message) else {
         return Err(not_found(format!(
             "no event \"{event}\" in session \"{session}\" (an event just accepted is filed a moment later)"
         )));
+    };
+    let Some(run) = last_run.filter(|r| r.status.is_final()) else {
+        return Err(Refused::Answer(
+            StatusCode::CONFLICT,
+            format!(
+                "event \"{event}\" has not finished its run yet; rerun it once it has (`lowkey events` shows its outcome)"
+            ),
+        ));
     };
     let source = message.source.unwrap_or(header.source);
     let Some(body) = message.body else {
@@ -214,15 +224,17 @@ fn original(home: &Home, session: &str, event: &str) -> Result<Original, Refused
     Ok(Original {
         event: event.to_owned(),
         session: session.to_owned(),
-        message: (message.text != default).then_some(message.text),
+        message: (message.text != default).then_some((message.text, message.trimmed)),
         source,
         body,
-        agent: ran_by.unwrap_or(header.agent),
+        agent: run.agent,
         project: header.project,
     })
 }
 
-/// The new event that runs `original` again, with its agent as the config has it now.
+/// The new event that runs `original` again: with the agent that ran it, as the config
+/// has it now, in its source's project (a session may be shared by sources with other
+/// projects; the session's own is used only for a source no longer in the config).
 fn again(app: &App, config: &Config, original: Original) -> Result<Event, Refused> {
     if !config.agents.contains_key(&original.agent) {
         return Err(Refused::Answer(
@@ -233,15 +245,23 @@ fn again(app: &App, config: &Config, original: Original) -> Result<Event, Refuse
             ),
         ));
     }
+    let project = config
+        .sources
+        .get(&original.source)
+        .map_or(original.project, |source| source.project.clone());
+    let (message, message_trimmed) = original
+        .message
+        .map_or((None, false), |(text, trimmed)| (Some(text), trimmed));
     Ok(Event {
         id: app.new_id(),
         session: original.session,
         source: original.source,
         agent: original.agent,
-        project: original.project,
+        project,
         at: session::now(),
         body: original.body,
-        message: original.message,
+        message,
+        message_trimmed,
         delivery: None,
         dedup_until: None,
         // The session is not its alone: it runs in order with the session's others.

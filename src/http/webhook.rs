@@ -288,13 +288,21 @@ async fn store(
             }
         },
     };
-    let message = source.message.as_ref().and_then(|template| {
-        let message = template.fill(payload);
-        if message.is_none() {
-            tracing::info!(webhook_source = %source_name, "the payload does not fill the message template; the agent gets the default message");
-        }
-        message
-    });
+    // Cut here, so the queue never holds more of it than the agent will read.
+    let (message, message_trimmed) = source
+        .message
+        .as_ref()
+        .and_then(|template| {
+            let message = template.fill(payload);
+            if message.is_none() {
+                tracing::info!(webhook_source = %source_name, "the payload does not fill the message template; the agent gets the default message");
+            }
+            message
+        })
+        .map_or((None, false), |text| {
+            let (text, trimmed) = session::templated_message(&text);
+            (Some(text), trimmed)
+        });
     let size = text.len();
     let event = Event {
         id: event_id.clone(),
@@ -305,6 +313,7 @@ async fn store(
         at: session::now(),
         body: text,
         message,
+        message_trimmed,
         dedup_until: delivery
             .as_ref()
             .map(|_| session::unix_now() + source.dedup.as_secs()),

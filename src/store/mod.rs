@@ -93,9 +93,12 @@ pub struct Event {
     /// unless `message` says otherwise.
     pub body: String,
     /// The agent's message when it is not the default `Webhook from <source>: <payload>`
-    /// (a source's `message` template, filled in when the event was accepted).
+    /// (a source's `message` template, filled in and cut when the event was accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Whether `message` was cut (it then ends with a note saying so).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub message_trimmed: bool,
     /// The sender's delivery id, when it sent one; repeats within `dedup_until` are
     /// answered as duplicates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,7 +189,7 @@ impl Event {
     /// <payload>`), and whether it was trimmed.
     pub fn text(&self) -> (String, bool) {
         match &self.message {
-            Some(text) => session::templated_message(text),
+            Some(text) => (text.clone(), self.message_trimmed),
             None => session::webhook_message(&self.source, &self.body),
         }
     }

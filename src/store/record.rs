@@ -115,6 +115,8 @@ pub(super) struct Head<'a> {
     _body: Text,
     #[serde(rename = "message", default)]
     _message: Option<Text>,
+    #[serde(rename = "messageTrimmed", default)]
+    _message_trimmed: bool,
     #[serde(borrow, default)]
     pub(super) delivery: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -274,6 +276,7 @@ mod tests {
                 fresh: true,
                 body: r#"{"id":"x","dedupUntil":1,"fresh":true}"#.into(),
                 message: Some("Stripe: \"x\"".into()),
+                message_trimmed: true,
                 rerun_of: Some("01PLAIN".into()),
                 ..delivered("01ALL", "evt_\"1", 7)
             },
@@ -297,6 +300,7 @@ mod tests {
                 text.replace(r#""body":"#, r#""body":1,"x":"#),
                 text.replace(r#""project":"/""#, r#""project":null"#),
                 text.replace(r#""message":"#, r#""message":2,"y":"#),
+                text.replace(r#""messageTrimmed":true"#, r#""messageTrimmed":"yes""#),
                 text.replace(r#","at":"#, r#","at":["#),
                 text.replace(r#""session":"s","#, ""),
                 text.replacen('}', "", 1),

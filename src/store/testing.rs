@@ -23,6 +23,7 @@ pub(super) fn event(id: &str) -> Event {
         at: session::now(),
         body: "{}".into(),
         message: None,
+        message_trimmed: false,
         delivery: None,
         dedup_until: None,
         fresh: false,

@@ -429,3 +429,53 @@ fn a_rerun_whose_agent_left_the_config_is_refused_naming_it() {
     assert!(out.stderr.contains("agent \"grumpy\""), "{out:?}");
     assert!(out.stderr.contains("add it back under `agents`"), "{out:?}");
 }
+
+/// A rerun is for an event whose run has finished: one still waiting would run anyway,
+/// and a rerun of it could start first, so it is refused (409, exit 69) until then. It
+/// runs in its own source's project, also when its session was made by another source.
+#[test]
+fn a_rerun_waits_for_the_run_to_finish_and_runs_in_its_sources_project() {
+    let home = Home::new();
+    let out = out_dir(&home);
+    let gate = Gate::new(&home, "gate");
+    let agent = home.script(
+        "where.sh",
+        &format!(
+            "cat >/dev/null; pwd > \"{}/$LOWKEY_EVENT_ID.pwd\"\n{}\necho done",
+            out.display(),
+            gate.wait_sh()
+        ),
+    );
+    let (first, second) = (home.project("first"), home.project("second"));
+    home.write_config(&json!({
+        "apiKey": KEY,
+        "agents": { "where": { "command": [agent], "timeoutSec": 120 } },
+        "webhooks": {
+            "one": { "project": first, "agent": "where", "target": "ops" },
+            "two": { "project": second, "agent": "where", "target": "ops" }
+        }
+    }));
+    let daemon = home.serve();
+    let (session, held) = accept(&daemon, "one", r#"{"n":1}"#);
+    let (_, waiting) = accept(&daemon, "two", r#"{"n":2}"#);
+    wait_for("the waiting event's message in its session", || {
+        let lines = home.session(&session);
+        of_type(&lines, "message")
+            .iter()
+            .any(|l| l["event"] == waiting.as_str())
+            .then_some(())
+    });
+    let refused = rerun(&home, &daemon, &waiting);
+    assert_eq!(refused.code, 69, "{refused:?}");
+    assert!(refused.stderr.contains("has not finished"), "{refused:?}");
+
+    gate.open();
+    daemon.wait_run_end(&held);
+    daemon.wait_run_end(&waiting);
+    let again = new_event(&rerun(&home, &daemon, &waiting));
+    daemon.wait_run_end(&again);
+    let pwd = |event: &str| read_text(&out.join(format!("{event}.pwd")));
+    assert_eq!(pwd(&again), pwd(&waiting));
+    assert_eq!(pwd(&again).trim_end(), second);
+    assert_ne!(pwd(&held), pwd(&again));
+}

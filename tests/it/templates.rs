@@ -210,4 +210,27 @@ fn a_message_template_is_what_the_agent_reads_and_the_body_stays_whole() {
     zoo.daemon.wait_log("the fallback logged", |l| {
         l.contains("does not fill the message template")
     });
+
+    // A filled message is cut as the default one is, with a note, and marked so.
+    let long = "x".repeat(2100);
+    let body = json!({ "type": long, "data": { "object": { "amount": 1, "currency": "eur" } } })
+        .to_string();
+    let (session, event) = zoo.accept("billing", &Delivery::unsigned(body).with_key());
+    zoo.daemon.wait_run_end(&event);
+    let lines = zoo.home.session(&session);
+    let user = of_type(&lines, "message")
+        .into_iter()
+        .find(|l| l["role"] == "user")
+        .unwrap();
+    let filled = format!("Stripe: {long} for 1 eur");
+    assert_eq!(
+        user["text"],
+        format!(
+            "{}\n[message trimmed: showing the first 2000 of {} characters; the full body is in the session file]",
+            &filled[..2000],
+            filled.len()
+        )
+        .as_str()
+    );
+    assert_eq!(user["trimmed"], true);
 }
