@@ -130,7 +130,7 @@ impl Notifier {
         let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("notifier lock"));
         let all = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(DRAIN, all).await.is_err() {
-            let _ = self.stop.send(true);
+            self.stop.send_replace(true);
             while tasks.join_next().await.is_some() {}
         }
     }

@@ -18,9 +18,10 @@
 //! UTF-8), so it could not tell a form from text or say where one goes wrong.
 //!
 //! As JSON ([`to_object`]), each field is a string; a field sent more than once is the
-//! array of its values, in order; and a value that is itself a JSON object or array
-//! (Slack's interactivity sends `payload={...}`) is that object or array, so
-//! `{{payload.type}}` reaches into it.
+//! array of its values, in order; and a field named `payload` whose value is a JSON
+//! object or array (Slack's interactivity sends `payload={...}`) is that object or
+//! array, so `{{payload.type}}` reaches into it. Only that one field: any other holds
+//! what a sender's users typed (an SMS `Body` of `{}`), which must stay text.
 
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -141,7 +142,12 @@ fn hex_digit(byte: u8) -> Option<u8> {
 pub fn to_object(fields: Fields) -> Value {
     let mut by_name: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for (name, value) in fields {
-        by_name.entry(name).or_default().push(value_json(value));
+        let value = if name == "payload" {
+            json_or_text(value)
+        } else {
+            Value::String(value)
+        };
+        by_name.entry(name).or_default().push(value);
     }
     let object: Map<String, Value> = by_name
         .into_iter()
@@ -159,7 +165,7 @@ pub fn to_object(fields: Fields) -> Value {
 
 /// A value that is a JSON object or array is handed over parsed; anything else (a
 /// number, `true`, a quoted string) stays the text that was sent.
-fn value_json(value: String) -> Value {
+fn json_or_text(value: String) -> Value {
     if value.trim_start().starts_with(['{', '['])
         && let Ok(parsed @ (Value::Object(_) | Value::Array(_))) = serde_json::from_str(&value)
     {
@@ -302,7 +308,7 @@ mod tests {
                 "n": "3",
                 "tag": ["a", "b"],
                 "payload": {"type": "block_actions"},
-                "list": [1],
+                "list": "[1]",
                 "brace": "{not json",
                 "quoted": "\"x\"",
             })

@@ -3,9 +3,10 @@
 //!
 //! A webhook is checked in this order: method, API key, body size (the body is read
 //! whole, for every caller, before anything about the source is answered), source,
-//! signature (over the raw bytes), UTF-8, JSON, the source's rate limit. Only then is
-//! it stored (where a repeated delivery is caught), and the 202 goes out only after the
-//! store says the event is on disk.
+//! signature (over the raw bytes), `enabled`, UTF-8, JSON or a form, a sender's
+//! challenge, the source's filters, its rate limit. Only then is it stored (where a
+//! repeated delivery is caught), and the 202 goes out only after the store says the
+//! event is on disk.
 //!
 //! - `server.rs`: the accept loops, with the connection cap and the graceful stop.
 //! - this file: routing, and the JSON answers.
