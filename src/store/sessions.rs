@@ -138,7 +138,7 @@ impl Budget {
     /// How an event goes to the session writer: with its body while the budget allows,
     /// else to be read back.
     pub(super) fn message(&self, event: Box<Event>) -> Message {
-        let n = event.body.len();
+        let n = held_bytes(&event);
         let taken = self
             .bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -153,10 +153,16 @@ impl Budget {
     /// An event held has gone on to dispatch.
     fn give_back(&self, message: &Message) {
         if let Message::Write(event) = message {
-            self.bytes.fetch_sub(event.body.len(), Ordering::AcqRel);
+            self.bytes.fetch_sub(held_bytes(event), Ordering::AcqRel);
         }
         self.events.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// What an event held for its message costs the budget: its body, and a message filled
+/// from a template (cut, so small beside the body).
+fn held_bytes(event: &Event) -> usize {
+    event.body.len() + event.message.as_ref().map_or(0, String::len)
 }
 
 pub(super) struct SessionWriter {
