@@ -82,23 +82,11 @@ const FORM: &str = "application/x-www-form-urlencoded";
 
 /// Posts `delivery` to `source` with `query` on the URL, from a fresh client.
 fn post_to(zoo: &Zoo, source: &str, query: &str, delivery: &Delivery) -> Answer {
-    let client = fresh_client();
-    let mut headers: Vec<(&str, &str)> = delivery
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    headers.push(("X-Forwarded-For", &client));
     let path = match query {
         "" => format!("/api/webhook/{source}"),
         query => format!("/api/webhook/{source}?{query}"),
     };
-    request(
-        "POST",
-        &zoo.daemon.url(&path),
-        &headers,
-        delivery.body.as_bytes(),
-    )
+    deliver_at(&zoo.daemon, &path, delivery)
 }
 
 #[track_caller]

@@ -483,6 +483,11 @@ pub fn serve_with_env(home: &Home, env: &[(&str, &str)]) -> Daemon {
 
 /// Posts `delivery` to `source`, from a fresh forwarded client unless it names one.
 pub fn deliver(daemon: &Daemon, source: &str, delivery: &Delivery) -> Answer {
+    deliver_at(daemon, &format!("/api/webhook/{source}"), delivery)
+}
+
+/// Posts `delivery` to `path` (with a query, say), as [`deliver`] does.
+pub fn deliver_at(daemon: &Daemon, path: &str, delivery: &Delivery) -> Answer {
     let client = fresh_client();
     let mut headers: Vec<(&str, &str)> = delivery
         .headers
@@ -494,7 +499,7 @@ pub fn deliver(daemon: &Daemon, source: &str, delivery: &Delivery) -> Answer {
     }
     request(
         "POST",
-        &daemon.url(&format!("/api/webhook/{source}")),
+        &daemon.url(path),
         &headers,
         delivery.body.as_bytes(),
     )

@@ -184,27 +184,31 @@ fn a_message_template_is_what_the_agent_reads_and_the_body_stays_whole() {
     })
     .to_string();
     let unfit = json!({ "type": "ping" }).to_string();
+    // The event's session, once its run is over: its message line, and the reply.
+    let deliver = |body: &str| {
+        let (session, event) = zoo.accept("billing", &Delivery::unsigned(body).with_key());
+        zoo.daemon.wait_run_end(&event);
+        let lines = zoo.home.session(&session);
+        let said = |role: &str| {
+            of_type(&lines, "message")
+                .into_iter()
+                .find(|l| l["role"] == role)
+                .unwrap()
+                .clone()
+        };
+        (said("user"), said("agent"))
+    };
     for (body, want) in [
         (&filled, "Stripe: invoice.paid for 1999 eur".to_owned()),
         (&unfit, format!("Webhook from billing: {unfit}")),
     ] {
-        let (session, event) = zoo.accept("billing", &Delivery::unsigned(body.clone()).with_key());
-        zoo.daemon.wait_run_end(&event);
-        let lines = zoo.home.session(&session);
-        let user = of_type(&lines, "message")
-            .into_iter()
-            .find(|l| l["role"] == "user")
-            .unwrap();
+        let (user, reply) = deliver(body);
         assert_eq!(user["text"], want.as_str());
         assert_eq!(
             user["body"],
             body.as_str(),
             "the full body stays in the session"
         );
-        let reply = of_type(&lines, "message")
-            .into_iter()
-            .find(|l| l["role"] == "agent")
-            .unwrap();
         assert_eq!(reply["text"].as_str().unwrap().trim_end(), want);
     }
     zoo.daemon.wait_log("the fallback logged", |l| {
@@ -213,15 +217,8 @@ fn a_message_template_is_what_the_agent_reads_and_the_body_stays_whole() {
 
     // A filled message is cut as the default one is, with a note, and marked so.
     let long = "x".repeat(2100);
-    let body = json!({ "type": long, "data": { "object": { "amount": 1, "currency": "eur" } } })
-        .to_string();
-    let (session, event) = zoo.accept("billing", &Delivery::unsigned(body).with_key());
-    zoo.daemon.wait_run_end(&event);
-    let lines = zoo.home.session(&session);
-    let user = of_type(&lines, "message")
-        .into_iter()
-        .find(|l| l["role"] == "user")
-        .unwrap();
+    let body = json!({ "type": long, "data": { "object": { "amount": 1, "currency": "eur" } } });
+    let (user, _) = deliver(&body.to_string());
     let filled = format!("Stripe: {long} for 1 eur");
     assert_eq!(
         user["text"],
