@@ -278,7 +278,7 @@ fn start_ready(
         let stop = stop.clone();
         tasks.spawn(async move {
             match ctx.store.load(&job).await {
-                Ok(event) => run_one(&ctx, &job, &event, stop).await,
+                Ok(event) => run_one(&ctx, &job, event, stop).await,
                 // Not marked done: the next start reads the queue afresh.
                 Err(e) => tracing::error!(
                     session_id = %job.session,
@@ -293,10 +293,10 @@ fn start_ready(
     }
 }
 
-async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Receiver<bool>) {
+async fn run_one(ctx: &Context, job: &Job, event: Event, mut stop: watch::Receiver<bool>) {
     // The event's message is in its session already (the store hands on no job before).
     // The queue learns that the run starts before anything of it reaches the session.
-    if !mark_started(ctx, event, &mut stop).await {
+    if !mark_started(ctx, &event, &mut stop).await {
         return;
     }
     let (message, _) = event.text();
@@ -311,14 +311,14 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Recei
             )),
             ..runner::Outcome::new(RunStatus::Failed)
         },
-        Some(agent) => match runner::spawn(&ctx.home, &agent, event) {
+        Some(agent) => match runner::spawn(&ctx.home, &agent, &event) {
             Err(e) => runner::spawn_failed(&agent.command[0], &e),
             Ok(started) => {
                 let record = Line::Run(Run {
                     pid: Some(started.pid()),
                     ..Run::new(&event.id, RunStatus::Started, &agent.name)
                 });
-                if let Err(e) = ctx.store.append(event, vec![record]).await {
+                if let Err(e) = ctx.store.append(&event, vec![record]).await {
                     tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot record the run's start");
                 }
                 tracing::info!(
@@ -331,11 +331,11 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Recei
                     pid = started.pid(),
                     "run started"
                 );
-                runner::wait(started, event, message, stop).await
+                runner::wait(started, &event, message, stop).await
             }
         },
     };
-    let lines = outcome.lines(event);
+    let lines = outcome.lines(&event);
     let exit_status = match (outcome.exit_code, outcome.signal) {
         (Some(code), _) => code.to_string(),
         (None, Some(sig)) => format!("signal {sig}"),
@@ -343,21 +343,19 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Recei
     };
     let stored = if outcome.status == RunStatus::Interrupted {
         // Not final: the queue keeps the event, and it runs again at the next start.
-        ctx.store.append(event, lines).await
+        ctx.store.append(&event, lines).await
     } else {
-        ctx.store.finish(job, event, lines).await
+        ctx.store.finish(job, &event, lines).await
     };
-    match stored {
-        // A run cut short, or one whose result is not on disk, runs again and tells
-        // its onFinish then.
-        Ok(()) if outcome.status.is_final() => {
-            ctx.notifier.notify(&ctx.config.load(), event, &outcome);
-        }
-        Ok(()) => {}
+    // A run cut short, or one whose result is not on disk, runs again and tells its
+    // onFinish then.
+    let notify = match stored {
+        Ok(()) => outcome.status.is_final(),
         Err(e) => {
             tracing::error!(session_id = %event.session, event_id = %event.id, error = %e, "cannot record the run's result; it runs again at the next start");
+            false
         }
-    }
+    };
     let duration_ms = outcome.duration.as_millis() as u64;
     if outcome.status == RunStatus::Finished {
         tracing::info!(
@@ -386,6 +384,9 @@ async fn run_one(ctx: &Context, job: &Job, event: &Event, mut stop: watch::Recei
             outcome.status.label(),
             outcome.error.as_deref().unwrap_or("the agent exited with an error")
         );
+    }
+    if notify {
+        ctx.notifier.notify(&ctx.config.load(), event, outcome);
     }
 }
 
@@ -444,13 +445,7 @@ mod tests {
                 "defaultAgent": "bot",
                 "webhooks": { "hook": { "project": "/tmp" } },
             });
-            let config = crate::config::parse(
-                std::path::Path::new("config.json"),
-                &text.to_string(),
-                crate::config::Lookup::Own,
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
-            .config;
+            let config = crate::config::from_json(&text);
             let (tx, rx) = mpsc::unbounded_channel();
             let (store, writer, recovery) = Store::open(home, tx).unwrap();
             let ctx = Context {
@@ -527,19 +522,10 @@ mod tests {
 
     fn event(id: &str, session: &str, agent: &str, fresh: bool) -> Event {
         Event {
-            id: id.into(),
             session: session.into(),
-            source: "hook".into(),
             agent: agent.into(),
-            project: "/".into(),
-            at: session::now(),
-            body: "{}".into(),
-            message: None,
-            message_trimmed: false,
-            delivery: None,
-            dedup_until: None,
             fresh,
-            rerun_of: None,
+            ..crate::store::testing::event(id)
         }
     }
 

@@ -18,6 +18,7 @@
 //!   number (`"7"` is not `7`).
 
 use crate::config::{FieldPath, kind};
+use crate::session::first_chars;
 use crate::signature::SchemeKind;
 use http::{HeaderMap, HeaderName};
 use serde_json::Value;
@@ -354,10 +355,10 @@ impl fmt::Display for EventAt {
 /// [`SHOWN`] characters; an object or a list by its kind alone.
 fn shown(value: &Value) -> String {
     match value {
-        Value::String(text) if text.chars().count() > SHOWN => {
-            let cut: String = text.chars().take(SHOWN).collect();
-            format!("{}…", Value::String(cut))
-        }
+        Value::String(text) => match first_chars(text, SHOWN) {
+            (shown, true) => format!("{}…", Value::String(shown.to_owned())),
+            (_, false) => value.to_string(),
+        },
         Value::Object(_) | Value::Array(_) => kind(value).to_owned(),
         scalar => scalar.to_string(),
     }

@@ -12,7 +12,7 @@
 use crate::config::{Config, FinishCommand, FinishPost, OnFinish};
 use crate::log::id;
 use crate::runner::{self, Kind, Outcome};
-use crate::session::RunStatus;
+use crate::session::{RunStatus, first_chars};
 use crate::signature::{self, Scheme};
 use crate::store::{Event, Home};
 use bytes::Bytes;
@@ -77,8 +77,9 @@ impl Notifier {
     }
 
     /// Starts the `onFinish` for a run whose final result is recorded: the event's
-    /// source's, else its agent's, as the config is now.
-    pub fn notify(self: &Arc<Self>, config: &Config, event: &Event, outcome: &Outcome) {
+    /// source's, else its agent's, as the config is now. It takes the run's event and
+    /// outcome, which the run is done with, so the reply is not copied.
+    pub fn notify(self: &Arc<Self>, config: &Config, event: Event, outcome: Outcome) {
         let on_finish = config
             .sources
             .get(&event.source)
@@ -92,7 +93,7 @@ impl Notifier {
         while tasks.try_join_next().is_some() {}
         if tasks.len() >= MAX_IN_FLIGHT {
             failed(
-                event,
+                &event,
                 None,
                 None,
                 format_args!(
@@ -106,7 +107,7 @@ impl Notifier {
             body: String::new(),
             message: None,
             message_trimmed: false,
-            ..event.clone()
+            ..event
         };
         let notice = Notice {
             event,
@@ -117,7 +118,7 @@ impl Notifier {
             },
             exit_code: outcome.exit_code,
             duration_ms: outcome.duration.as_millis() as u64,
-            reply: outcome.reply.clone(),
+            reply: outcome.reply,
             at: crate::session::now(),
         };
         let this = self.clone();
@@ -288,9 +289,9 @@ impl Notifier {
     /// (Discord), so a chat's incoming webhook shows something readable as it is.
     fn payload(&self, notice: &Notice) -> serde_json::Value {
         let event = &notice.event;
-        let (reply, reply_trimmed) = cut(&notice.reply, POST_REPLY_CHARS);
+        let (reply, reply_trimmed) = first_chars(&notice.reply, POST_REPLY_CHARS);
         let summary = {
-            let (short, trimmed) = cut(&notice.reply, SUMMARY_REPLY_CHARS);
+            let (short, trimmed) = first_chars(&notice.reply, SUMMARY_REPLY_CHARS);
             let status = match notice.status {
                 "timed_out" => "timed out",
                 other => other,
@@ -361,14 +362,6 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The first `chars` characters of `text`, and whether it had more.
-fn cut(text: &str, chars: usize) -> (&str, bool) {
-    match text.char_indices().nth(chars) {
-        Some((end, _)) => (&text[..end], true),
-        None => (text, false),
-    }
-}
-
 /// The one warning a notification that did not get through leaves: which of the
 /// event's `onFinish` failed (`command` or `url`, unless it never started), and the
 /// host a POST went to.
@@ -400,31 +393,16 @@ mod tests {
             } },
             "webhooks": { "hook": { "project": "/tmp", "agent": "bot" } },
         });
-        let config = crate::config::parse(
-            std::path::Path::new("config.json"),
-            &config.to_string(),
-            crate::config::Lookup::Own,
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-        .config;
+        let config = crate::config::from_json(&config);
         let notifier = Notifier::new(Home::new(dir.path()));
         for n in 0..MAX_IN_FLIGHT + 3 {
             let event = Event {
-                id: format!("e{n}"),
                 session: format!("s{n}"),
-                source: "hook".into(),
-                agent: "bot".into(),
                 project: "/tmp".into(),
-                at: crate::session::now(),
-                body: "{}".into(),
-                message: None,
-                message_trimmed: false,
-                delivery: None,
-                dedup_until: None,
                 fresh: true,
-                rerun_of: None,
+                ..crate::store::testing::event(&format!("e{n}"))
             };
-            notifier.notify(&config, &event, &Outcome::new(RunStatus::Finished));
+            notifier.notify(&config, event, Outcome::new(RunStatus::Finished));
         }
         assert_eq!(notifier.tasks.lock().unwrap().len(), MAX_IN_FLIGHT);
         // As a stop does: the commands would sleep a minute; this ends them.
@@ -446,12 +424,5 @@ mod tests {
             judge(StatusCode::NOT_FOUND),
             Err(Failure::Final(_))
         ));
-    }
-
-    #[test]
-    fn the_reply_is_cut_on_a_character() {
-        assert_eq!(cut("héllo", 2), ("hé", true));
-        assert_eq!(cut("héllo", 5), ("héllo", false));
-        assert_eq!(cut("", 3), ("", false));
     }
 }

@@ -168,18 +168,26 @@ pub fn templated_message(text: &str) -> (String, bool) {
 /// `prefix` then `text`, with `text` cut after `MESSAGE_CHARS` characters and a note
 /// naming `what` was cut.
 fn cut(prefix: &str, text: &str, what: &str) -> (String, bool) {
-    match text.char_indices().nth(MESSAGE_CHARS) {
-        None => (format!("{prefix}{text}"), false),
-        Some((cut, _)) => {
+    match first_chars(text, MESSAGE_CHARS) {
+        (_, false) => (format!("{prefix}{text}"), false),
+        (shown, true) => {
             let total = text.chars().count();
             (
                 format!(
-                    "{prefix}{}\n[{what} trimmed: showing the first {MESSAGE_CHARS} of {total} characters; the full body is in the session file]",
-                    &text[..cut]
+                    "{prefix}{shown}\n[{what} trimmed: showing the first {MESSAGE_CHARS} of {total} characters; the full body is in the session file]"
                 ),
                 true,
             )
         }
+    }
+}
+
+/// The first `chars` characters of `text` (never part of one), and whether that left
+/// any out.
+pub fn first_chars(text: &str, chars: usize) -> (&str, bool) {
+    match text.char_indices().nth(chars) {
+        Some((end, _)) => (&text[..end], true),
+        None => (text, false),
     }
 }
 
@@ -281,6 +289,13 @@ mod tests {
         let (text, trimmed) = webhook_message("stripe", "{\"a\":1}");
         assert_eq!(text, "Webhook from stripe: {\"a\":1}");
         assert!(!trimmed);
+    }
+
+    #[test]
+    fn the_first_chars_are_cut_on_a_character() {
+        assert_eq!(first_chars("héllo", 2), ("hé", true));
+        assert_eq!(first_chars("héllo", 5), ("héllo", false));
+        assert_eq!(first_chars("", 3), ("", false));
     }
 
     #[test]

@@ -38,6 +38,8 @@ mod validate;
 mod tests;
 
 pub use agents::{Lookup, UNITS_PATH};
+#[cfg(test)]
+pub(crate) use parse::from_json;
 pub use parse::{ConfigError, Loaded, Problem, Severity, load, parse};
 pub use template::{FieldPath, Template};
 pub use types::{

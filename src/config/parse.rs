@@ -26,6 +26,14 @@ pub fn parse(path: &Path, text: &str, lookup: Lookup) -> Result<Loaded, ConfigEr
     Validator::new(lookup).parse(path, text)
 }
 
+/// The config other modules' unit tests write as JSON; a problem in it fails the test.
+#[cfg(test)]
+pub(crate) fn from_json(value: &serde_json::Value) -> super::Config {
+    parse(Path::new("config.json"), &value.to_string(), Lookup::Own)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config
+}
+
 /// serde_json's message without the position it appends (the error names it already),
 /// and with the fix for the mistakes people make writing JSON by hand.
 fn syntax_message(e: &serde_json::Error) -> String {

@@ -7,6 +7,7 @@
 use super::agents::{Lookup, agent_hint};
 use super::parse::{Problem, Severity};
 use super::{Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES};
+use crate::session::first_chars;
 use serde_json::{Map, Value};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -285,11 +286,10 @@ pub(super) fn describe(value: &Value) -> String {
         Value::Null => "null".to_owned(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => format!("the number {n}"),
-        Value::String(text) if text.chars().count() > LONGEST => {
-            let cut: String = text.chars().take(LONGEST).collect();
-            format!("the string {}…", Value::String(cut))
-        }
-        Value::String(text) => format!("the string {}", Value::String(text.clone())),
+        Value::String(text) => match first_chars(text, LONGEST) {
+            (shown, true) => format!("the string {}…", Value::String(shown.to_owned())),
+            (_, false) => format!("the string {value}"),
+        },
         other => kind(other).to_owned(),
     }
 }

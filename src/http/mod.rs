@@ -127,14 +127,7 @@ async fn route(app: &App, req: Request<Incoming>, peer: Peer) -> HttpResponse {
             Method::GET | Method::HEAD => {
                 json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
             }
-            _ => {
-                body.drain().await;
-                with_header(
-                    json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET on /api/health"),
-                    header::ALLOW,
-                    "GET, HEAD",
-                )
-            }
+            _ => not_allowed(body, "use GET on /api/health", "GET, HEAD").await,
         };
     }
     if let Some(event) = path
@@ -142,15 +135,7 @@ async fn route(app: &App, req: Request<Incoming>, peer: Peer) -> HttpResponse {
         .and_then(|rest| rest.strip_suffix("/rerun"))
     {
         if parts.method != Method::POST {
-            body.drain().await;
-            return with_header(
-                json_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "use POST on /api/events/<event>/rerun",
-                ),
-                header::ALLOW,
-                "POST",
-            );
+            return not_allowed(body, "use POST on /api/events/<event>/rerun", "POST").await;
         }
         return rerun::rerun(app, &parts, body, event, peer).await;
     }
@@ -162,17 +147,19 @@ async fn route(app: &App, req: Request<Incoming>, peer: Peer) -> HttpResponse {
         );
     };
     if parts.method != Method::POST {
-        body.drain().await;
-        return with_header(
-            json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "webhooks must be sent with POST",
-            ),
-            header::ALLOW,
-            "POST",
-        );
+        return not_allowed(body, "webhooks must be sent with POST", "POST").await;
     }
     webhook::webhook(app, &parts, body, source, peer).await
+}
+
+/// `405`, with the methods the path takes in `Allow`, once the body is drained.
+async fn not_allowed(body: Unread, message: &str, allow: &'static str) -> HttpResponse {
+    body.drain().await;
+    with_header(
+        json_error(StatusCode::METHOD_NOT_ALLOWED, message),
+        header::ALLOW,
+        allow,
+    )
 }
 
 /// A config with the API key `lk_right`, and sources with `secrets` each.
@@ -193,11 +180,5 @@ fn test_config(secrets: &[usize]) -> Config {
         "defaultAgent": "bot",
         "webhooks": sources,
     });
-    crate::config::parse(
-        std::path::Path::new("config.json"),
-        &text.to_string(),
-        crate::config::Lookup::Own,
-    )
-    .map(|loaded| loaded.config)
-    .unwrap_or_else(|e| panic!("{e}"))
+    crate::config::from_json(&text)
 }

@@ -57,7 +57,7 @@ mod segment;
 mod session_file;
 mod sessions;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod writer;
 
 pub use home::Home;

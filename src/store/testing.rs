@@ -1,4 +1,5 @@
-//! What the store's unit tests share: a fresh home, and events to put in it.
+//! What the store's unit tests share (and other modules' take events from): a fresh
+//! home, and events to put in it.
 
 use super::recovery::recover;
 use super::writer::Writer;
@@ -12,8 +13,8 @@ pub(super) fn empty_home() -> (tempfile::TempDir, Home) {
     (dir, home)
 }
 
-/// An event of session `s`, without a delivery id.
-pub(super) fn event(id: &str) -> Event {
+/// An event of session `s`, source `hook` and agent `bot`, without a delivery id.
+pub(crate) fn event(id: &str) -> Event {
     Event {
         id: id.into(),
         session: "s".into(),
